@@ -1,0 +1,5 @@
+"""``python -m bot`` is the same as the ``duban`` command."""
+
+from bot.cli import main
+
+main()

@@ -1,0 +1,452 @@
+"""The ``duban`` command line: set up the database, import and inspect the plan, run the service.
+
+Every listing has ``--json`` for scripts and a readable table otherwise.  The
+runtime (settings, engine, clock) is built once in :func:`main` and handed to
+each command through click's context.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, select
+
+from core.config import ConfigError, Settings, load_settings
+from core.plan_import import ImportDiff, ImportRefused, ImportResult, import_plan, short_title
+from core.plan_parser import Annex, ParsedPlan, parse_plan
+from core.reconcile import KIND_TITLES, Reconciliation, reconcile
+from core.runtime import Runtime, current_plan, initialise, open_runtime
+from core.tasks import task_label
+from storage.db import current_revision, head_revision
+from storage.models import Assignment, Binding, Task, Unit, UnitAlias, UnitGroupMember
+
+ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
+
+
+class CliState:
+    """What the commands share: the settings now, the runtime when first needed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = open_runtime(self.settings)
+        return self._runtime
+
+    def close(self) -> None:
+        if self._runtime is not None:
+            self._runtime.close()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+def console() -> Console:
+    return Console(soft_wrap=False, width=max(100, Console().width))
+
+
+@contextmanager
+def _database_ready(state: CliState) -> Iterator[Runtime]:
+    runtime = state.runtime
+    if current_revision(runtime.engine) != head_revision():
+        fail("数据库尚未初始化或需要升级,请先运行: duban init")
+    yield runtime
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Configuration file (default: $DUBAN_CONFIG or the project's config.toml).",
+)
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None) -> None:
+    """duban (督办): supervise a year's responsibility plan over chat."""
+    try:
+        settings = load_settings(config_path)
+    except ConfigError as exc:
+        fail(f"配置错误 / configuration error:\n{exc}", 2)
+    state = CliState(settings)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+# --- init / import -------------------------------------------------------------
+
+
+@main.command()
+@click.option("--no-import", is_flag=True, help="Only create or upgrade the schema.")
+@click.pass_obj
+def init(state: CliState, no_import: bool) -> None:
+    """Create or upgrade the database; import the configured plan into an empty one."""
+    runtime = state.runtime
+    before = current_revision(runtime.engine)
+    result = initialise(runtime, import_plan_if_empty=not no_import)
+    after = current_revision(runtime.engine)
+    if before == after:
+        click.echo(f"数据库已是最新版本 ({after})")
+    else:
+        click.echo(f"数据库已升级: {before or '空'} → {after}")
+    if result is not None:
+        click.echo(f"已导入 {state.settings.plan_path.name}:")
+        _print_import_summary(result.parsed)
+
+
+def _print_import_summary(parsed: ParsedPlan) -> None:
+    county = len(parsed.tasks_in(Annex.COUNTY))
+    city = len(parsed.tasks_in(Annex.CITY))
+    leads = {u for t in parsed.tasks for u in t.lead}
+    units = {u for t in parsed.tasks for u, _ in t.units()}
+    assignments = sum(len(t.units()) for t in parsed.tasks)
+    click.echo(f"  县级任务 {county} 项,市级任务 {city} 项")
+    click.echo(f"  牵头单位 {len(leads)} 个,涉及单位 {len(units)} 个,任务—单位分工 {assignments} 条")
+    if parsed.warnings:
+        click.echo(f"  已修复或需留意的问题 {len(parsed.warnings)} 处:")
+        for problem in parsed.warnings:
+            click.echo(f"    {problem}")
+
+
+def _print_diff(diff: ImportDiff) -> None:
+    if diff.empty:
+        click.echo("与数据库中的方案相比没有变化。")
+        return
+    click.echo("与数据库中的方案相比,将会:")
+    for label in diff.new_tasks:
+        click.echo(f"  + 新任务 {label}")
+    for label in diff.restored_tasks:
+        click.echo(f"  + 恢复任务 {label}")
+    for label in diff.removed_tasks:
+        click.echo(f"  - 停用任务 {label}(已记录的进展保留)")
+    for label, old, new in diff.changed_text:
+        click.echo(f"  ~ 任务 {label} 内容变更:\n      旧: {old}\n      新: {new}")
+    for change in diff.added:
+        click.echo(f"  + {change.task} 增加{ROLE_ZH[change.role]}单位 {change.unit}")
+    for change in diff.removed:
+        click.echo(f"  - {change.task} 移除{ROLE_ZH[change.role]}单位 {change.unit}")
+    for change in diff.role_changed:
+        old = ROLE_ZH[change.old_role or "responsible"]
+        click.echo(f"  ~ {change.task} {change.unit}: {old} → {ROLE_ZH[change.role]}")
+    for unit in diff.new_units:
+        click.echo(f"  + 新单位 {unit}")
+
+
+def _import_json(result: ImportResult) -> dict[str, Any]:
+    parsed = result.parsed
+    diff = result.diff
+    return {
+        "applied": result.applied,
+        "first_import": result.first_import,
+        "plan_id": result.plan_id,
+        "title": parsed.title,
+        "year": parsed.year,
+        "counts": {annex.value: len(parsed.tasks_in(annex)) for annex in Annex},
+        "assignments": sum(len(t.units()) for t in parsed.tasks),
+        "warnings": [{"line": p.line, "reason": p.reason, "excerpt": p.excerpt} for p in parsed.warnings],
+        "diff": {
+            "new_tasks": diff.new_tasks,
+            "restored_tasks": diff.restored_tasks,
+            "removed_tasks": diff.removed_tasks,
+            "changed_text": [{"task": t, "old": o, "new": n} for t, o, n in diff.changed_text],
+            "added": [vars(c) for c in diff.added],
+            "removed": [vars(c) for c in diff.removed],
+            "role_changed": [vars(c) for c in diff.role_changed],
+            "new_units": diff.new_units,
+        },
+    }
+
+
+@main.command(name="import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Parse and show what would change; write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Apply changes to an existing plan without asking.")
+@click.option("--jurisdiction", default=None, help="Whose plan this is (default from config).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def import_command(
+    state: CliState, path: Path, dry_run: bool, yes: bool, jurisdiction: str | None, as_json: bool
+) -> None:
+    """Import a notice (or re-import it: recorded statuses are kept)."""
+    settings = state.settings
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        fail(f"{path}: 不是 UTF-8 文本文件")
+    name = jurisdiction or settings.plan.jurisdiction
+    with _database_ready(state) as runtime:
+        try:
+            with runtime.transaction() as session:
+                preview = import_plan(
+                    session,
+                    settings,
+                    text,
+                    source_name=path.name,
+                    jurisdiction_name=name,
+                    now=runtime.clock.now(),
+                    dry_run=True,
+                )
+        except ImportRefused as refused:
+            if as_json:
+                emit_json(
+                    {"applied": False, "errors": [vars(p) | {"severity": p.severity.value} for p in refused.problems]}
+                )
+                sys.exit(1)
+            click.echo(f"无法导入 {path.name}:发现 {len(refused.problems)} 处错误,数据库未作任何改动。", err=True)
+            for problem in refused.problems:
+                click.echo(f"  {problem}", err=True)
+            sys.exit(1)
+        if dry_run:
+            if as_json:
+                emit_json(_import_json(preview))
+                return
+            click.echo(f"试导入 {path.name}(未写入数据库):")
+            _print_import_summary(preview.parsed)
+            if not preview.first_import:
+                _print_diff(preview.diff)
+            return
+        if not preview.first_import and not preview.diff.empty and not as_json:
+            _print_diff(preview.diff)
+            if not yes and not click.confirm("应用以上变更?", default=False):
+                click.echo("已取消,数据库未改动。")
+                return
+        with runtime.transaction() as session:
+            result = import_plan(
+                session,
+                settings,
+                text,
+                source_name=path.name,
+                jurisdiction_name=name,
+                now=runtime.clock.now(),
+            )
+    if as_json:
+        emit_json(_import_json(result))
+        return
+    click.echo(f"已{'导入' if result.first_import else '重新导入'} {path.name}({name} {result.parsed.year}年):")
+    _print_import_summary(result.parsed)
+    if not result.first_import and result.diff.empty:
+        click.echo("与上次导入相比没有变化。")
+
+
+# --- reconcile -------------------------------------------------------------------
+
+
+def _reconcile_json(rec: Reconciliation) -> dict[str, Any]:
+    return {
+        "counts": {kind.value: count for kind, count in rec.counts().items()},
+        "disagreements": [d.as_dict() for d in rec.disagreements],
+        "learned_groups": rec.learned_groups,
+        "matrix_rows_placed_by_inference": [
+            {"unit": p.row.unit, "line": p.row.line, "columns": [f"{a.value}:{r.value}" for a, r in p.columns]}
+            for p in rec.placed
+            if p.guessed
+        ],
+    }
+
+
+@main.command(name="reconcile")
+@click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def reconcile_command(state: CliState, path: Path | None, as_json: bool) -> None:
+    """List where Annex 3 (the matrix) disagrees with annexes 1–2, grouped and counted."""
+    settings = state.settings
+    source = path or settings.plan_path
+    directory = settings.units.directory()
+    parsed = parse_plan(source.read_text(encoding="utf-8"), directory)
+    if parsed.errors:
+        for problem in parsed.errors:
+            click.echo(f"  {problem}", err=True)
+        fail(f"{source.name} 有 {len(parsed.errors)} 处错误,无法核对。")
+    rec = reconcile(parsed, directory)
+    if as_json:
+        emit_json(_reconcile_json(rec))
+        return
+    if not parsed.matrix:
+        click.echo(f"{source.name} 没有单位明细表(附件3),无从核对。")
+        return
+    total = len(rec.disagreements)
+    click.echo(f"核对 {source.name}:明细表 {len(parsed.matrix)} 行,与附件1–2 不一致 {total} 处。")
+    for kind, items in rec.grouped().items():
+        click.echo(f"\n【{KIND_TITLES[kind]}】{len(items)} 处")
+        by_task: dict[str, list[str]] = defaultdict(list)
+        loose: list[str] = []
+        for item in items:
+            unit = item.unit + (f"({item.detail})" if item.detail and item.task is None else "")
+            if item.task is not None and item.annex is not None:
+                role = "牵头" if item.detail.startswith("lead") else ""
+                by_task[task_label(item.annex, item.task)].append(unit + (f"[{role}]" if role else ""))
+            else:
+                loose.append(unit + (f" 第{item.line}行" if item.line else ""))
+        for label, units in by_task.items():
+            click.echo(f"  {label}: {'、'.join(units)}")
+        for line in loose:
+            click.echo(f"  {line}")
+    guessed = [p for p in rec.placed if p.guessed]
+    if guessed:
+        click.echo(f"\n(明细表有 {len(guessed)} 行缺少空单元格,已按附件1–2 推断各列归属;用 --json 查看)")
+
+
+# --- listings ----------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--unit", "unit_name", default=None, help="Only this unit's tasks (name or alias).")
+@click.option("--annex", type=click.Choice(["county", "city"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bool) -> None:
+    """The plan's tasks with their lead and responsible units."""
+    settings = state.settings
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        unit = None
+        if unit_name:
+            unit = _find_unit(session, plan.jurisdiction_id, unit_name)
+            if unit is None:
+                fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
+        query = (
+            select(Task).where(Task.plan_id == plan.id, Task.active.is_(True)).order_by(Task.annex.desc(), Task.number)
+        )
+        if annex:
+            query = query.where(Task.annex == annex)
+        rows = []
+        for task in session.scalars(query):
+            active = [a for a in task.assignments if a.active]
+            leads = [a.unit.name for a in active if a.role == "lead"]
+            responsible = [a.unit.name for a in active if a.role == "responsible"]
+            mine = next((a.role for a in active if unit is not None and a.unit_id == unit.id), None)
+            if unit is not None and mine is None:
+                continue
+            rows.append(
+                {
+                    "annex": task.annex,
+                    "number": task.number,
+                    "label": task_label(task.annex, task.number),
+                    "section": task.subsection or task.section,
+                    "title": short_title(task.text),
+                    "text": task.text,
+                    "lead": leads,
+                    "responsible": responsible,
+                    **({"role": mine} if unit is not None else {}),
+                }
+            )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"{plan.name}({unit.name if unit else '全部单位'})", show_lines=False)
+    table.add_column("编号", no_wrap=True)
+    if unit is not None:
+        table.add_column("角色", no_wrap=True)
+    table.add_column("任务")
+    table.add_column("牵头单位")
+    table.add_column("责任单位", justify="right")
+    for row in rows:
+        cells = [row["label"]]
+        if unit is not None:
+            cells.append(ROLE_ZH[row["role"]])
+        cells += [row["title"], "、".join(row["lead"]), f"{len(row['responsible'])} 个"]
+        table.add_row(*cells)
+    console().print(table)
+    click.echo(f"共 {len(rows)} 项")
+
+
+def _find_unit(session: Any, jurisdiction_id: int, name: str) -> Unit | None:
+    cleaned = name.replace(" ", "")
+    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id, Unit.name == cleaned))
+    if unit is None:
+        unit = session.scalar(
+            select(Unit)
+            .join(UnitAlias, UnitAlias.unit_id == Unit.id)
+            .where(Unit.jurisdiction_id == jurisdiction_id, UnitAlias.alias == cleaned)
+        )
+    return unit
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def units(state: CliState, as_json: bool) -> None:
+    """Every unit: kind, aliases, groups, how many tasks it leads and shares, who is bound."""
+    settings = state.settings
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        counts: dict[tuple[int, str], int] = {
+            (unit_id, role): count
+            for unit_id, role, count in session.execute(
+                select(Assignment.unit_id, Assignment.role, func.count())
+                .join(Task, Task.id == Assignment.task_id)
+                .where(Task.plan_id == plan.id, Task.active.is_(True), Assignment.active.is_(True))
+                .group_by(Assignment.unit_id, Assignment.role)
+            )
+        }
+        bound: dict[int, int] = dict(
+            session.execute(
+                select(Binding.unit_id, func.count()).where(Binding.revoked_at.is_(None)).group_by(Binding.unit_id)
+            ).all()
+        )
+        title = f"{plan.jurisdiction.name} 单位"
+        groups: dict[int, list[str]] = defaultdict(list)
+        for member in session.scalars(
+            select(UnitGroupMember).where(UnitGroupMember.jurisdiction_id == plan.jurisdiction_id)
+        ):
+            groups[member.unit_id].append(member.phrase)
+        rows = []
+        for unit in session.scalars(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id)):
+            rows.append(
+                {
+                    "name": unit.name,
+                    "kind": unit.kind,
+                    "aliases": sorted(a.alias for a in unit.aliases),
+                    "groups": groups.get(unit.id, []),
+                    "lead": counts.get((unit.id, "lead"), 0),
+                    "responsible": counts.get((unit.id, "responsible"), 0),
+                    "bound": bound.get(unit.id, 0),
+                }
+            )
+    if as_json:
+        emit_json(rows)
+        return
+    kinds = {"department": "部门", "town": "镇", "enterprise": "企业", "other": "其他"}
+    table = Table(title=title)
+    for column in ("单位", "类型", "别名", "牵头", "责任", "已绑定"):
+        table.add_column(
+            column, no_wrap=column != "别名", justify="right" if column in ("牵头", "责任", "已绑定") else "left"
+        )
+    for row in rows:
+        table.add_row(
+            row["name"],
+            kinds.get(row["kind"], row["kind"]),
+            "、".join(row["aliases"]),
+            str(row["lead"]),
+            str(row["responsible"]),
+            str(row["bound"]),
+        )
+    console().print(table)
+    click.echo(f"共 {len(rows)} 个单位")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

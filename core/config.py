@@ -1,0 +1,420 @@
+"""Typed settings loaded from ``config.toml`` and the environment.
+
+Every section rejects unknown keys and bad values with a message that names the
+key (``[telegram] rate_per_second: …``).  Secrets and the database URL may come
+from the environment: ``DUBAN_<SECTION>_<KEY>`` overrides ``[section] key``
+for any plain value, e.g. ``DUBAN_DATABASE_URL`` or ``DUBAN_TELEGRAM_TOKEN``.
+Relative paths are resolved against the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from datetime import date, datetime, timedelta
+from datetime import time as TimeOfDay
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from core.durations import Offset, parse_duration, parse_offset
+from core.units import UnitDirectory, UnitKind
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "config.toml"
+BUNDLED_PLAN = Path(__file__).resolve().parent / "plans" / "jiayu-2024-responsibility-plan.txt"
+ENV_PREFIX = "DUBAN_"
+
+
+class ConfigError(Exception):
+    """A configuration file or environment value that cannot be used; the message names the key."""
+
+
+class PersonRole(StrEnum):
+    """What a bound person is to the supervision cycle."""
+
+    LIAISON = "liaison"
+    HEAD = "head"
+    OFFICE = "office"
+    LEADER = "leader"
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)):
+        return timedelta(seconds=value)
+    return parse_duration(str(value))
+
+
+def _offset(value: Any) -> Offset:
+    if isinstance(value, Offset):
+        return value
+    return parse_offset(str(value))
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+OffsetValue = Annotated[Offset, BeforeValidator(_offset)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class ServiceSettings(Section):
+    timezone: str = "Asia/Shanghai"
+    language: Literal["zh", "en"] = "zh"
+    data_dir: Path = Path("var")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///var/duban.sqlite3"
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("only sqlite:/// and postgresql:// URLs are supported")
+        return value
+
+
+class PlanSettings(Section):
+    path: str = "bundled"
+    jurisdiction: str = "嘉鱼县"
+    name: str = ""
+    import_on_start: bool = True
+
+
+class UnitSettings(Section):
+    aliases: dict[str, str] = Field(default_factory=dict)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    task_groups: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
+    kinds: dict[str, UnitKind] = Field(default_factory=dict)
+
+    @field_validator("task_groups")
+    @classmethod
+    def _task_keys(cls, value: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        for key in value:
+            if not re.fullmatch(r"(county|city)-\d+", key):
+                raise ValueError(f"task key {key!r} should look like county-36 or city-7")
+        return value
+
+    def directory(self) -> UnitDirectory:
+        return UnitDirectory(
+            aliases=dict(self.aliases),
+            groups={k: list(v) for k, v in self.groups.items()},
+            kinds=dict(self.kinds),
+            task_groups={k: {p: list(u) for p, u in v.items()} for k, v in self.task_groups.items()},
+        )
+
+
+class OfficeSettings(Section):
+    unit: str = "县政府政务督查室"
+
+
+class CalendarSettings(Section):
+    send_time: TimeOfDay = TimeOfDay(9, 0)
+    quiet_start: TimeOfDay = TimeOfDay(21, 0)
+    quiet_end: TimeOfDay = TimeOfDay(8, 0)
+    # Days the office declares itself, for years the holiday package does not cover yet.
+    holidays: list[date] = Field(default_factory=list)
+    workdays: list[date] = Field(default_factory=list)
+
+
+class Rung(Section):
+    offset: OffsetValue
+    roles: list[PersonRole]
+
+    @field_validator("roles")
+    @classmethod
+    def _some_roles(cls, value: list[PersonRole]) -> list[PersonRole]:
+        if not value:
+            raise ValueError("a rung must notify at least one role")
+        return value
+
+
+def _default_rungs() -> list[Rung]:
+    liaison = [PersonRole.LIAISON]
+    return [
+        Rung(offset=parse_offset("-7d"), roles=liaison),
+        Rung(offset=parse_offset("-3d"), roles=liaison),
+        Rung(offset=parse_offset("-1d"), roles=liaison),
+        Rung(offset=parse_offset("0d"), roles=liaison),
+        Rung(offset=parse_offset("+1d"), roles=[PersonRole.LIAISON, PersonRole.HEAD]),
+        Rung(offset=parse_offset("+3d"), roles=[PersonRole.OFFICE]),
+        Rung(offset=parse_offset("+7d"), roles=[PersonRole.LEADER]),
+    ]
+
+
+class Ladder(Section):
+    rungs: list[Rung] = Field(default_factory=_default_rungs)
+    repeat_every: Duration | None = timedelta(days=7)
+    repeat_roles: list[PersonRole] = Field(default_factory=lambda: [PersonRole.LIAISON, PersonRole.HEAD])
+    repeat_cap: int = Field(default=4, ge=0, le=100)
+    follow_calendar: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        offsets = [r.offset.delta for r in self.rungs]
+        if offsets != sorted(offsets):
+            raise ValueError("rungs must be listed in time order")
+        if len(set(offsets)) != len(offsets):
+            raise ValueError("two rungs have the same offset")
+        return self
+
+
+class EscalationSettings(Ladder):
+    resolution: Duration = timedelta(minutes=1)
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(hours=1):
+            raise ValueError("resolution must be between 1s and 1h")
+        return value
+
+
+class CheckpointSettings(Section):
+    id: str
+    title: str
+    due: datetime
+    owed_by: Literal["lead", "lead_and_responsible"] = "lead_and_responsible"
+    tasks: Literal["all", "county", "city"] | list[str] = "all"
+    satisfied_by: Literal["status", "document"] = "status"
+    ladder: Ladder | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", value):
+            raise ValueError("id must be 1-40 lowercase letters, digits, - or _")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for key in value:
+                if not re.fullmatch(r"(county|city)-\d+", key):
+                    raise ValueError(f"task {key!r} should look like county-1 or city-24")
+        return value
+
+
+class DigestSettings(Section):
+    enabled: bool = True
+    time: TimeOfDay = TimeOfDay(8, 30)
+    # Office group chats that also receive the digest: "telegram:-100123", "wecom_robot:KEYNAME".
+    chats: list[str] = Field(default_factory=list)
+    max_message_chars: int = Field(default=3500, ge=200, le=4096)
+
+
+class TelegramSettings(Section):
+    token: SecretStr | None = None
+    bot_username: str = ""
+    base_url: str = "https://api.telegram.org/bot"
+    base_file_url: str = "https://api.telegram.org/file/bot"
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    webhook_path: str = "/telegram/webhook"
+    webhook_secret: SecretStr | None = None
+    messages_per_second: float = Field(default=29.0, gt=0, le=1000)
+    per_chat_interval: Duration = timedelta(seconds=1.05)
+    request_timeout: Duration = timedelta(seconds=15)
+
+    @property
+    def enabled(self) -> bool:
+        return self.token is not None and bool(self.token.get_secret_value())
+
+
+class WecomSettings(Section):
+    corp_id: str = ""
+    agent_id: int = 0
+    secret: SecretStr | None = None
+    callback_token: SecretStr | None = None
+    encoding_aes_key: SecretStr | None = None
+    api_base: str = "https://qyapi.weixin.qq.com"
+    callback_path: str = "/wecom/callback"
+    robot_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    per_member_per_minute: int = Field(default=30, ge=1)
+    per_member_per_hour: int = Field(default=1000, ge=1)
+    robot_per_minute: int = Field(default=20, ge=1)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.corp_id and self.secret and self.secret.get_secret_value())
+
+
+class WebSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = ""
+    dashboard_secret: SecretStr | None = None
+    session_ttl: Duration = timedelta(hours=8)
+
+
+class UploadSettings(Section):
+    dir: Path = Path("var/files")
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    allowed_types: list[str] = Field(
+        default_factory=lambda: [
+            ".pdf",
+            ".doc",
+            ".docx",
+            ".xls",
+            ".xlsx",
+            ".wps",
+            ".et",
+            ".ofd",
+            ".txt",
+            ".jpg",
+            ".jpeg",
+            ".png",
+            ".zip",
+        ]
+    )
+
+
+class LimitSettings(Section):
+    note_max_chars: int = Field(default=1000, ge=1, le=4000)
+
+
+class BindingSettings(Section):
+    code_ttl: Duration = timedelta(days=7)
+
+
+class ReportSettings(Section):
+    green_at: float = Field(default=0.9, ge=0, le=1)
+    yellow_at: float = Field(default=0.6, ge=0, le=1)
+    # A unit is named in the 通报 when its on-time rate is below this, or it has missing items.
+    name_below: float = Field(default=0.6, ge=0, le=1)
+    name_if_missing: bool = True
+
+
+class Settings(Section):
+    """All settings; ``base_dir`` is where relative paths are resolved from."""
+
+    service: ServiceSettings = ServiceSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    plan: PlanSettings = PlanSettings()
+    units: UnitSettings = UnitSettings()
+    office: OfficeSettings = OfficeSettings()
+    calendar: CalendarSettings = CalendarSettings()
+    escalation: EscalationSettings = EscalationSettings()
+    checkpoints: list[CheckpointSettings] = Field(default_factory=list)
+    digest: DigestSettings = DigestSettings()
+    telegram: TelegramSettings = TelegramSettings()
+    wecom: WecomSettings = WecomSettings()
+    web: WebSettings = WebSettings()
+    uploads: UploadSettings = UploadSettings()
+    limits: LimitSettings = LimitSettings()
+    binding: BindingSettings = BindingSettings()
+    report: ReportSettings = ReportSettings()
+    base_dir: Path = Field(default=PROJECT_ROOT, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_checkpoints(self) -> Self:
+        ids = [c.id for c in self.checkpoints]
+        duplicates = {i for i in ids if ids.count(i) > 1}
+        if duplicates:
+            raise ValueError(f"checkpoint ids repeat: {', '.join(sorted(duplicates))}")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return self.service.tz
+
+    def path(self, value: Path | str) -> Path:
+        """A configured path made absolute against the configuration's directory."""
+        candidate = Path(value)
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite path made absolute."""
+        url = self.database.url
+        match = re.match(r"^(sqlite(?:\+\w+)?):///(?!/)(.+)$", url)
+        if match and match.group(2) != ":memory:":
+            return f"{match.group(1)}:///{self.path(match.group(2))}"
+        return url
+
+    @property
+    def plan_path(self) -> Path:
+        return BUNDLED_PLAN if self.plan.path == "bundled" else self.path(self.plan.path)
+
+    def aware(self, moment: datetime) -> datetime:
+        """Read a naive configured time as local (Asia/Shanghai) time."""
+        return moment if moment.tzinfo else moment.replace(tzinfo=self.tz)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = [str(part) for part in error["loc"]]
+    if location and location[0] in Settings.model_fields and len(location) > 1:
+        head = f"[{location[0]}] {'.'.join(location[1:])}"
+    elif location:
+        head = ".".join(location)
+    else:
+        head = "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{head}: unknown key"
+    return f"{head}: {error['msg']}"
+
+
+def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, Section)):
+            continue
+        for key, sub in annotation.model_fields.items():
+            variable = f"{ENV_PREFIX}{name}_{key}".upper()
+            if environ.get(variable, "") == "" or get_origin(sub.annotation) in (list, dict):
+                continue
+            merged.setdefault(name, {})[key] = environ[variable]
+    return merged
+
+
+def load_settings(path: Path | str | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Load settings from a TOML file (``DUBAN_CONFIG`` or the project's config.toml) and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    chosen = Path(path) if path else Path(environ.get(f"{ENV_PREFIX}CONFIG") or DEFAULT_CONFIG)
+    try:
+        data = tomllib.loads(chosen.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{chosen}: configuration file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: not valid TOML: {exc}") from exc
+    if "base_dir" in data:
+        raise ConfigError(f"{chosen}: base_dir: unknown key")
+    data = _env_overrides(data, environ)
+    try:
+        settings = Settings.model_validate({**data, "base_dir": chosen.resolve().parent})
+    except ValidationError as exc:
+        details = "\n".join(f"  {_describe(e)}" for e in exc.errors())
+        raise ConfigError(f"{chosen}: invalid configuration\n{details}") from exc
+    return settings

@@ -1,0 +1,73 @@
+"""The resources a command or the service works with, created once at start-up.
+
+A :class:`Runtime` bundles the settings, the database engine and session
+factory, and the clock.  It is built by :func:`open_runtime` and passed down;
+no module keeps one globally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.clock import Clock, SystemClock
+from core.config import Settings
+from core.plan_import import ImportResult, import_plan
+from storage.db import make_engine, session_factory, transaction, upgrade
+from storage.models import Jurisdiction, Plan
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock = field(default_factory=SystemClock)
+
+    def transaction(self):  # type: ignore[no-untyped-def]
+        """A session in a transaction that commits when the block ends without error."""
+        return transaction(self.sessions)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_runtime(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Runtime:
+    engine = engine or make_engine(settings.database_url)
+    return Runtime(settings=settings, engine=engine, sessions=session_factory(engine), clock=clock or SystemClock())
+
+
+def current_plan(session: Session, settings: Settings, jurisdiction: str | None = None) -> Plan | None:
+    """The newest plan of the configured (or named) jurisdiction."""
+    name = jurisdiction or settings.plan.jurisdiction
+    return session.scalar(
+        select(Plan)
+        .join(Jurisdiction, Jurisdiction.id == Plan.jurisdiction_id)
+        .where(Jurisdiction.name == name)
+        .order_by(Plan.year.desc())
+        .limit(1)
+    )
+
+
+def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> ImportResult | None:
+    """Create or upgrade the schema; import the configured plan into an empty database."""
+    upgrade(runtime.engine)
+    if not import_plan_if_empty:
+        return None
+    settings = runtime.settings
+    with runtime.transaction() as session:
+        if current_plan(session, settings) is not None:
+            return None
+        path: Path = settings.plan_path
+        return import_plan(
+            session,
+            settings,
+            path.read_text(encoding="utf-8"),
+            source_name=path.name,
+            jurisdiction_name=settings.plan.jurisdiction,
+            now=runtime.clock.now(),
+            actor="init",
+        )

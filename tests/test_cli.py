@@ -1,0 +1,139 @@
+"""The duban command line, run in-process with click's runner against a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from bot.cli import main
+from core.config import BUNDLED_PLAN
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}", "DUBAN_CONFIG": ""}
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)
+
+
+def test_init_creates_the_database_and_imports_the_bundled_plan(env: dict[str, str]) -> None:
+    result = run(env, "init")
+    assert result.exit_code == 0, result.output
+    assert "县级任务 76 项,市级任务 33 项" in result.output
+    again = run(env, "init")
+    assert "数据库已是最新版本" in again.output
+    assert "已导入" not in again.output
+
+
+def test_commands_before_init_say_what_to_do(env: dict[str, str]) -> None:
+    result = run(env, "tasks")
+    assert result.exit_code == 1
+    assert "duban init" in result.output
+
+
+def test_tasks_for_a_unit_lists_its_lead_tasks(env: dict[str, str]) -> None:
+    run(env, "init")
+    rows = json.loads(run(env, "tasks", "--unit", "县发改局", "--json").output)
+    leads = [row["label"] for row in rows if row["role"] == "lead"]
+    assert leads == ["县1", "县3", "县7", "县10", "县25", "县45", "市3", "市24", "市26"]
+
+
+def test_tasks_accepts_an_alias_for_the_unit(env: dict[str, str]) -> None:
+    run(env, "init")
+    rows = json.loads(run(env, "tasks", "--unit", "县交通运输局", "--annex", "city", "--json").output)
+    assert [row["label"] for row in rows if row["role"] == "lead"] == ["市1", "市23"]
+
+
+def test_unknown_unit_is_a_clear_error(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "tasks", "--unit", "县不存在局")
+    assert result.exit_code == 1
+    assert "未知单位: 县不存在局" in result.output
+
+
+def test_tasks_table_is_readable(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "tasks", "--annex", "city")
+    assert result.exit_code == 0
+    assert "市33" in result.output and "共 33 项" in result.output
+
+
+def test_units_lists_every_unit_with_counts(env: dict[str, str]) -> None:
+    run(env, "init")
+    rows = {row["name"]: row for row in json.loads(run(env, "units", "--json").output)}
+    assert rows["县发改局"]["lead"] == 9
+    assert rows["县发改局"]["aliases"] == ["县营商办"]
+    assert rows["簰洲湾镇人民政府"]["kind"] == "town"
+    assert "各镇人民政府" in rows["簰洲湾镇人民政府"]["groups"]
+
+
+def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    edited = tmp_path / "edited.txt"
+    edited.write_text(
+        BUNDLED_PLAN.read_text(encoding="utf-8").replace("新增医养床位200张", "新增医养床位300张"), encoding="utf-8"
+    )
+    preview = json.loads(run(env, "import", str(edited), "--dry-run", "--json").output)
+    assert preview["applied"] is False
+    assert [c["task"] for c in preview["diff"]["changed_text"]] == ["county-19"]
+    second = json.loads(run(env, "import", str(edited), "--dry-run", "--json").output)
+    assert second["diff"]["changed_text"], "the dry run must not have applied the change"
+
+
+def test_reimport_shows_the_diff_and_asks_first(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    edited = tmp_path / "edited.txt"
+    edited.write_text(
+        BUNDLED_PLAN.read_text(encoding="utf-8").replace("新增医养床位200张", "新增医养床位300张"), encoding="utf-8"
+    )
+    declined = run(env, "import", str(edited), input="n\n")
+    assert "任务 county-19 内容变更" in declined.output
+    assert "已取消" in declined.output
+    applied = run(env, "import", str(edited), "--yes")
+    assert applied.exit_code == 0 and "重新导入" in applied.output
+    assert "没有变化" in run(env, "import", str(edited), "--dry-run").output
+
+
+def test_import_of_a_broken_notice_reports_located_errors(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    broken = tmp_path / "broken.txt"
+    broken.write_text("附件1\n2025年县《政府工作报告》确定的重点工作\n1.没有单位的任务。\n", encoding="utf-8")
+    result = run(env, "import", str(broken))
+    assert result.exit_code == 1
+    assert "第3行" in result.output and "数据库未作任何改动" in result.output
+
+
+def test_reconcile_groups_and_counts_disagreements(env: dict[str, str]) -> None:
+    result = run(env, "reconcile")
+    assert result.exit_code == 0
+    assert "【牵头/责任角色不一致】1 处" in result.output
+    data = json.loads(run(env, "reconcile", "--json").output)
+    assert data["counts"]["role_mismatch"] == 1
+    assert sum(data["counts"].values()) == len(data["disagreements"])
+
+
+def test_bad_configuration_exits_with_the_key_named(env: dict[str, str], tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[web]\nport = 'eighty'\n", encoding="utf-8")
+    result = run(env, "--config", str(config), "units")
+    assert result.exit_code == 2
+    assert "[web] port" in result.output
+
+
+def test_python_dash_m_bot_is_the_same_command() -> None:
+    import runpy
+    import sys
+
+    argv = sys.argv
+    sys.argv = ["bot", "--help"]
+    try:
+        with pytest.raises(SystemExit) as done:
+            runpy.run_module("bot", run_name="__main__")
+        assert done.value.code == 0
+    finally:
+        sys.argv = argv
