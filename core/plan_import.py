@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.checkpoints import resync_plan
 from core.config import Settings
 from core.plan_parser import Annex, ParsedPlan, ParsedTask, Problem, Role, parse_plan
 from core.units import UnitDirectory
@@ -309,6 +310,7 @@ def import_plan(
             for assignment in by_task.get(task.id, {}).values():
                 assignment.active = False
     session.flush()
+    resync_plan(session, plan)
 
     session.add(
         AuditLog(

@@ -13,6 +13,7 @@ from pathlib import Path
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.checkpoints import sync_config_checkpoints
 from core.clock import Clock, SystemClock
 from core.config import Settings
 from core.plan_import import ImportResult, import_plan
@@ -53,21 +54,25 @@ def current_plan(session: Session, settings: Settings, jurisdiction: str | None 
 
 
 def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> ImportResult | None:
-    """Create or upgrade the schema; import the configured plan into an empty database."""
+    """Create or upgrade the schema, import the configured plan into an empty database,
+    and bring the plan's checkpoints in line with the configuration."""
     upgrade(runtime.engine)
-    if not import_plan_if_empty:
-        return None
     settings = runtime.settings
+    result = None
     with runtime.transaction() as session:
-        if current_plan(session, settings) is not None:
-            return None
-        path: Path = settings.plan_path
-        return import_plan(
-            session,
-            settings,
-            path.read_text(encoding="utf-8"),
-            source_name=path.name,
-            jurisdiction_name=settings.plan.jurisdiction,
-            now=runtime.clock.now(),
-            actor="init",
-        )
+        if import_plan_if_empty and current_plan(session, settings) is None:
+            path: Path = settings.plan_path
+            result = import_plan(
+                session,
+                settings,
+                path.read_text(encoding="utf-8"),
+                source_name=path.name,
+                jurisdiction_name=settings.plan.jurisdiction,
+                now=runtime.clock.now(),
+                actor="init",
+            )
+        plan = current_plan(session, settings)
+        if plan is not None:
+            # The configured calendar follows config.toml on every start.
+            sync_config_checkpoints(session, settings, plan, runtime.clock.now())
+    return result

@@ -15,12 +15,13 @@ _PREFIX = {
     "city": Annex.CITY,
     "m": Annex.CITY,
 }
+_FULL_WIDTH_DIGITS = {0xFF10 + d: 0x30 + d for d in range(10)}
 _LABEL = {"zh": {Annex.COUNTY: "县", Annex.CITY: "市"}, "en": {Annex.COUNTY: "C", Annex.CITY: "M"}}
 
 
 def parse_task_ref(text: str) -> tuple[Annex, int] | None:
     """``22`` → (county, 22); ``市3``/``city-3`` → (city, 3); None when it is not a task reference."""
-    match = _REF.match(text.strip())
+    match = _REF.match(text.strip().translate(_FULL_WIDTH_DIGITS))
     if not match:
         return None
     prefix = (match.group(1) or "县").lower().rstrip("-")

@@ -413,3 +413,55 @@ class AuditLog(Base):
     action: Mapped[str] = mapped_column(String(50))
     subject: Mapped[str] = mapped_column(String(300), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# --- conversation and scheduling state ---------------------------------------------
+
+
+class InboundUpdate(Base):
+    """An update already handled; a platform that delivers it again is ignored."""
+
+    __tablename__ = "inbound_update"
+    __table_args__ = (UniqueConstraint("platform", "update_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    update_key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationState(Base):
+    """Where a person is in a multi-step conversation (the /report menu), kept across restarts."""
+
+    __tablename__ = "conversation_state"
+    __table_args__ = (UniqueConstraint("platform", "chat_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    chat_id: Mapped[str] = mapped_column(String(100))
+    user_id: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(30))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RungRun(Base):
+    """A rung of a checkpoint's ladder that the scheduler has dealt with, per role.
+
+    ``outcome`` is ``sent`` when its reminders were queued, ``skipped`` when a
+    later rung for the same role superseded it during downtime.
+    """
+
+    __tablename__ = "rung_run"
+    __table_args__ = (UniqueConstraint("checkpoint_id", "rung_key", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoint.id"))
+    rung_key: Mapped[str] = mapped_column(String(40))
+    role: Mapped[str] = mapped_column(String(20))
+    fires_at: Mapped[datetime] = mapped_column()
+    processed_at: Mapped[datetime] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(20))
+    late: Mapped[bool] = mapped_column(Boolean, default=False)
+    messages: Mapped[int] = mapped_column(Integer, default=0)

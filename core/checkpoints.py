@@ -1,0 +1,221 @@
+"""Checkpoints (reporting obligations) and the per-unit obligations they create.
+
+A checkpoint says who owes (lead units, or lead and responsible units), about
+which tasks (all, one annex, or a list), by when, and what satisfies it (a
+status report or a document).  For each active assignment in scope there is one
+:class:`~storage.models.Obligation` row whose state moves owed → answered →
+accepted (or returned → answered …).  The configuration's calendar becomes
+checkpoints at start-up; the office adds ad-hoc rounds at run time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.config import CheckpointSettings, Ladder, Settings
+from core.ladder import ladder_to_json
+from core.tasks import parse_task_ref
+from storage.models import Assignment as AssignmentRow
+from storage.models import AuditLog, Checkpoint, Obligation, Plan, Task
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be created as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    key: str
+    title: str
+    due_at: datetime
+    owed_by: str = "lead_and_responsible"
+    tasks: str | list[str] = "all"
+    satisfied_by: str = "status"
+    ladder: Ladder | None = None
+
+
+def spec_from_settings(settings: Settings, item: CheckpointSettings) -> CheckpointSpec:
+    return CheckpointSpec(
+        key=item.id,
+        title=item.title,
+        due_at=settings.aware(item.due),
+        owed_by=item.owed_by,
+        tasks=item.tasks,
+        satisfied_by=item.satisfied_by,
+        ladder=item.ladder,
+    )
+
+
+def _scope_json(tasks: str | list[str]) -> Any:
+    return tasks if isinstance(tasks, str) else list(tasks)
+
+
+def _tasks_in_scope(session: Session, plan_id: int, scope: Any) -> list[Task]:
+    query = select(Task).where(Task.plan_id == plan_id)
+    if scope in ("county", "city"):
+        query = query.where(Task.annex == scope)
+    tasks = list(session.scalars(query))
+    if isinstance(scope, list):
+        wanted = {tuple(k.split("-", 1)) for k in scope}
+        tasks = [t for t in tasks if (t.annex, str(t.number)) in wanted]
+    return tasks
+
+
+def sync_obligations(session: Session, checkpoint: Checkpoint) -> int:
+    """Make the checkpoint's obligation rows match the plan's active assignments.
+
+    New assignments get an ``owed`` obligation; an obligation whose assignment
+    or task went away is made inactive (never deleted: its answers stay).
+    Returns the number of active obligations.
+    """
+    tasks = {t.id: t for t in _tasks_in_scope(session, checkpoint.plan_id, checkpoint.task_scope)}
+    roles = ("lead",) if checkpoint.owed_by == "lead" else ("lead", "responsible")
+    wanted: dict[tuple[int, int], str] = {}
+    if tasks:
+        rows = session.execute(
+            select(AssignmentRow.task_id, AssignmentRow.unit_id, AssignmentRow.role).where(
+                AssignmentRow.task_id.in_(list(tasks)), AssignmentRow.active.is_(True)
+            )
+        )
+        for task_id, unit_id, role in rows:
+            if role in roles and tasks[task_id].active:
+                wanted[(task_id, unit_id)] = role
+    existing = {
+        (o.task_id, o.unit_id): o
+        for o in session.scalars(select(Obligation).where(Obligation.checkpoint_id == checkpoint.id))
+    }
+    new_rows = []
+    for key, role in wanted.items():
+        obligation = existing.get(key)
+        if obligation is None:
+            new_rows.append({"checkpoint_id": checkpoint.id, "task_id": key[0], "unit_id": key[1], "role": role})
+        elif not obligation.active or obligation.role != role:
+            obligation.active = True
+            obligation.role = role
+    if new_rows:
+        session.execute(
+            Obligation.__table__.insert(),
+            [{**row, "state": "owed", "active": True, "updated_at": checkpoint.created_at} for row in new_rows],
+        )
+    stale = [o.id for key, o in existing.items() if key not in wanted and o.active]
+    if stale:
+        session.execute(update(Obligation).where(Obligation.id.in_(stale)).values(active=False))
+    return len(wanted)
+
+
+def upsert_checkpoint(session: Session, plan: Plan, spec: CheckpointSpec, *, source: str, now: datetime) -> Checkpoint:
+    """Create the checkpoint or bring it in line with ``spec``; then sync its obligations."""
+    checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.plan_id == plan.id, Checkpoint.key == spec.key))
+    ladder = ladder_to_json(spec.ladder) if spec.ladder else None
+    if checkpoint is None:
+        checkpoint = Checkpoint(plan_id=plan.id, key=spec.key, created_at=now, source=source)
+        session.add(checkpoint)
+    checkpoint.title = spec.title
+    checkpoint.due_at = spec.due_at
+    checkpoint.owed_by = spec.owed_by
+    checkpoint.task_scope = _scope_json(spec.tasks)
+    checkpoint.satisfied_by = spec.satisfied_by
+    checkpoint.ladder = ladder
+    checkpoint.cancelled_at = None
+    session.flush()
+    sync_obligations(session, checkpoint)
+    return checkpoint
+
+
+def sync_config_checkpoints(session: Session, settings: Settings, plan: Plan, now: datetime) -> list[Checkpoint]:
+    """The configuration's calendar, as checkpoints of the plan; dropped ones are cancelled."""
+    keys = set()
+    result = []
+    for item in settings.checkpoints:
+        keys.add(item.id)
+        result.append(upsert_checkpoint(session, plan, spec_from_settings(settings, item), source="config", now=now))
+    for checkpoint in session.scalars(
+        select(Checkpoint).where(Checkpoint.plan_id == plan.id, Checkpoint.source == "config")
+    ):
+        if checkpoint.key not in keys and checkpoint.cancelled_at is None:
+            checkpoint.cancelled_at = now
+    return result
+
+
+def resync_plan(session: Session, plan: Plan) -> None:
+    """After a re-import: every live checkpoint's obligations follow the new assignments."""
+    for checkpoint in session.scalars(
+        select(Checkpoint).where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None))
+    ):
+        sync_obligations(session, checkpoint)
+
+
+def parse_task_scope(text: str) -> str | list[str]:
+    """``all``/``county``/``city`` or a list like ``22,市3`` as the office types it."""
+    cleaned = text.strip()
+    if cleaned in ("all", "county", "city", "全部"):
+        return "all" if cleaned == "全部" else cleaned
+    keys = []
+    for part in re.split(r"[,、\s]+", cleaned):
+        if not part:
+            continue
+        ref = parse_task_ref(part)
+        if ref is None:
+            raise CheckpointError(f"无法识别的任务编号: {part}")
+        keys.append(f"{ref[0].value}-{ref[1]}")
+    if not keys:
+        raise CheckpointError("没有指定任务")
+    return keys
+
+
+def add_adhoc_checkpoint(
+    session: Session,
+    plan: Plan,
+    *,
+    key: str,
+    title: str,
+    due_at: datetime,
+    now: datetime,
+    owed_by: str = "lead_and_responsible",
+    tasks: str | list[str] = "all",
+    satisfied_by: str = "status",
+    ladder: Ladder | None = None,
+    actor: str,
+) -> Checkpoint:
+    """An ad-hoc round (专项督查) added by the office at run time."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", key):
+        raise CheckpointError("编号只能用小写字母、数字、- 和 _,最长40个字符")
+    if session.scalar(select(Checkpoint.id).where(Checkpoint.plan_id == plan.id, Checkpoint.key == key)):
+        raise CheckpointError(f"编号 {key} 已被使用")
+    if due_at <= now:
+        raise CheckpointError("截止时间必须晚于现在")
+    if not title.strip():
+        raise CheckpointError("请给这一轮督查一个标题")
+    spec = CheckpointSpec(key, title.strip(), due_at, owed_by, tasks, satisfied_by, ladder)
+    savepoint = session.begin_nested()  # an empty round is refused without a trace
+    checkpoint = upsert_checkpoint(session, plan, spec, source="adhoc", now=now)
+    if not session.scalar(select(Obligation.id).where(Obligation.checkpoint_id == checkpoint.id).limit(1)):
+        savepoint.rollback()
+        raise CheckpointError("所选任务没有任何单位需要报送")
+    savepoint.commit()
+    session.add(
+        AuditLog(
+            at=now,
+            actor=actor,
+            action="checkpoint.add",
+            subject=key,
+            detail={"title": title, "due_at": due_at.isoformat(), "tasks": _scope_json(tasks), "owed_by": owed_by},
+        )
+    )
+    return checkpoint
+
+
+def live_checkpoints(session: Session, plan_id: int) -> list[Checkpoint]:
+    return list(
+        session.scalars(
+            select(Checkpoint)
+            .where(Checkpoint.plan_id == plan_id, Checkpoint.cancelled_at.is_(None))
+            .order_by(Checkpoint.due_at, Checkpoint.id)
+        )
+    )

@@ -1,0 +1,1224 @@
+"""The conversations, written once for every platform.
+
+An adapter (Telegram, WeCom, the sandbox) turns what a person sent into an
+:class:`Incoming` and calls :meth:`Conversation.handle`.  The conversation
+decides what it means, records it, and queues every answer in the outbox in
+the same transaction; it knows nothing of any platform's API.
+
+The multi-step report (/report) is a small state machine whose states are
+declared in :data:`REPORT_STATES`; its state lives in the database, so a
+restart does not lose a half-finished report.  Buttons carry the state's
+version, so a press on an old menu is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.binding import redeem_code, unbind
+from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
+from core.clock import Clock
+from core.config import PersonRole, Settings
+from core.outbox import About, Button, Message, enqueue, enqueue_to_identities, message_about
+from core.plan_import import short_title
+from core.reporting import (
+    StagedFile,
+    StatusCode,
+    latest_reviewable,
+    parse_status,
+    pending_document,
+    record_report,
+    review,
+    split_status,
+    target_obligation,
+)
+from core.runtime import current_plan
+from core.tasks import parse_task_ref, task_label
+from messages import Messages
+from storage.models import (
+    Assignment,
+    AuditLog,
+    Binding,
+    Checkpoint,
+    ConversationState,
+    Identity,
+    InboundUpdate,
+    Obligation,
+    Plan,
+    Task,
+    Unit,
+)
+from storage.queries import (
+    OPEN_STATES,
+    active_bindings,
+    find_identity,
+    find_task,
+    find_unit,
+    identities_of_unit,
+    identities_with_role,
+    person_identities,
+    unit_obligations,
+)
+
+REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
+PAGE_SIZE = 8
+
+# The /report conversation: each state and what it waits for.
+REPORT_STATES: dict[str, str] = {
+    "report.task": "a task button (or a page button)",
+    "report.status": "a status button, or a status word typed",
+    "report.note": "the progress note as text; files may come too",
+    "report.file": "the document a document checkpoint needs",
+    "report.confirm": "confirm or cancel; a file adds an attachment, text replaces the note",
+}
+
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "start": ("start", "绑定"),
+    "help": ("help", "帮助"),
+    "whoami": ("whoami", "我是谁"),
+    "unbind": ("unbind", "解绑", "解除绑定"),
+    "tasks": ("tasks", "任务", "我的任务"),
+    "report": ("report", "报告", "报送"),
+    "cancel": ("cancel", "取消"),
+    "overdue": ("overdue", "逾期"),
+    "urge": ("urge", "催办"),
+    "accept": ("accept", "通过"),
+    "return": ("return", "退回"),
+    "who": ("who", "绑定情况"),
+    "round": ("round", "新增督查"),
+    "checkpoints": ("checkpoints", "督查轮次"),
+    "digest": ("digest", "日报", "督办日报"),
+    "export": ("export", "导出", "导出通报"),
+}
+OFFICE_COMMANDS = {"overdue", "urge", "accept", "return", "who", "round", "checkpoints", "digest", "export"}
+_ALIASES = {alias: name for name, aliases in COMMANDS.items() for alias in aliases}
+# Chinese command words may be typed glued to their argument: "报告22 按计划推进 …"
+_GLUED = ("绑定", "报告", "报送", "催办", "通过", "退回", "导出")
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    """A file a person sent; ``staged`` is set when the adapter downloaded it."""
+
+    file_id: str
+    file_name: str
+    size: int
+    mime_type: str = ""
+    file_unique_id: str = ""
+    staged: StagedFile | None = None
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message or button press, as any platform delivers it."""
+
+    platform: str
+    user_id: str
+    chat_id: str
+    update_key: str
+    message_id: str | None = None
+    text: str = ""
+    reply_to: str | None = None
+    callback: str | None = None
+    button_message_id: str | None = None
+    files: tuple[IncomingFile, ...] = ()
+    display_name: str = ""
+    username: str = ""
+    edited: bool = False
+
+
+@dataclass
+class Handled:
+    """What handling queued, and a short toast for a button press."""
+
+    queued: list[int] = field(default_factory=list)
+    toast: str | None = None
+    duplicate: bool = False
+
+
+@dataclass
+class _Turn:
+    """One incoming message being handled: the session, the sender's identity and what is queued."""
+
+    session: Session
+    incoming: Incoming
+    now: datetime
+    plan: Plan | None
+    identity: Identity | None = None
+    bindings: list[Binding] = field(default_factory=list)
+    queued: list[int] = field(default_factory=list)
+    toast: str | None = None
+    files_used: bool = False
+
+    @property
+    def reporter_units(self) -> list[Unit]:
+        return [b.unit for b in self.bindings if b.role in REPORTER_ROLES]
+
+    @property
+    def is_office(self) -> bool:
+        return any(b.role == PersonRole.OFFICE.value for b in self.bindings)
+
+
+def file_refusal(settings: Settings, file: IncomingFile) -> tuple[str, str] | None:
+    """Why a file cannot be accepted (error code, detail), or None: size cap and type list."""
+    if file.size > settings.uploads.max_bytes:
+        return "file_too_large", file.file_name
+    suffix = Path(file.file_name).suffix.lower()
+    if suffix not in settings.uploads.allowed_types:
+        return "file_type", file.file_name
+    return None
+
+
+class Conversation:
+    """The platform-neutral conversation core."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        clock: Clock,
+        messages: Messages,
+        *,
+        on_office_request: Callable[[Session, str, Identity, list[str], datetime], list[int]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.clock = clock
+        self.m = messages
+        # /digest and /export are answered by the reports module; it registers here.
+        self.on_office_request = on_office_request
+
+    # --- entry points -------------------------------------------------------
+
+    def accepts_files_from(self, platform: str, user_id: str) -> bool:
+        """Whether downloading this person's files is worth it (they are bound to something)."""
+        with self.sessions() as session:
+            identity = find_identity(session, platform, user_id)
+            return identity is not None and bool(active_bindings(session, identity.person_id))
+
+    def staging_dir(self) -> Path:
+        folder = self.settings.path(self.settings.uploads.dir) / "staging"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def handle(self, incoming: Incoming) -> Handled:
+        """Handle one incoming update exactly once; every answer goes to the outbox."""
+        now = self.clock.now()
+        # IMEs type ideographic spaces between words; read them as spaces.
+        incoming = replace(incoming, text=incoming.text.replace("\u3000", " ").strip())
+        try:
+            with self.sessions() as session, session.begin():
+                if not self._first_delivery(session, incoming, now):
+                    self._discard_files(incoming)
+                    return Handled(duplicate=True)
+                turn = _Turn(session, incoming, now, current_plan(session, self.settings))
+                self._dispatch(turn)
+                if not turn.files_used:
+                    self._discard_files(incoming)
+                return Handled(queued=turn.queued, toast=turn.toast)
+        except IntegrityError:
+            # Two deliveries of one update raced; the other one handled it.
+            self._discard_files(incoming)
+            return Handled(duplicate=True)
+
+    # --- plumbing ----------------------------------------------------------------
+
+    @staticmethod
+    def _first_delivery(session: Session, incoming: Incoming, now: datetime) -> bool:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = (
+            insert(InboundUpdate)
+            .values(platform=incoming.platform, update_key=incoming.update_key[:200], received_at=now)
+            .on_conflict_do_nothing(index_elements=["platform", "update_key"])
+            .returning(InboundUpdate.id)
+        )
+        return session.execute(statement).scalar_one_or_none() is not None
+
+    @staticmethod
+    def _discard_files(incoming: Incoming) -> None:
+        for file in incoming.files:
+            if file.staged is not None:
+                file.staged.staged_path.unlink(missing_ok=True)
+
+    def _reply(self, turn: _Turn, text: str, *, buttons: list[list[Button]] | None = None, edit: bool = False) -> None:
+        incoming = turn.incoming
+        message = Message(
+            text=text,
+            buttons=buttons or [],
+            reply_to=None if edit or incoming.callback else incoming.message_id,
+            edit_of=incoming.button_message_id if edit else None,
+        )
+        queued = enqueue(
+            turn.session,
+            platform=incoming.platform,
+            chat_id=incoming.chat_id,
+            kind="reply",
+            dedup_key=f"reply:{incoming.platform}:{incoming.update_key}:{len(turn.queued)}",
+            message=message,
+            now=turn.now,
+            person_id=turn.identity.person_id if turn.identity else None,
+        )
+        if queued is not None:
+            turn.queued.append(queued)
+
+    def _error(self, turn: _Turn, code: str, detail: str = "", **extra: Any) -> None:
+        self._reply(turn, self.m.render("error", code=code, detail=detail, limit=extra.pop("limit", ""), **extra))
+
+    def _task_view(self, task: Task) -> dict[str, Any]:
+        return {
+            "id": task.id,
+            "label": task_label(task.annex, task.number, self.m.language),
+            "title": short_title(task.text),
+            "text": task.text,
+        }
+
+    # --- routing -----------------------------------------------------------------
+
+    def _dispatch(self, turn: _Turn) -> None:
+        incoming = turn.incoming
+        turn.identity = find_identity(turn.session, incoming.platform, incoming.user_id)
+        if turn.identity is not None:
+            turn.bindings = active_bindings(turn.session, turn.identity.person_id)
+            if turn.identity.chat_id != incoming.chat_id and not incoming.callback and incoming.chat_id == incoming.user_id:
+                turn.identity.chat_id = incoming.chat_id
+        command, args = self._parse_command(incoming.text)
+
+        if command == "start" and args:
+            self._bind(turn, args.split()[0])
+            return
+        if turn.identity is None or not turn.bindings:
+            if command == "start":
+                self._reply(turn, self.m.render("bind_usage"))
+            else:
+                self._reply(turn, self.m.render("stranger"))
+            return
+        if incoming.edited:
+            self._error(turn, "edited")
+            return
+        for file in incoming.files:
+            refusal = file_refusal(self.settings, file)
+            if refusal is not None:
+                code, detail = refusal
+                self._error(
+                    turn,
+                    code,
+                    detail,
+                    limit=self.settings.uploads.max_bytes // (1024 * 1024),
+                    allowed="、".join(self.settings.uploads.allowed_types),
+                )
+                return
+        if incoming.callback:
+            self._button(turn, incoming.callback)
+            return
+        if command is not None:
+            self._command(turn, command, args)
+            return
+        if incoming.text.startswith("/"):
+            self._error(turn, "unknown_command", incoming.text.split()[0])
+            return
+        state = self._state(turn)
+        if state is not None and state.state in REPORT_STATES:
+            self._continue_report(turn, state)
+            return
+        if incoming.reply_to and self._reply_to_reminder(turn):
+            return
+        if incoming.files:
+            self._error(turn, "file_without_context")
+            return
+        self._error(turn, "unrecognised")
+
+    @staticmethod
+    def _parse_command(text: str) -> tuple[str | None, str]:
+        stripped = text.strip()
+        if not stripped:
+            return None, ""
+        if stripped.startswith("/"):
+            head, _, rest = stripped[1:].partition(" ")
+            name = head.split("@", 1)[0].lower()
+            return (_ALIASES.get(name) if name in _ALIASES else None), rest.strip()
+        head, _, rest = stripped.partition(" ")
+        if head in _ALIASES:
+            return _ALIASES[head], rest.strip()
+        for word in _GLUED:
+            if stripped.startswith(word) and len(stripped) > len(word) and stripped[len(word)].isalnum():
+                return _ALIASES[word], stripped[len(word) :].strip()
+        return None, ""
+
+    def _command(self, turn: _Turn, command: str, args: str) -> None:
+        if command in OFFICE_COMMANDS and not turn.is_office:
+            self._error(turn, "not_office")
+            return
+        handler = getattr(self, f"_cmd_{command}")
+        handler(turn, args)
+
+    # --- binding -------------------------------------------------------------------
+
+    def _bind(self, turn: _Turn, code: str) -> None:
+        incoming = turn.incoming
+        result = redeem_code(
+            turn.session,
+            code,
+            platform=incoming.platform,
+            user_id=incoming.user_id,
+            chat_id=incoming.chat_id,
+            display_name=incoming.display_name,
+            username=incoming.username,
+            now=turn.now,
+        )
+        if result.refusal is not None:
+            self._reply(turn, self.m.render("bind_refused", reason=self.m.label("refusal", result.refusal.value)))
+            return
+        assert result.binding is not None and result.identity is not None
+        turn.identity = result.identity
+        turn.bindings = active_bindings(turn.session, result.identity.person_id)
+        binding = result.binding
+        self._reply(
+            turn,
+            self.m.render(
+                "bind_ok",
+                unit=binding.unit.name,
+                role_label=self.m.label("role", binding.role),
+                replaced=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in result.replaced or [] if b.unit_id != binding.unit_id],
+            ),
+        )
+
+    def _cmd_start(self, turn: _Turn, args: str) -> None:
+        self._cmd_help(turn, args)
+
+    def _cmd_help(self, turn: _Turn, _args: str) -> None:
+        self._reply(
+            turn,
+            self.m.render(
+                "help",
+                units=sorted({b.unit.name for b in turn.bindings}),
+                reporter=bool(turn.reporter_units),
+                office=turn.is_office,
+            ),
+        )
+
+    def _cmd_whoami(self, turn: _Turn, _args: str) -> None:
+        rows = [
+            {"unit": b.unit.name, "role": self.m.label("role", b.role), "since": b.created_at} for b in turn.bindings
+        ]
+        self._reply(turn, self.m.render("whoami", bindings=rows))
+
+    def _cmd_unbind(self, turn: _Turn, _args: str) -> None:
+        assert turn.identity is not None
+        revoked = unbind(turn.session, turn.identity, now=turn.now)
+        self._clear_state(turn)
+        self._reply(turn, self.m.render("unbound", units=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in revoked]))
+
+    # --- liaison: tasks ------------------------------------------------------------------
+
+    def _cmd_tasks(self, turn: _Turn, _args: str) -> None:
+        units = turn.reporter_units
+        if not units:
+            self._error(turn, "not_reporter")
+            return
+        for unit in units:
+            self._reply(turn, self.render_tasks(turn.session, unit, turn.now))
+
+    def render_tasks(self, session: Session, unit: Unit, now: datetime) -> str:
+        """The unit's tasks, lead and responsible apart, each with its state in its current checkpoint."""
+        obligations = unit_obligations(session, unit.id)
+        current: dict[int, Obligation] = {}
+        for obligation in obligations:  # earliest due first
+            chosen = current.get(obligation.task_id)
+            if chosen is None or (chosen.state not in OPEN_STATES and obligation.state in OPEN_STATES):
+                current[obligation.task_id] = obligation
+        assignments = session.execute(
+            select(Assignment, Task)
+            .join(Task, Task.id == Assignment.task_id)
+            .where(Assignment.unit_id == unit.id, Assignment.active.is_(True), Task.active.is_(True))
+            .order_by(Task.annex.desc(), Task.number)
+        ).all()
+        groups = {"lead": [], "responsible": []}
+        owed = 0
+        for assignment, task in assignments:
+            obligation = current.get(task.id)
+            view = self._task_view(task)
+            state = obligation.state if obligation else "none"
+            late_days = 0
+            if obligation is not None and state in OPEN_STATES:
+                late_days = days_late(obligation.checkpoint.due_at, now)
+            if state in OPEN_STATES:
+                owed += 1
+            view.update(
+                state_label=self.m.label("state", state),
+                checkpoint=obligation.checkpoint.title if obligation else None,
+                due=obligation.checkpoint.due_at if obligation else None,
+                late_days=late_days,
+            )
+            groups[assignment.role].append(view)
+        return self.m.render(
+            "tasks",
+            unit=unit.name,
+            now=now,
+            groups=[
+                {"title": "牵头任务" if self.m.language == "zh" else "Lead tasks", "tasks": groups["lead"]},
+                {"title": "责任任务" if self.m.language == "zh" else "Shared tasks", "tasks": groups["responsible"]},
+            ],
+            total=len(assignments),
+            owed=owed,
+        )
+
+    # --- liaison: reporting ----------------------------------------------------------------
+
+    def _state(self, turn: _Turn) -> ConversationState | None:
+        incoming = turn.incoming
+        return turn.session.scalar(
+            select(ConversationState).where(
+                ConversationState.platform == incoming.platform,
+                ConversationState.chat_id == incoming.chat_id,
+                ConversationState.user_id == incoming.user_id,
+            )
+        )
+
+    def _set_state(self, turn: _Turn, name: str, data: dict[str, Any]) -> ConversationState:
+        assert name in REPORT_STATES, name
+        state = self._state(turn)
+        if state is None:
+            incoming = turn.incoming
+            state = ConversationState(
+                platform=incoming.platform, chat_id=incoming.chat_id, user_id=incoming.user_id, version=0, data={}
+            )
+            turn.session.add(state)
+        state.state = name
+        state.version = (state.version or 0) + 1
+        state.data = dict(data)
+        state.updated_at = turn.now
+        turn.session.flush()
+        return state
+
+    def _clear_state(self, turn: _Turn) -> bool:
+        state = self._state(turn)
+        if state is None:
+            return False
+        for staged in state.data.get("files", []):
+            Path(staged["staged_path"]).unlink(missing_ok=True)
+        turn.session.delete(state)
+        turn.session.flush()
+        return True
+
+    def _cmd_cancel(self, turn: _Turn, _args: str) -> None:
+        if self._clear_state(turn):
+            self._reply(turn, self.m.render("cancelled"))
+        else:
+            self._reply(turn, self.m.render("nothing_to_cancel"))
+
+    def _unit_for_task(self, turn: _Turn, task: Task) -> Unit | None:
+        unit_ids = {u.id: u for u in turn.reporter_units}
+        for assignment in task.assignments:
+            if assignment.active and assignment.unit_id in unit_ids:
+                return unit_ids[assignment.unit_id]
+        return None
+
+    def _resolve_task(self, turn: _Turn, ref_text: str) -> Task | None:
+        """A task the person may report on, or None after replying why not."""
+        ref = parse_task_ref(ref_text)
+        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref and turn.plan else None
+        if task is None:
+            self._error(turn, "unknown_task", ref_text)
+            return None
+        if self._unit_for_task(turn, task) is None:
+            units = "、".join(u.name for u in turn.reporter_units)
+            self._error(turn, "not_your_task", task_label(task.annex, task.number, self.m.language), units=units)
+            return None
+        return task
+
+    def _cmd_report(self, turn: _Turn, args: str) -> None:
+        if not turn.reporter_units:
+            self._error(turn, "not_reporter")
+            return
+        if not args:
+            self._show_task_menu(turn, data={"via": "menu"}, page=1)
+            return
+        head, _, rest = args.partition(" ")
+        task = self._resolve_task(turn, head)
+        if task is None:
+            return
+        status, note = split_status(rest)
+        data = {"via": "line", "task_id": task.id, "note": note, "status": status.value if status else None}
+        data["origin_message_id"] = turn.incoming.message_id
+        self._advance(turn, data)
+
+    def _show_task_menu(self, turn: _Turn, *, data: dict[str, Any], page: int, edit: bool = False, prompt: str = "") -> None:
+        candidates = data.get("task_ids")
+        if candidates is None:
+            task_ids = []
+            for unit in turn.reporter_units:
+                task_ids += [
+                    task_id
+                    for (task_id,) in turn.session.execute(
+                        select(Assignment.task_id)
+                        .join(Task, Task.id == Assignment.task_id)
+                        .where(Assignment.unit_id == unit.id, Assignment.active.is_(True), Task.active.is_(True))
+                        .order_by(Task.annex.desc(), Task.number)
+                    )
+                ]
+            candidates = list(dict.fromkeys(task_ids))
+        if not candidates:
+            self._reply(turn, self.m.render("tasks", unit="、".join(u.name for u in turn.reporter_units), now=turn.now, groups=[], total=0, owed=0))
+            return
+        pages = max(1, math.ceil(len(candidates) / PAGE_SIZE))
+        page = min(max(page, 1), pages)
+        data = {**data, "task_ids": candidates, "page": page}
+        state = self._set_state(turn, "report.task", data)
+        shown = candidates[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        tasks = {t.id: t for t in turn.session.scalars(select(Task).where(Task.id.in_(shown)))}
+        v = state.version
+        buttons = [[Button(f"{self._task_view(tasks[i])['label']} {self._task_view(tasks[i])['title']}"[:40], f"{v}|t|{i}")] for i in shown]
+        nav = []
+        if page > 1:
+            nav.append(Button(self.m.label("button", "prev"), f"{v}|p|{page - 1}"))
+        if page < pages:
+            nav.append(Button(self.m.label("button", "next"), f"{v}|p|{page + 1}"))
+        nav.append(Button(self.m.label("button", "cancel"), f"{v}|x|"))
+        buttons.append(nav)
+        self._reply(turn, self.m.render("pick_task", page=page, pages=pages, prompt=prompt), buttons=buttons, edit=edit)
+
+    def _advance(self, turn: _Turn, data: dict[str, Any], *, edit: bool = False) -> None:
+        """Ask for whatever the draft report still lacks; record it when nothing is missing."""
+        task = turn.session.get(Task, data["task_id"])
+        assert task is not None
+        unit = self._unit_for_task(turn, task)
+        if unit is None:
+            self._clear_state(turn)
+            self._error(turn, "not_your_task", task_label(task.annex, task.number, self.m.language), units="")
+            return
+        view = self._task_view(task)
+        if not data.get("status"):
+            state = self._set_state(turn, "report.status", data)
+            v = state.version
+            statuses = self.m.labels("status")
+            buttons = [[Button(statuses[code.value], f"{v}|s|{code.value}")] for code in StatusCode]
+            buttons.append([Button(self.m.label("button", "cancel"), f"{v}|x|")])
+            checkpoint = self._target_checkpoint(turn, task, unit, data)
+            self._reply(
+                turn,
+                self.m.render(
+                    "pick_status",
+                    task=view,
+                    checkpoint=checkpoint.title if checkpoint else None,
+                    due=checkpoint.due_at if checkpoint else None,
+                ),
+                buttons=buttons,
+                edit=edit,
+            )
+            return
+        files = data.get("files", [])
+        note = (data.get("note") or "").strip()
+        limit = self.settings.limits.note_max_chars
+        if len(note) > limit:
+            data["note"] = ""
+            self._set_state(turn, "report.note", data)
+            self._error(turn, "note_too_long", str(len(note)), limit=limit)
+            return
+        if not note and not files:
+            self._set_state(turn, "report.note", data)
+            needs_file = pending_document(turn.session, task.id, unit.id) is not None and not data.get("checkpoint_id")
+            self._reply(
+                turn,
+                self.m.render(
+                    "ask_note", task=view, status=self.m.label("status", data["status"]), limit=limit, need_file=needs_file
+                ),
+            )
+            return
+        if not files and not data.get("checkpoint_id"):
+            # Until the refined plan is in, a report on a lead task is that plan: ask for the file.
+            pending = pending_document(turn.session, task.id, unit.id)
+            if pending is not None:
+                data["checkpoint_id"] = pending.checkpoint_id
+        checkpoint = self._target_checkpoint(turn, task, unit, data)
+        if checkpoint is not None and checkpoint.satisfied_by == "document" and not files:
+            self._set_state(turn, "report.file", data)
+            self._reply(
+                turn,
+                self.m.render(
+                    "ask_file", task=view, checkpoint=checkpoint.title, max_mb=self.settings.uploads.max_bytes // (1 << 20)
+                ),
+            )
+            return
+        if data.get("via") == "menu" and not data.get("confirmed"):
+            state = self._set_state(turn, "report.confirm", data)
+            v = state.version
+            buttons = [[Button(self.m.label("button", "confirm"), f"{v}|ok|"), Button(self.m.label("button", "cancel"), f"{v}|x|")]]
+            self._reply(
+                turn,
+                self.m.render(
+                    "confirm",
+                    task=view,
+                    status=self.m.label("status", data["status"]),
+                    note=note,
+                    files=[f["file_name"] for f in files],
+                    checkpoint=checkpoint.title if checkpoint else None,
+                    due=checkpoint.due_at if checkpoint else None,
+                ),
+                buttons=buttons,
+            )
+            return
+        self._record(turn, task, unit, data)
+
+    def _target_checkpoint(self, turn: _Turn, task: Task, unit: Unit, data: dict[str, Any]) -> Checkpoint | None:
+        has_file = bool(data.get("files"))
+        obligation = target_obligation(
+            turn.session, task.id, unit.id, has_file=has_file, checkpoint_id=data.get("checkpoint_id")
+        )
+        if obligation is None and not has_file:
+            pending = pending_document(turn.session, task.id, unit.id)
+            if pending is not None:
+                return pending.checkpoint
+        return obligation.checkpoint if obligation else None
+
+    def _record(self, turn: _Turn, task: Task, unit: Unit, data: dict[str, Any]) -> None:
+        assert turn.identity is not None
+        files = [StagedFile(**{**f, "staged_path": Path(f["staged_path"])}) for f in data.get("files", [])]
+        recorded = record_report(
+            turn.session,
+            task=task,
+            unit=unit,
+            person_id=turn.identity.person_id,
+            status=StatusCode(data["status"]),
+            note=(data.get("note") or "").strip(),
+            files=files,
+            platform=turn.incoming.platform,
+            platform_message_id=data.get("origin_message_id") or turn.incoming.message_id,
+            via=data.get("via", "line"),
+            now=turn.now,
+            uploads_dir=self.settings.path(self.settings.uploads.dir),
+            checkpoint_id=data.get("checkpoint_id"),
+        )
+        state = self._state(turn)
+        if state is not None:
+            turn.session.delete(state)
+        turn.files_used = True
+        checkpoint = recorded.checkpoint
+        self._reply(
+            turn,
+            self.m.render(
+                "recorded",
+                at=turn.now,
+                task=self._task_view(task),
+                unit=unit.name,
+                status=self.m.label("status", recorded.report.status),
+                note=recorded.report.note,
+                files=[a.file_name for a in recorded.attachments],
+                checkpoint=checkpoint.title if checkpoint else None,
+                due=checkpoint.due_at if checkpoint else None,
+                on_time=recorded.report.on_time,
+                report_id=recorded.report.id,
+            ),
+        )
+
+    def _stage_files(self, turn: _Turn, data: dict[str, Any]) -> None:
+        for file in turn.incoming.files:
+            if file.staged is not None:
+                data.setdefault("files", []).append(
+                    {
+                        "file_name": file.staged.file_name,
+                        "size": file.staged.size,
+                        "mime_type": file.staged.mime_type,
+                        "file_id": file.staged.file_id,
+                        "file_unique_id": file.staged.file_unique_id,
+                        "staged_path": str(file.staged.staged_path),
+                        "sha256": file.staged.sha256,
+                        "platform": file.staged.platform,
+                    }
+                )
+                turn.files_used = True
+
+    def _continue_report(self, turn: _Turn, state: ConversationState) -> None:
+        data = dict(state.data)
+        self._stage_files(turn, data)
+        text = turn.incoming.text.strip()
+        if state.state == "report.task":
+            if text:
+                task = self._resolve_task(turn, text.split()[0])
+                if task is not None:
+                    data["task_id"] = task.id
+                    status, note = split_status(text.partition(" ")[2])
+                    data.update(status=status.value if status else None, note=note or data.get("note"))
+                    self._advance(turn, data)
+            else:
+                self._show_task_menu(turn, data=data, page=data.get("page", 1))
+            return
+        if state.state == "report.status":
+            if text:
+                status, note = split_status(text)
+                if status is None:
+                    self._set_state(turn, "report.status", data)
+                    self._error(turn, "no_status", text.split()[0])
+                    return
+                data["status"] = status.value
+                if note:
+                    data["note"] = note
+            self._advance(turn, data)
+            return
+        if state.state in ("report.note", "report.confirm", "report.file"):
+            if text:
+                data["note"] = text
+            self._advance(turn, data)
+            return
+
+    def _button(self, turn: _Turn, raw: str) -> None:
+        parts = raw.split("|", 2)
+        if parts[0] == "rt" and len(parts) == 3:
+            self._start_from_reminder_button(turn, parts[1], parts[2])
+            return
+        state = self._state(turn)
+        if len(parts) != 3 or state is None or parts[0] != str(state.version):
+            turn.toast = self.m.render("error", code="stale_button")
+            self._error(turn, "stale_button")
+            return
+        _, action, arg = parts
+        data = dict(state.data)
+        if action == "x":
+            self._clear_state(turn)
+            self._reply(turn, self.m.render("cancelled"), edit=True)
+        elif action == "p" and state.state == "report.task":
+            self._show_task_menu(turn, data=data, page=int(arg or 1), edit=True)
+        elif action == "t" and state.state == "report.task" and arg.isdigit() and int(arg) in data.get("task_ids", []):
+            data["task_id"] = int(arg)
+            self._advance(turn, data, edit=True)
+        elif action == "s" and state.state == "report.status" and parse_status(arg) is not None:
+            data["status"] = arg
+            self._advance(turn, data, edit=True)
+        elif action == "ok" and state.state == "report.confirm":
+            data["confirmed"] = True
+            self._advance(turn, data)
+        else:
+            turn.toast = self.m.render("error", code="stale_button")
+            self._error(turn, "stale_button")
+
+    def _start_from_reminder_button(self, turn: _Turn, task_id: str, checkpoint_id: str) -> None:
+        task = turn.session.get(Task, int(task_id)) if task_id.isdigit() else None
+        if task is None or self._unit_for_task(turn, task) is None:
+            self._error(turn, "stale_button")
+            return
+        data: dict[str, Any] = {"via": "reply", "task_id": task.id}
+        if checkpoint_id.isdigit():
+            data["checkpoint_id"] = int(checkpoint_id)
+        self._advance(turn, data)
+
+    def _reply_to_reminder(self, turn: _Turn) -> bool:
+        """A reply to a reminder or urge: record it against that message's tasks."""
+        incoming = turn.incoming
+        assert incoming.reply_to is not None
+        original = message_about(turn.session, incoming.platform, incoming.chat_id, incoming.reply_to)
+        if original is None or not original.task_ids or original.unit_id is None:
+            return False
+        unit = turn.session.get(Unit, original.unit_id)
+        assert unit is not None
+        if unit.id not in {u.id for u in turn.reporter_units}:
+            self._error(turn, "not_your_unit", unit.name)
+            return True
+        tasks = list(turn.session.scalars(select(Task).where(Task.id.in_(original.task_ids), Task.active.is_(True))))
+        by_ref = {(t.annex, t.number): t for t in tasks}
+        text = incoming.text.strip()
+        head, _, rest = text.partition(" ")
+        ref = parse_task_ref(head) if head else None
+        data: dict[str, Any] = {"via": "reply", "origin_message_id": incoming.message_id}
+        if original.checkpoint_id:
+            data["checkpoint_id"] = original.checkpoint_id
+        task: Task | None = None
+        if ref is not None and (ref[0].value, ref[1]) in by_ref:
+            task = by_ref[(ref[0].value, ref[1])]
+            text = rest
+        elif len(tasks) == 1:
+            task = tasks[0]
+        status, note = split_status(text)
+        data.update(status=status.value if status else None, note=note)
+        self._stage_files(turn, data)
+        if task is None:
+            data["task_ids"] = [t.id for t in sorted(tasks, key=lambda t: (t.annex != "county", t.number))]
+            prompt = self.m.render("error", code="checkpoint", detail="这条提醒包含多项任务,请选择您报送的是哪一项:")
+            self._show_task_menu(turn, data=data, page=1, prompt=prompt)
+            return True
+        data["task_id"] = task.id
+        self._advance(turn, data)
+        return True
+
+    # --- office -------------------------------------------------------------------------------
+
+    def _office_unit_ids(self, turn: _Turn) -> list[int]:
+        assert turn.plan is not None
+        return list(turn.session.scalars(select(Unit.id).where(Unit.jurisdiction_id == turn.plan.jurisdiction_id)))
+
+    def overdue_view(self, session: Session, plan: Plan, now: datetime) -> dict[str, Any]:
+        """Who owes what now, past due, grouped by unit (shared by /overdue and the digest)."""
+        rows = session.execute(
+            select(Obligation, Task, Checkpoint, Unit)
+            .join(Task, Task.id == Obligation.task_id)
+            .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+            .join(Unit, Unit.id == Obligation.unit_id)
+            .where(
+                Checkpoint.plan_id == plan.id,
+                Checkpoint.cancelled_at.is_(None),
+                Checkpoint.due_at < now,
+                Obligation.active.is_(True),
+                Obligation.state.in_(OPEN_STATES),
+                Task.active.is_(True),
+            )
+            .order_by(Unit.id, Checkpoint.due_at, Task.annex.desc(), Task.number)
+        ).all()
+        reachable = {
+            unit_id
+            for (unit_id,) in session.execute(
+                select(Binding.unit_id).where(Binding.revoked_at.is_(None), Binding.role.in_(REPORTER_ROLES)).distinct()
+            )
+        }
+        units: dict[int, dict[str, Any]] = {}
+        for obligation, task, checkpoint, unit in rows:
+            entry = units.setdefault(
+                unit.id, {"id": unit.id, "name": unit.name, "entries": [], "reachable": unit.id in reachable}
+            )
+            entry["entries"].append(
+                {
+                    **self._task_view(task),
+                    "checkpoint": checkpoint.title,
+                    "checkpoint_key": checkpoint.key,
+                    "due": checkpoint.due_at,
+                    "late_days": days_late(checkpoint.due_at, now),
+                    "state": obligation.state,
+                    "role": obligation.role,
+                }
+            )
+        ordered = sorted(units.values(), key=lambda u: (-len(u["entries"]), u["name"]))
+        return {"units": ordered, "total": len(rows), "now": now}
+
+    def _cmd_overdue(self, turn: _Turn, _args: str) -> None:
+        assert turn.plan is not None
+        self._reply(turn, self.m.render("overdue", **self.overdue_view(turn.session, turn.plan, turn.now)))
+
+    def owed_now(self, session: Session, unit: Unit, task_id: int | None = None) -> list[Obligation]:
+        """Per task, the unit's earliest open obligation: what it owes now."""
+        current: dict[int, Obligation] = {}
+        for obligation in unit_obligations(session, unit.id, states=OPEN_STATES):
+            if task_id is not None and obligation.task_id != task_id:
+                continue
+            current.setdefault(obligation.task_id, obligation)
+        return list(current.values())
+
+    def _cmd_urge(self, turn: _Turn, args: str) -> None:
+        assert turn.plan is not None and turn.identity is not None
+        target = args.strip()
+        if not target:
+            self._error(turn, "usage", "/urge 单位名称 或 /urge 任务编号")
+            return
+        ref = parse_task_ref(target)
+        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
+        if task is not None:
+            units = [
+                a.unit
+                for a in task.assignments
+                if a.active
+            ]
+        else:
+            unit = find_unit(turn.session, turn.plan.jurisdiction_id, target)
+            if unit is None:
+                self._error(turn, "unknown_unit", target)
+                return
+            units = [unit]
+        sent, unreachable, nothing = [], [], []
+        for unit in units:
+            owed = self.owed_now(turn.session, unit, task.id if task else None)
+            if not owed:
+                if task is None:
+                    nothing.append(unit.name)
+                continue
+            queued = self.queue_unit_notice(
+                turn.session,
+                unit,
+                owed,
+                template="urge",
+                kind="urge",
+                dedup=f"urge:{turn.incoming.platform}:{turn.incoming.update_key}:{unit.id}",
+                now=turn.now,
+            )
+            (sent if queued else unreachable).append(unit.name)
+            turn.session.add(
+                AuditLog(
+                    at=turn.now,
+                    actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
+                    action="urge",
+                    subject=unit.name,
+                    detail={"tasks": [o.task.key for o in owed], "delivered_to": len(queued)},
+                )
+            )
+        if task is not None and not sent and not unreachable:
+            nothing.append(task_label(task.annex, task.number, self.m.language))
+        self._reply(turn, self.m.render("urge_done", sent=sent, unreachable=unreachable, nothing=nothing))
+
+    def queue_unit_notice(
+        self,
+        session: Session,
+        unit: Unit,
+        owed: list[Obligation],
+        *,
+        template: str,
+        kind: str,
+        dedup: str,
+        now: datetime,
+        roles: tuple[str, ...] = (PersonRole.LIAISON.value,),
+        extra: dict[str, Any] | None = None,
+        about: About | None = None,
+    ) -> list[int]:
+        """Queue a message listing what a unit owes (lead and responsible apart) to its people in ``roles``."""
+        groups = {"lead": [], "responsible": []}
+        for obligation in owed:
+            groups[obligation.role].append(
+                {
+                    **self._task_view(obligation.task),
+                    "checkpoint": obligation.checkpoint.title,
+                    "due": obligation.checkpoint.due_at,
+                    "late_days": days_late(obligation.checkpoint.due_at, now),
+                    "state": obligation.state,
+                }
+            )
+        views = [
+            {"title": "牵头任务" if self.m.language == "zh" else "Lead tasks", "entries": groups["lead"]},
+            {"title": "责任任务" if self.m.language == "zh" else "Shared tasks", "entries": groups["responsible"]},
+        ]
+        tasks = [o.task for o in owed]
+        first = tasks[0]
+        text = self.m.render(
+            template,
+            unit=unit.name,
+            groups=views,
+            single=len(tasks) == 1,
+            example=task_label(first.annex, first.number, self.m.language),
+            **(extra or {}),
+        )
+        checkpoints = {o.checkpoint_id for o in owed}
+        about = about or About(
+            checkpoint_id=checkpoints.pop() if len(checkpoints) == 1 else None,
+            unit_id=unit.id,
+            task_ids=tuple(t.id for t in tasks),
+        )
+        buttons = []
+        if len(tasks) <= 6:
+            buttons = [
+                [
+                    Button(
+                        f"{self.m.label('button', 'report_task')} {task_label(t.annex, t.number, self.m.language)}",
+                        f"rt|{t.id}|{about.checkpoint_id or ''}",
+                    )
+                ]
+                for t in tasks
+            ]
+        identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
+        return enqueue_to_identities(
+            session, identities, kind=kind, dedup_key=dedup, message=Message(text=text, buttons=buttons), now=now, about=about
+        )
+
+    def _review_args(self, turn: _Turn, args: str, usage: str) -> tuple[Task, Unit, str] | None:
+        assert turn.plan is not None
+        parts = args.split()
+        if len(parts) < 2:
+            self._error(turn, "usage", usage)
+            return None
+        ref = parse_task_ref(parts[0])
+        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
+        if task is None:
+            self._error(turn, "unknown_task", parts[0])
+            return None
+        unit = find_unit(turn.session, turn.plan.jurisdiction_id, parts[1])
+        if unit is None:
+            self._error(turn, "unknown_unit", parts[1])
+            return None
+        return task, unit, " ".join(parts[2:]).strip()
+
+    def _cmd_accept(self, turn: _Turn, args: str) -> None:
+        self._review(turn, args, "accepted", "/accept 任务编号 单位名称")
+
+    def _cmd_return(self, turn: _Turn, args: str) -> None:
+        self._review(turn, args, "returned", "/return 任务编号 单位名称 退回原因")
+
+    def _review(self, turn: _Turn, args: str, decision: str, usage: str) -> None:
+        assert turn.identity is not None
+        parsed = self._review_args(turn, args, usage)
+        if parsed is None:
+            return
+        task, unit, reason = parsed
+        if decision == "returned" and not reason:
+            self._error(turn, "usage", usage)
+            return
+        obligation = latest_reviewable(turn.session, task.id, unit.id, decision)
+        label = task_label(task.annex, task.number, self.m.language)
+        if obligation is None:
+            self._error(turn, "nothing_to_review", f"{label} {unit.name}", limit="通过" if decision == "accepted" else "退回")
+            return
+        review(
+            turn.session,
+            obligation,
+            decision=decision,
+            reason=reason,
+            person_id=turn.identity.person_id,
+            now=turn.now,
+            actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
+        )
+        identities = [i for _, i in identities_of_unit(turn.session, [unit.id], REPORTER_ROLES)]
+        notice = self.m.render(
+            decision, task=self._task_view(task), checkpoint=obligation.checkpoint.title, reason=reason
+        )
+        notified = enqueue_to_identities(
+            turn.session,
+            identities,
+            kind="review",
+            dedup_key=f"review:{turn.incoming.platform}:{turn.incoming.update_key}",
+            message=Message(text=notice),
+            now=turn.now,
+            about=About(checkpoint_id=obligation.checkpoint_id, unit_id=unit.id, task_ids=(task.id,)),
+        )
+        self._reply(
+            turn,
+            self.m.render(
+                "review_done",
+                decision=decision,
+                task=self._task_view(task),
+                unit=unit.name,
+                checkpoint=obligation.checkpoint.title,
+                reason=reason,
+                notified=bool(notified),
+            ),
+        )
+
+    def who_view(self, session: Session, plan: Plan) -> dict[str, Any]:
+        units = list(session.scalars(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id)))
+        people: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for binding, identity in session.execute(
+            select(Binding, Identity)
+            .join(Identity, Identity.person_id == Binding.person_id)
+            .where(Binding.revoked_at.is_(None))
+            .order_by(Binding.unit_id, Binding.id)
+        ):
+            people[binding.unit_id].append(
+                {
+                    "name": binding.person.display_name or identity.username or identity.external_id,
+                    "role": self.m.label("role", binding.role),
+                    "platform": identity.platform,
+                    "reachable": identity.reachable,
+                }
+            )
+        office_unit = self.settings.office.unit
+        bound = [{"name": u.name, "people": people[u.id]} for u in units if people.get(u.id)]
+        unbound = [u.name for u in units if not people.get(u.id) and u.name != office_unit]
+        return {"bound": bound, "unbound": unbound}
+
+    def _cmd_who(self, turn: _Turn, _args: str) -> None:
+        assert turn.plan is not None
+        self._reply(turn, self.m.render("who", **self.who_view(turn.session, turn.plan)))
+
+    def _cmd_checkpoints(self, turn: _Turn, _args: str) -> None:
+        assert turn.plan is not None
+        rows = []
+        for checkpoint in live_checkpoints(turn.session, turn.plan.id):
+            counts = dict(
+                turn.session.execute(
+                    select(Obligation.state, func.count())
+                    .where(Obligation.checkpoint_id == checkpoint.id, Obligation.active.is_(True))
+                    .group_by(Obligation.state)
+                ).all()
+            )
+            rows.append(
+                {
+                    "key": checkpoint.key,
+                    "title": checkpoint.title,
+                    "due": checkpoint.due_at,
+                    "satisfied": "报送文件" if checkpoint.satisfied_by == "document" else "报送进展",
+                    "answered": counts.get("answered", 0) + counts.get("accepted", 0),
+                    "total": sum(counts.values()),
+                }
+            )
+        self._reply(turn, self.m.render("checkpoints", checkpoints=rows))
+
+    def _cmd_round(self, turn: _Turn, args: str) -> None:
+        usage = "/round 编号 截止日期(如 2024-07-10 或 2024-07-10T17:30) 任务(all、county、city 或 41,43,市12) 标题"
+        assert turn.plan is not None and turn.identity is not None
+        parts = args.split(maxsplit=3)
+        if len(parts) < 4:
+            self._error(turn, "usage", usage)
+            return
+        key, due_text, scope_text, title = parts
+        try:
+            due_at = parse_local_datetime(due_text, self.settings)
+            scope = parse_task_scope(scope_text)
+            checkpoint = add_adhoc_checkpoint(
+                turn.session,
+                turn.plan,
+                key=key,
+                title=title,
+                due_at=due_at,
+                now=turn.now,
+                tasks=scope,
+                actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
+            )
+        except (CheckpointError, ValueError) as exc:
+            self._error(turn, "checkpoint", str(exc))
+            return
+        obligations = turn.session.execute(
+            select(func.count(), func.count(func.distinct(Obligation.unit_id))).where(
+                Obligation.checkpoint_id == checkpoint.id, Obligation.active.is_(True)
+            )
+        ).one()
+        self._reply(
+            turn,
+            self.m.render(
+                "round_added", title=checkpoint.title, key=checkpoint.key, due=checkpoint.due_at,
+                units=obligations[1], obligations=obligations[0],
+            ),
+        )
+
+    def _cmd_digest(self, turn: _Turn, args: str) -> None:
+        self._office_request(turn, "digest", args)
+
+    def _cmd_export(self, turn: _Turn, args: str) -> None:
+        self._office_request(turn, "export", args)
+
+    def _office_request(self, turn: _Turn, what: str, args: str) -> None:
+        assert turn.identity is not None
+        if self.on_office_request is None:
+            self._error(turn, "unknown_command", f"/{what}")
+            return
+        queued = self.on_office_request(turn.session, what, turn.identity, args.split(), turn.now)
+        turn.queued.extend(queued)
+
+
+def days_late(due_at: datetime, now: datetime) -> int:
+    """Whole days past the deadline, counting a started day: 1 the moment it is missed, 0 before."""
+    if now <= due_at:
+        return 0
+    return math.ceil((now - due_at) / timedelta(days=1))
+
+
+def parse_local_datetime(text: str, settings: Settings) -> datetime:
+    """``2024-07-10`` (end of the working day, 18:00) or ``2024-07-10T17:30`` in local time."""
+    cleaned = text.strip().replace("/", "-")
+    match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2}))?", cleaned)
+    if not match:
+        raise ValueError(f"无法识别的日期“{text}”,请写成 2024-07-10 或 2024-07-10T17:30")
+    year, month, day = (int(g) for g in match.groups()[:3])
+    hour = int(match.group(4)) if match.group(4) else 18
+    minute = int(match.group(5)) if match.group(5) else 0
+    return datetime(year, month, day, hour, minute, tzinfo=settings.tz)
+
+
+def identities_for_person(session: Session, person_id: int) -> list[Identity]:
+    return person_identities(session, person_id)
+
+
+def office_identities(session: Session, plan: Plan) -> list[Identity]:
+    return [identity for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)]

@@ -1,0 +1,146 @@
+"""Writing outgoing messages: every message is a row first, delivered later by the sender.
+
+A message is queued in the same transaction as the change it reports (a
+recorded status and its confirmation commit together or not at all).  The
+deduplication key makes queuing idempotent: queuing the same reminder twice —
+after a crash, or from two processes — leaves one row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from storage.models import Identity, OutboxMessage
+
+
+@dataclass(frozen=True)
+class Button:
+    """A button under a message; ``data`` comes back as the press (at most 64 bytes)."""
+
+    text: str
+    data: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"text": self.text, "data": self.data}
+
+
+@dataclass
+class Message:
+    """What to send, independent of the platform that sends it."""
+
+    text: str
+    buttons: list[list[Button]] = field(default_factory=list)
+    reply_to: str | None = None  # the platform message id this answers
+    document: dict[str, str] | None = None  # {"path": ..., "file_name": ...}
+    edit_of: str | None = None  # platform message id to edit instead of sending anew
+    format: str = "text"  # "text" | "markdown"
+
+    def payload(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"text": self.text, "format": self.format}
+        if self.buttons:
+            data["buttons"] = [[b.as_json() for b in row] for row in self.buttons]
+        if self.reply_to:
+            data["reply_to"] = self.reply_to
+        if self.document:
+            data["document"] = self.document
+        if self.edit_of:
+            data["edit_of"] = self.edit_of
+        return data
+
+
+@dataclass(frozen=True)
+class About:
+    """What a message is about, so a reply to it can be understood."""
+
+    checkpoint_id: int | None = None
+    unit_id: int | None = None
+    task_ids: tuple[int, ...] = ()
+    rung: str | None = None
+    late: bool = False
+
+
+def enqueue(
+    session: Session,
+    *,
+    platform: str,
+    chat_id: str,
+    kind: str,
+    dedup_key: str,
+    message: Message,
+    now: datetime,
+    person_id: int | None = None,
+    about: About | None = None,
+) -> int | None:
+    """Queue one message; returns its id, or None when the dedup key was queued before."""
+    about = about or About()
+    values = {
+        "platform": platform,
+        "chat_id": chat_id,
+        "person_id": person_id,
+        "kind": kind,
+        "dedup_key": dedup_key[:200],
+        "payload": message.payload(),
+        "state": "queued",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "checkpoint_id": about.checkpoint_id,
+        "unit_id": about.unit_id,
+        "task_ids": list(about.task_ids) or None,
+        "rung": about.rung,
+        "late": about.late,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
+    result = session.execute(statement.returning(OutboxMessage.id))
+    return result.scalar_one_or_none()
+
+
+def enqueue_to_identities(
+    session: Session,
+    identities: list[Identity],
+    *,
+    kind: str,
+    dedup_key: str,
+    message: Message,
+    now: datetime,
+    about: About | None = None,
+) -> list[int]:
+    """Queue a message to each reachable identity; the key is made unique per identity."""
+    ids = []
+    for identity in identities:
+        if not identity.reachable:
+            continue
+        queued = enqueue(
+            session,
+            platform=identity.platform,
+            chat_id=identity.chat_id,
+            kind=kind,
+            dedup_key=f"{dedup_key}:{identity.platform}:{identity.chat_id}",
+            message=message,
+            now=now,
+            person_id=identity.person_id,
+            about=about,
+        )
+        if queued is not None:
+            ids.append(queued)
+    return ids
+
+
+def message_about(session: Session, platform: str, chat_id: str, platform_message_id: str) -> OutboxMessage | None:
+    """The outgoing message a user replied to, found by the id the platform gave it."""
+    return session.scalar(
+        select(OutboxMessage).where(
+            OutboxMessage.platform == platform,
+            OutboxMessage.chat_id == chat_id,
+            OutboxMessage.platform_message_id == platform_message_id,
+        )
+    )

@@ -1,0 +1,259 @@
+"""Recording what units answer, and the office's review of it.
+
+A status report is appended, never overwritten: who, when, status, note,
+attachments, the platform message id, and whether it was on time for the
+checkpoint it answers.  Which checkpoint a report answers: the one it replied
+to, else the earliest still-open obligation of that unit for that task (a
+document checkpoint only counts a report that carries a file), else the latest
+answered-but-unreviewed one (an update).  A report when nothing is owed is
+kept as extra progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from storage.models import Attachment, AuditLog, Checkpoint, Obligation, Review, StatusReport, Task, Unit
+
+
+class StatusCode(StrEnum):
+    ON_TRACK = "on_track"
+    AT_RISK = "at_risk"
+    BEHIND = "behind"
+    DONE = "done"
+    NEEDS_COORDINATION = "needs_coordination"
+
+
+# What people type for each status, in either language.
+_STATUS_WORDS: dict[StatusCode, tuple[str, ...]] = {
+    StatusCode.ON_TRACK: ("按计划推进", "按计划", "正常推进", "正常", "推进中", "on_track", "ontrack", "on-track"),
+    StatusCode.AT_RISK: ("存在风险", "有风险", "风险", "at_risk", "atrisk", "at-risk", "risk"),
+    StatusCode.BEHIND: ("进度滞后", "滞后", "落后", "behind", "late"),
+    StatusCode.DONE: ("已完成", "完成", "done", "completed"),
+    StatusCode.NEEDS_COORDINATION: ("需协调", "需要协调", "协调", "needs_coordination", "coordination", "help"),
+}
+
+
+_SEPARATORS = " :,;。.\n\t\u3000：，；、"
+
+
+def parse_status(word: str) -> StatusCode | None:
+    lowered = word.strip().lower()
+    for code, words in _STATUS_WORDS.items():
+        if lowered in words:
+            return code
+    return None
+
+
+def split_status(text: str) -> tuple[StatusCode | None, str]:
+    """Read a leading status word off a note: "按计划推进 已引进3家" → (on_track, "已引进3家")."""
+    stripped = text.strip()
+    for code, words in _STATUS_WORDS.items():
+        for word in sorted(words, key=len, reverse=True):
+            if stripped.lower().startswith(word):
+                rest = stripped[len(word) :]
+                if not rest or rest[0] in _SEPARATORS or not word.isascii():
+                    return code, rest.lstrip(_SEPARATORS)
+    return None, stripped
+
+
+@dataclass
+class StagedFile:
+    """A file received from a platform and saved under the uploads folder, not yet recorded."""
+
+    file_name: str
+    size: int
+    mime_type: str
+    file_id: str
+    file_unique_id: str
+    staged_path: Path
+    sha256: str
+    platform: str
+
+    @staticmethod
+    def digest(path: Path) -> str:
+        hasher = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hasher.update(block)
+        return hasher.hexdigest()
+
+
+@dataclass
+class Recorded:
+    report: StatusReport
+    obligation: Obligation | None
+    checkpoint: Checkpoint | None
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
+    """The unit's live obligations for a task, earliest due first."""
+    return list(
+        session.scalars(
+            select(Obligation)
+            .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+            .options(joinedload(Obligation.checkpoint))
+            .where(
+                Obligation.task_id == task_id,
+                Obligation.unit_id == unit_id,
+                Obligation.active.is_(True),
+                Checkpoint.cancelled_at.is_(None),
+            )
+            .order_by(Checkpoint.due_at, Checkpoint.id)
+        )
+    )
+
+
+def target_obligation(
+    session: Session, task_id: int, unit_id: int, *, has_file: bool, checkpoint_id: int | None = None
+) -> Obligation | None:
+    """Which obligation a report about this task answers (see the module docstring)."""
+    obligations = open_obligations(session, task_id, unit_id)
+    if checkpoint_id is not None:
+        chosen = [o for o in obligations if o.checkpoint_id == checkpoint_id and o.state != "accepted"]
+        if chosen:
+            return chosen[0]
+    for obligation in obligations:
+        if obligation.state in ("owed", "returned") and (has_file or obligation.checkpoint.satisfied_by == "status"):
+            return obligation
+    answered = [o for o in obligations if o.state == "answered"]
+    if answered and (has_file or answered[-1].checkpoint.satisfied_by == "status"):
+        return answered[-1]
+    return None
+
+
+def pending_document(session: Session, task_id: int, unit_id: int) -> Obligation | None:
+    """The earliest open obligation if it can only be met with a file (the refined plan)."""
+    for obligation in open_obligations(session, task_id, unit_id):
+        if obligation.state in ("owed", "returned"):
+            return obligation if obligation.checkpoint.satisfied_by == "document" else None
+    return None
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^\w.\-一-鿿()（）]+", "_", name).strip("._") or "file"
+    return cleaned[-120:]
+
+
+def record_report(
+    session: Session,
+    *,
+    task: Task,
+    unit: Unit,
+    person_id: int | None,
+    status: StatusCode,
+    note: str,
+    files: list[StagedFile],
+    platform: str,
+    platform_message_id: str | None,
+    via: str,
+    now: datetime,
+    uploads_dir: Path,
+    checkpoint_id: int | None = None,
+) -> Recorded:
+    """Append a status report, move its files into place, and update the obligation it answers."""
+    obligation = target_obligation(session, task.id, unit.id, has_file=bool(files), checkpoint_id=checkpoint_id)
+    checkpoint = obligation.checkpoint if obligation else None
+    on_time = (now <= checkpoint.due_at) if checkpoint else None
+    report = StatusReport(
+        task_id=task.id,
+        unit_id=unit.id,
+        obligation_id=obligation.id if obligation else None,
+        checkpoint_id=checkpoint.id if checkpoint else None,
+        person_id=person_id,
+        status=status.value,
+        note=note,
+        on_time=on_time,
+        platform=platform,
+        platform_message_id=platform_message_id,
+        via=via,
+        reported_at=now,
+    )
+    session.add(report)
+    session.flush()
+    attachments = []
+    for staged in files:
+        folder = uploads_dir / str(unit.jurisdiction_id) / str(unit.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / f"{report.id}-{_safe_name(staged.file_name)}"
+        shutil.move(str(staged.staged_path), final)
+        attachment = Attachment(
+            report_id=report.id,
+            platform=staged.platform,
+            file_id=staged.file_id,
+            file_unique_id=staged.file_unique_id,
+            file_name=staged.file_name,
+            mime_type=staged.mime_type,
+            size=staged.size,
+            stored_path=str(final),
+            sha256=staged.sha256,
+            created_at=now,
+        )
+        session.add(attachment)
+        attachments.append(attachment)
+    if obligation is not None:
+        if obligation.state in ("owed", "returned"):
+            obligation.answered_at = now
+        obligation.state = "answered"
+        obligation.last_report_id = report.id
+        obligation.updated_at = now
+    session.flush()
+    return Recorded(report=report, obligation=obligation, checkpoint=checkpoint, attachments=attachments)
+
+
+class ReviewError(ValueError):
+    """A review that does not apply: nothing answered to accept, nothing to return."""
+
+
+def latest_reviewable(session: Session, task_id: int, unit_id: int, decision: str) -> Obligation | None:
+    """The obligation an accept/return refers to: the latest answered (or, to return, accepted) one."""
+    states = ("answered",) if decision == "accepted" else ("answered", "accepted")
+    candidates = [o for o in open_obligations(session, task_id, unit_id) if o.state in states]
+    return candidates[-1] if candidates else None
+
+
+def review(
+    session: Session,
+    obligation: Obligation,
+    *,
+    decision: str,
+    reason: str,
+    person_id: int | None,
+    now: datetime,
+    actor: str,
+) -> Review:
+    """Accept an answer, or return it (it is owed again and the unit is told why)."""
+    if decision not in ("accepted", "returned"):
+        raise ReviewError(decision)
+    row = Review(
+        obligation_id=obligation.id,
+        report_id=obligation.last_report_id,
+        decision=decision,
+        reason=reason,
+        person_id=person_id,
+        at=now,
+    )
+    session.add(row)
+    obligation.state = decision
+    obligation.updated_at = now
+    session.add(
+        AuditLog(
+            at=now,
+            actor=actor,
+            action=f"review.{decision}",
+            subject=f"{obligation.task.key} {obligation.unit.name}",
+            detail={"checkpoint": obligation.checkpoint.key, "reason": reason},
+        )
+    )
+    session.flush()
+    return row

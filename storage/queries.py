@@ -1,0 +1,111 @@
+"""Read queries shared by the core, the jobs and the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Task, Unit, UnitAlias
+
+OPEN_STATES = ("owed", "returned")
+
+
+def find_unit(session: Session, jurisdiction_id: int, name: str) -> Unit | None:
+    """A unit by canonical name or any stored alias; spaces inside the name are ignored."""
+    cleaned = "".join(name.split())
+    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id, Unit.name == cleaned))
+    if unit is None:
+        unit = session.scalar(
+            select(Unit)
+            .join(UnitAlias, UnitAlias.unit_id == Unit.id)
+            .where(Unit.jurisdiction_id == jurisdiction_id, UnitAlias.alias == cleaned)
+        )
+    return unit
+
+
+def find_task(session: Session, plan_id: int, annex: str, number: int) -> Task | None:
+    return session.scalar(
+        select(Task).where(Task.plan_id == plan_id, Task.annex == annex, Task.number == number, Task.active.is_(True))
+    )
+
+
+def find_identity(session: Session, platform: str, external_id: str) -> Identity | None:
+    return session.scalar(
+        select(Identity)
+        .options(joinedload(Identity.person))
+        .where(Identity.platform == platform, Identity.external_id == external_id)
+    )
+
+
+def active_bindings(session: Session, person_id: int) -> list[Binding]:
+    return list(
+        session.scalars(
+            select(Binding)
+            .options(joinedload(Binding.unit))
+            .where(Binding.person_id == person_id, Binding.revoked_at.is_(None))
+            .order_by(Binding.id)
+        )
+    )
+
+
+def identities_of_unit(session: Session, unit_ids: Iterable[int], roles: Sequence[str]) -> list[tuple[Binding, Identity]]:
+    """Every identity of every person bound to these units in these roles."""
+    ids = list(unit_ids)
+    if not ids:
+        return []
+    rows = session.execute(
+        select(Binding, Identity)
+        .join(Identity, Identity.person_id == Binding.person_id)
+        .where(Binding.unit_id.in_(ids), Binding.role.in_(list(roles)), Binding.revoked_at.is_(None))
+        .order_by(Binding.unit_id, Binding.person_id, Identity.id)
+    )
+    return [(b, i) for b, i in rows]
+
+
+def identities_with_role(session: Session, jurisdiction_id: int, role: str) -> list[tuple[Binding, Identity]]:
+    rows = session.execute(
+        select(Binding, Identity)
+        .join(Identity, Identity.person_id == Binding.person_id)
+        .join(Unit, Unit.id == Binding.unit_id)
+        .where(Unit.jurisdiction_id == jurisdiction_id, Binding.role == role, Binding.revoked_at.is_(None))
+        .order_by(Binding.person_id, Identity.id)
+    )
+    return [(b, i) for b, i in rows]
+
+
+def person_identities(session: Session, person_id: int) -> list[Identity]:
+    return list(session.scalars(select(Identity).where(Identity.person_id == person_id).order_by(Identity.id)))
+
+
+def unit_obligations(
+    session: Session,
+    unit_id: int,
+    *,
+    checkpoint_id: int | None = None,
+    states: Sequence[str] | None = None,
+) -> list[Obligation]:
+    """A unit's active obligations on live checkpoints, with their tasks and checkpoints loaded."""
+    query = (
+        select(Obligation)
+        .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+        .join(Task, Task.id == Obligation.task_id)
+        .options(joinedload(Obligation.task), joinedload(Obligation.checkpoint))
+        .where(
+            Obligation.unit_id == unit_id,
+            Obligation.active.is_(True),
+            Checkpoint.cancelled_at.is_(None),
+            Task.active.is_(True),
+        )
+        .order_by(Checkpoint.due_at, Task.annex.desc(), Task.number)
+    )
+    if checkpoint_id is not None:
+        query = query.where(Obligation.checkpoint_id == checkpoint_id)
+    if states is not None:
+        query = query.where(Obligation.state.in_(list(states)))
+    return list(session.scalars(query))
+
+
+def person(session: Session, person_id: int) -> Person | None:
+    return session.get(Person, person_id)
