@@ -262,7 +262,7 @@ def test_card_event_parses_button_key_task_and_response_code() -> None:
         "rc-1",
     )
     assert inbound.msg_id is None
-    assert inbound.dedup_key == "lisi:1700000001:template_card_event:done:42"
+    assert inbound.dedup_key == "lisi:1700000001:template_card_event:done:42:task-42"
 
 
 def test_retried_card_event_has_the_same_dedup_key() -> None:
@@ -280,7 +280,7 @@ def test_enter_agent_event_without_event_key() -> None:
     assert (inbound.event, inbound.event_key, inbound.dedup_key) == (
         "enter_agent",
         None,
-        "wangwu:1700000002:enter_agent:",
+        "wangwu:1700000002:enter_agent::",
     )
 
 
