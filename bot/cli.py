@@ -8,6 +8,7 @@ each command through click's context.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterator
@@ -20,16 +21,23 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from core.config import ConfigError, Settings, load_settings
+from core.binding import issue_code
+from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
+from core.config import ConfigError, Ladder, PersonRole, Rung, Settings, load_settings
+from core.conversation import parse_local_datetime
+from core.durations import parse_offset
 from core.plan_import import ImportDiff, ImportRefused, ImportResult, import_plan, short_title
 from core.plan_parser import Annex, ParsedPlan, parse_plan
 from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
+from core.simulation import Timeline, load_answers, run_simulation
 from core.tasks import task_label
 from storage.db import current_revision, head_revision
-from storage.models import Assignment, Binding, Task, Unit, UnitAlias, UnitGroupMember
+from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
+from storage.queries import find_unit
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
+ROLE_NAMES = {"liaison": "联络员", "head": "单位负责人", "office": "督查室", "leader": "分管领导"}
 
 
 class CliState:
@@ -82,6 +90,9 @@ def _database_ready(state: CliState) -> Iterator[Runtime]:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None) -> None:
     """duban (督办): supervise a year's responsibility plan over chat."""
+    # python-telegram-bot 22: read time periods (retry_after …) as timedelta, the
+    # behaviour it will default to, instead of warning on every 429.
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
     try:
         settings = load_settings(config_path)
     except ConfigError as exc:
@@ -322,7 +333,7 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
             fail("还没有导入方案: duban import PATH")
         unit = None
         if unit_name:
-            unit = _find_unit(session, plan.jurisdiction_id, unit_name)
+            unit = find_unit(session, plan.jurisdiction_id, unit_name)
             if unit is None:
                 fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
         query = (
@@ -369,18 +380,6 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
         table.add_row(*cells)
     console().print(table)
     click.echo(f"共 {len(rows)} 项")
-
-
-def _find_unit(session: Any, jurisdiction_id: int, name: str) -> Unit | None:
-    cleaned = name.replace(" ", "")
-    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id, Unit.name == cleaned))
-    if unit is None:
-        unit = session.scalar(
-            select(Unit)
-            .join(UnitAlias, UnitAlias.unit_id == Unit.id)
-            .where(Unit.jurisdiction_id == jurisdiction_id, UnitAlias.alias == cleaned)
-        )
-    return unit
 
 
 @main.command()
@@ -446,6 +445,238 @@ def units(state: CliState, as_json: bool) -> None:
         )
     console().print(table)
     click.echo(f"共 {len(rows)} 个单位")
+
+
+# --- people ---------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("unit_name", metavar="UNIT")
+@click.option("--role", type=click.Choice([r.value for r in PersonRole]), default="liaison", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def invite(state: CliState, unit_name: str, role: str, as_json: bool) -> None:
+    """Issue a one-time binding code for UNIT and print how to use it."""
+    settings = state.settings
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        unit = find_unit(session, plan.jurisdiction_id, unit_name)
+        if unit is None:
+            fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
+        issued = issue_code(
+            session, unit, PersonRole(role), now=runtime.clock.now(), ttl=settings.binding.code_ttl, created_by="cli"
+        )
+        unit_name = unit.name
+    link = (
+        f"https://t.me/{settings.telegram.bot_username}?start={issued.code}" if settings.telegram.bot_username else None
+    )
+    expires = issued.expires_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
+    if as_json:
+        emit_json(
+            {
+                "unit": unit_name,
+                "role": role,
+                "code": issued.code,
+                "expires_at": issued.expires_at.isoformat(),
+                "telegram_link": link,
+                "wecom_instruction": f"绑定 {issued.code}",
+            }
+        )
+        return
+    click.echo(f"绑定码({unit_name} · {ROLE_NAMES[role]},{expires} 前有效,仅可使用一次):")
+    click.echo(f"  {issued.code}")
+    if link:
+        click.echo(f"Telegram: {link}")
+    else:
+        click.echo(f"Telegram: 向机器人发送 /start {issued.code}(配置 [telegram] bot_username 后可生成链接)")
+    click.echo(f"企业微信: 在应用中发送“绑定 {issued.code}”")
+    click.echo(f"本地沙盒: 在 http://{settings.web.host}:{settings.web.port}/ 中输入绑定码")
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+@main.group()
+def checkpoint() -> None:
+    """Reporting rounds: the configured calendar and ad-hoc rounds (专项督查)."""
+
+
+@checkpoint.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def checkpoint_list(state: CliState, as_json: bool) -> None:
+    """Every live checkpoint with its due time and how many have answered."""
+    settings = state.settings
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        rows = []
+        for item in live_checkpoints(session, plan.id):
+            counts = dict(
+                session.execute(
+                    select(Obligation.state, func.count())
+                    .where(Obligation.checkpoint_id == item.id, Obligation.active.is_(True))
+                    .group_by(Obligation.state)
+                ).all()
+            )
+            rows.append(
+                {
+                    "id": item.key,
+                    "title": item.title,
+                    "due": item.due_at.astimezone(settings.tz).isoformat(),
+                    "owed_by": item.owed_by,
+                    "tasks": item.task_scope,
+                    "satisfied_by": item.satisfied_by,
+                    "source": item.source,
+                    "obligations": sum(counts.values()),
+                    "states": counts,
+                }
+            )
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title="督查轮次")
+    for column in ("编号", "标题", "截止", "报送方", "任务", "需报送", "已报送", "来源"):
+        table.add_column(column, no_wrap=True)
+    for row in rows:
+        answered = row["states"].get("answered", 0) + row["states"].get("accepted", 0)
+        table.add_row(
+            row["id"],
+            row["title"],
+            row["due"][:16].replace("T", " "),
+            "牵头单位" if row["owed_by"] == "lead" else "牵头和责任单位",
+            row["tasks"] if isinstance(row["tasks"], str) else ",".join(row["tasks"]),
+            str(row["obligations"]),
+            str(answered),
+            "配置" if row["source"] == "config" else "临时",
+        )
+    console().print(table)
+
+
+@checkpoint.command(name="add")
+@click.argument("key")
+@click.option("--title", required=True, help="e.g. 防汛专项督查")
+@click.option("--due", required=True, help="Local time: 2024-07-10 (18:00) or 2024-07-10T17:30, or +10m for a demo")
+@click.option("--tasks", default="all", show_default=True, help="all, county, city, or a list such as 41,43,市12")
+@click.option(
+    "--owed-by", type=click.Choice(["lead", "lead_and_responsible"]), default="lead_and_responsible", show_default=True
+)
+@click.option("--document", is_flag=True, help="Only a file satisfies it (like the refined plan).")
+@click.option("--ladder", default=None, help="Own rungs, e.g. '-30s,0s,+1m'; they ignore the working-day calendar.")
+@click.pass_obj
+def checkpoint_add(
+    state: CliState, key: str, title: str, due: str, tasks: str, owed_by: str, document: bool, ladder: str | None
+) -> None:
+    """Add an ad-hoc round (专项督查); reminders follow the escalation ladder."""
+    settings = state.settings
+    with _database_ready(state) as runtime:
+        now = runtime.clock.now()
+        try:
+            due_at = now + parse_offset(due).delta if due.startswith("+") else parse_local_datetime(due, settings)
+            own_ladder = _ladder_option(ladder, settings) if ladder else None
+            with runtime.transaction() as session:
+                plan = current_plan(session, settings)
+                if plan is None:
+                    fail("还没有导入方案: duban import PATH")
+                added = add_adhoc_checkpoint(
+                    session,
+                    plan,
+                    key=key,
+                    title=title,
+                    due_at=due_at,
+                    now=now,
+                    owed_by=owed_by,
+                    tasks=parse_task_scope(tasks),
+                    satisfied_by="document" if document else "status",
+                    ladder=own_ladder,
+                    actor="cli",
+                )
+                count = session.scalar(
+                    select(func.count()).select_from(Obligation).where(Obligation.checkpoint_id == added.id)
+                )
+        except (CheckpointError, ValueError) as exc:
+            fail(f"无法新增: {exc}")
+    click.echo(f"已新增 {key}「{title}」,截止 {due_at.astimezone(settings.tz):%Y-%m-%d %H:%M},需报送 {count} 项。")
+
+
+def _ladder_option(text: str, settings: Settings) -> Ladder:
+    offsets = [part.strip() for part in text.split(",") if part.strip()]
+    rungs = [Rung(offset=parse_offset(o), roles=[PersonRole.LIAISON]) for o in offsets]
+    return Ladder(rungs=rungs, repeat_every=None, repeat_cap=0, follow_calendar=False)
+
+
+# --- simulate ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--from", "start", required=True, help="Local date or time, e.g. 2024-02-20")
+@click.option("--to", "end", required=True, help="Local date or time, e.g. 2024-04-01")
+@click.option(
+    "--answers",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON list of {at, unit, task, status} answers to apply on the way.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def simulate(state: CliState, start: str, end: str, answers: Path | None, as_json: bool) -> None:
+    """What the schedule sends between two dates, on a copy of the data; sends and changes nothing."""
+    settings = state.settings
+    with _database_ready(state) as runtime:
+        try:
+            begin = parse_local_datetime(start, settings, default_hour=0)
+            finish = parse_local_datetime(end, settings, default_hour=23, default_minute=59)
+            answer_list = load_answers(answers, settings) if answers else []
+        except ValueError as exc:
+            fail(str(exc))
+        timeline = run_simulation(runtime, begin, finish, answer_list)
+    if as_json:
+        emit_json(timeline.as_dict())
+        return
+    print_timeline(timeline, settings)
+
+
+def print_timeline(timeline: Timeline, settings: Settings) -> None:
+    """The timeline as the office reads it: one line per message, then totals per day and unit."""
+    tz = settings.tz
+    click.echo(
+        f"模拟 {timeline.start.astimezone(tz):%Y-%m-%d %H:%M} 至 {timeline.end.astimezone(tz):%Y-%m-%d %H:%M}(不发送、不改动数据)"
+    )
+    for notice in timeline.notices:
+        tasks = "、".join(notice.tasks[:6]) + (f" 等{len(notice.tasks)}项" if len(notice.tasks) > 6 else "")
+        units = "、".join(notice.units[:3]) + (f" 等{len(notice.units)}个单位" if len(notice.units) > 3 else "")
+        reach = f"{notice.recipients} 人" if notice.recipients else "无人绑定"
+        late = " [补发]" if notice.late else ""
+        click.echo(
+            f"{notice.at.astimezone(tz):%Y-%m-%d %H:%M}  {notice.checkpoint_title} {notice.rung}"
+            f"  {ROLE_NAMES.get(notice.role, notice.role)}  {units}  {tasks}  → {reach}{late}"
+        )
+    for answer in timeline.answers:
+        state = "已计入 " + answer.get("checkpoint", "") if answer.get("applied") else f"未计入({answer.get('reason')})"
+        click.echo(f"{answer['at'][:16].replace('T', ' ')}  答复 {answer['unit']} {answer['task']}  {state}")
+    click.echo(
+        f"\n合计 {len(timeline.notices)} 条提醒(其中 {sum(1 for n in timeline.notices if n.recipients)} 条有人接收)"
+    )
+    for day, count in sorted(timeline.per_day(tz).items()):
+        click.echo(f"  {day}: {count} 条")
+    top = timeline.per_unit().most_common(10)
+    if top:
+        click.echo("单位提醒次数(前10):" + ",".join(f"{unit} {count}" for unit, count in top))
+
+
+# --- the service ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.pass_obj
+def run(state: CliState) -> None:
+    """Start the service: database and plan set up, chat platforms, scheduler, web server."""
+    from bot.service import serve_forever
+
+    serve_forever(state.settings)
 
 
 if __name__ == "__main__":  # pragma: no cover

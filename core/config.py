@@ -191,6 +191,9 @@ class Ladder(Section):
 
 class EscalationSettings(Ladder):
     resolution: Duration = timedelta(minutes=1)
+    # Missed rungs older than this are recorded as skipped, not sent: a service
+    # started months after a deadline does not send stale reminders.
+    catch_up_within: Duration = timedelta(days=14)
 
     @field_validator("resolution")
     @classmethod

@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,8 @@ from core.binding import redeem_code, unbind
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.clock import Clock
 from core.config import PersonRole, Settings
+from core.notices import days_late, queue_unit_notice, task_view
 from core.outbox import About, Button, Message, enqueue, enqueue_to_identities, message_about
-from core.plan_import import short_title
 from core.reporting import (
     StagedFile,
     StatusCode,
@@ -278,12 +278,7 @@ class Conversation:
         self._reply(turn, self.m.render("error", code=code, detail=detail, limit=extra.pop("limit", ""), **extra))
 
     def _task_view(self, task: Task) -> dict[str, Any]:
-        return {
-            "id": task.id,
-            "label": task_label(task.annex, task.number, self.m.language),
-            "title": short_title(task.text),
-            "text": task.text,
-        }
+        return task_view(task, self.m.language)
 
     # --- routing -----------------------------------------------------------------
 
@@ -292,7 +287,11 @@ class Conversation:
         turn.identity = find_identity(turn.session, incoming.platform, incoming.user_id)
         if turn.identity is not None:
             turn.bindings = active_bindings(turn.session, turn.identity.person_id)
-            if turn.identity.chat_id != incoming.chat_id and not incoming.callback and incoming.chat_id == incoming.user_id:
+            if (
+                turn.identity.chat_id != incoming.chat_id
+                and not incoming.callback
+                and incoming.chat_id == incoming.user_id
+            ):
                 turn.identity.chat_id = incoming.chat_id
         command, args = self._parse_command(incoming.text)
 
@@ -391,7 +390,11 @@ class Conversation:
                 "bind_ok",
                 unit=binding.unit.name,
                 role_label=self.m.label("role", binding.role),
-                replaced=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in result.replaced or [] if b.unit_id != binding.unit_id],
+                replaced=[
+                    f"{b.unit.name}{self.m.label('role', b.role)}"
+                    for b in result.replaced or []
+                    if b.unit_id != binding.unit_id
+                ],
             ),
         )
 
@@ -419,7 +422,9 @@ class Conversation:
         assert turn.identity is not None
         revoked = unbind(turn.session, turn.identity, now=turn.now)
         self._clear_state(turn)
-        self._reply(turn, self.m.render("unbound", units=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in revoked]))
+        self._reply(
+            turn, self.m.render("unbound", units=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in revoked])
+        )
 
     # --- liaison: tasks ------------------------------------------------------------------
 
@@ -555,7 +560,9 @@ class Conversation:
         data["origin_message_id"] = turn.incoming.message_id
         self._advance(turn, data)
 
-    def _show_task_menu(self, turn: _Turn, *, data: dict[str, Any], page: int, edit: bool = False, prompt: str = "") -> None:
+    def _show_task_menu(
+        self, turn: _Turn, *, data: dict[str, Any], page: int, edit: bool = False, prompt: str = ""
+    ) -> None:
         candidates = data.get("task_ids")
         if candidates is None:
             task_ids = []
@@ -571,7 +578,17 @@ class Conversation:
                 ]
             candidates = list(dict.fromkeys(task_ids))
         if not candidates:
-            self._reply(turn, self.m.render("tasks", unit="、".join(u.name for u in turn.reporter_units), now=turn.now, groups=[], total=0, owed=0))
+            self._reply(
+                turn,
+                self.m.render(
+                    "tasks",
+                    unit="、".join(u.name for u in turn.reporter_units),
+                    now=turn.now,
+                    groups=[],
+                    total=0,
+                    owed=0,
+                ),
+            )
             return
         pages = max(1, math.ceil(len(candidates) / PAGE_SIZE))
         page = min(max(page, 1), pages)
@@ -580,7 +597,10 @@ class Conversation:
         shown = candidates[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
         tasks = {t.id: t for t in turn.session.scalars(select(Task).where(Task.id.in_(shown)))}
         v = state.version
-        buttons = [[Button(f"{self._task_view(tasks[i])['label']} {self._task_view(tasks[i])['title']}"[:40], f"{v}|t|{i}")] for i in shown]
+        buttons = [
+            [Button(f"{self._task_view(tasks[i])['label']} {self._task_view(tasks[i])['title']}"[:40], f"{v}|t|{i}")]
+            for i in shown
+        ]
         nav = []
         if page > 1:
             nav.append(Button(self.m.label("button", "prev"), f"{v}|p|{page - 1}"))
@@ -633,7 +653,11 @@ class Conversation:
             self._reply(
                 turn,
                 self.m.render(
-                    "ask_note", task=view, status=self.m.label("status", data["status"]), limit=limit, need_file=needs_file
+                    "ask_note",
+                    task=view,
+                    status=self.m.label("status", data["status"]),
+                    limit=limit,
+                    need_file=needs_file,
                 ),
             )
             return
@@ -648,14 +672,22 @@ class Conversation:
             self._reply(
                 turn,
                 self.m.render(
-                    "ask_file", task=view, checkpoint=checkpoint.title, max_mb=self.settings.uploads.max_bytes // (1 << 20)
+                    "ask_file",
+                    task=view,
+                    checkpoint=checkpoint.title,
+                    max_mb=self.settings.uploads.max_bytes // (1 << 20),
                 ),
             )
             return
         if data.get("via") == "menu" and not data.get("confirmed"):
             state = self._set_state(turn, "report.confirm", data)
             v = state.version
-            buttons = [[Button(self.m.label("button", "confirm"), f"{v}|ok|"), Button(self.m.label("button", "cancel"), f"{v}|x|")]]
+            buttons = [
+                [
+                    Button(self.m.label("button", "confirm"), f"{v}|ok|"),
+                    Button(self.m.label("button", "cancel"), f"{v}|x|"),
+                ]
+            ]
             self._reply(
                 turn,
                 self.m.render(
@@ -921,11 +953,7 @@ class Conversation:
         ref = parse_task_ref(target)
         task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
         if task is not None:
-            units = [
-                a.unit
-                for a in task.assignments
-                if a.active
-            ]
+            units = [a.unit for a in task.assignments if a.active]
         else:
             unit = find_unit(turn.session, turn.plan.jurisdiction_id, target)
             if unit is None:
@@ -939,8 +967,9 @@ class Conversation:
                 if task is None:
                     nothing.append(unit.name)
                 continue
-            queued = self.queue_unit_notice(
+            queued = queue_unit_notice(
                 turn.session,
+                self.m,
                 unit,
                 owed,
                 template="urge",
@@ -961,68 +990,6 @@ class Conversation:
         if task is not None and not sent and not unreachable:
             nothing.append(task_label(task.annex, task.number, self.m.language))
         self._reply(turn, self.m.render("urge_done", sent=sent, unreachable=unreachable, nothing=nothing))
-
-    def queue_unit_notice(
-        self,
-        session: Session,
-        unit: Unit,
-        owed: list[Obligation],
-        *,
-        template: str,
-        kind: str,
-        dedup: str,
-        now: datetime,
-        roles: tuple[str, ...] = (PersonRole.LIAISON.value,),
-        extra: dict[str, Any] | None = None,
-        about: About | None = None,
-    ) -> list[int]:
-        """Queue a message listing what a unit owes (lead and responsible apart) to its people in ``roles``."""
-        groups = {"lead": [], "responsible": []}
-        for obligation in owed:
-            groups[obligation.role].append(
-                {
-                    **self._task_view(obligation.task),
-                    "checkpoint": obligation.checkpoint.title,
-                    "due": obligation.checkpoint.due_at,
-                    "late_days": days_late(obligation.checkpoint.due_at, now),
-                    "state": obligation.state,
-                }
-            )
-        views = [
-            {"title": "牵头任务" if self.m.language == "zh" else "Lead tasks", "entries": groups["lead"]},
-            {"title": "责任任务" if self.m.language == "zh" else "Shared tasks", "entries": groups["responsible"]},
-        ]
-        tasks = [o.task for o in owed]
-        first = tasks[0]
-        text = self.m.render(
-            template,
-            unit=unit.name,
-            groups=views,
-            single=len(tasks) == 1,
-            example=task_label(first.annex, first.number, self.m.language),
-            **(extra or {}),
-        )
-        checkpoints = {o.checkpoint_id for o in owed}
-        about = about or About(
-            checkpoint_id=checkpoints.pop() if len(checkpoints) == 1 else None,
-            unit_id=unit.id,
-            task_ids=tuple(t.id for t in tasks),
-        )
-        buttons = []
-        if len(tasks) <= 6:
-            buttons = [
-                [
-                    Button(
-                        f"{self.m.label('button', 'report_task')} {task_label(t.annex, t.number, self.m.language)}",
-                        f"rt|{t.id}|{about.checkpoint_id or ''}",
-                    )
-                ]
-                for t in tasks
-            ]
-        identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
-        return enqueue_to_identities(
-            session, identities, kind=kind, dedup_key=dedup, message=Message(text=text, buttons=buttons), now=now, about=about
-        )
 
     def _review_args(self, turn: _Turn, args: str, usage: str) -> tuple[Task, Unit, str] | None:
         assert turn.plan is not None
@@ -1059,7 +1026,9 @@ class Conversation:
         obligation = latest_reviewable(turn.session, task.id, unit.id, decision)
         label = task_label(task.annex, task.number, self.m.language)
         if obligation is None:
-            self._error(turn, "nothing_to_review", f"{label} {unit.name}", limit="通过" if decision == "accepted" else "退回")
+            self._error(
+                turn, "nothing_to_review", f"{label} {unit.name}", limit="通过" if decision == "accepted" else "退回"
+            )
             return
         review(
             turn.session,
@@ -1097,7 +1066,9 @@ class Conversation:
         )
 
     def who_view(self, session: Session, plan: Plan) -> dict[str, Any]:
-        units = list(session.scalars(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id)))
+        units = list(
+            session.scalars(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id))
+        )
         people: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for binding, identity in session.execute(
             select(Binding, Identity)
@@ -1177,8 +1148,12 @@ class Conversation:
         self._reply(
             turn,
             self.m.render(
-                "round_added", title=checkpoint.title, key=checkpoint.key, due=checkpoint.due_at,
-                units=obligations[1], obligations=obligations[0],
+                "round_added",
+                title=checkpoint.title,
+                key=checkpoint.key,
+                due=checkpoint.due_at,
+                units=obligations[1],
+                obligations=obligations[0],
             ),
         )
 
@@ -1197,23 +1172,19 @@ class Conversation:
         turn.queued.extend(queued)
 
 
-def days_late(due_at: datetime, now: datetime) -> int:
-    """Whole days past the deadline, counting a started day: 1 the moment it is missed, 0 before."""
-    if now <= due_at:
-        return 0
-    return math.ceil((now - due_at) / timedelta(days=1))
-
-
-def parse_local_datetime(text: str, settings: Settings) -> datetime:
-    """``2024-07-10`` (end of the working day, 18:00) or ``2024-07-10T17:30`` in local time."""
+def parse_local_datetime(text: str, settings: Settings, *, default_hour: int = 18, default_minute: int = 0) -> datetime:
+    """``2024-07-10`` (by default the end of the working day, 18:00) or ``2024-07-10T17:30``, local time."""
     cleaned = text.strip().replace("/", "-")
     match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2}))?", cleaned)
     if not match:
         raise ValueError(f"无法识别的日期“{text}”,请写成 2024-07-10 或 2024-07-10T17:30")
     year, month, day = (int(g) for g in match.groups()[:3])
-    hour = int(match.group(4)) if match.group(4) else 18
-    minute = int(match.group(5)) if match.group(5) else 0
-    return datetime(year, month, day, hour, minute, tzinfo=settings.tz)
+    hour = int(match.group(4)) if match.group(4) else default_hour
+    minute = int(match.group(5)) if match.group(5) else (0 if match.group(4) else default_minute)
+    try:
+        return datetime(year, month, day, hour, minute, tzinfo=settings.tz)
+    except ValueError as exc:
+        raise ValueError(f"无效的日期“{text}”") from exc
 
 
 def identities_for_person(session: Session, person_id: int) -> list[Identity]:

@@ -72,7 +72,9 @@ def rung_schedule(due_at: datetime, ladder: Ladder, calendar: WorkCalendar) -> l
         last = ladder.rungs[-1].offset
         for count in range(1, ladder.repeat_cap + 1):
             delta = last.delta + ladder.repeat_every * count
-            offset = Offset(delta, last.day_granular and delta % timedelta(days=1) == timedelta(0), "+" + format_duration(delta))
+            offset = Offset(
+                delta, last.day_granular and delta % timedelta(days=1) == timedelta(0), "+" + format_duration(delta)
+            )
             nominal = _nominal(due_at, offset, calendar)
             rungs.append(
                 RungTime(

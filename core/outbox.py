@@ -66,6 +66,45 @@ class About:
     late: bool = False
 
 
+# How long one message may be, per platform: (limit, unit).  Longer texts are
+# split at line boundaries into several rows, so each part's platform id maps
+# back to what the message is about.
+TEXT_LIMITS: dict[str, tuple[int, str]] = {
+    "telegram": (4000, "chars"),
+    "wecom": (2000, "bytes"),
+    "wecom_robot": (4000, "bytes"),
+}
+
+
+def _size(text: str, unit: str) -> int:
+    return len(text.encode("utf-8")) if unit == "bytes" else len(text)
+
+
+def split_text(text: str, limit: int, unit: str = "chars") -> list[str]:
+    """Split on line boundaries into parts no longer than ``limit``; an over-long line is cut."""
+    if _size(text, unit) <= limit:
+        return [text]
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        candidate = f"{current}\n{line}" if current else line
+        if _size(candidate, unit) <= limit:
+            current = candidate
+            continue
+        if current:
+            parts.append(current)
+        while _size(line, unit) > limit:
+            cut = limit
+            while _size(line[:cut], unit) > limit:
+                cut -= 1
+            parts.append(line[:cut])
+            line = line[cut:]
+        current = line
+    if current:
+        parts.append(current)
+    return parts
+
+
 def enqueue(
     session: Session,
     *,
@@ -78,7 +117,36 @@ def enqueue(
     person_id: int | None = None,
     about: About | None = None,
 ) -> int | None:
-    """Queue one message; returns its id, or None when the dedup key was queued before."""
+    """Queue one message; returns its (first) id, or None when the dedup key was queued before.
+
+    A text longer than the platform allows becomes several rows, buttons on the last.
+    """
+    limit, unit = TEXT_LIMITS.get(platform, (0, "chars"))
+    if limit and not message.edit_of and _size(message.text, unit) > limit:
+        parts = split_text(message.text, limit, unit)
+        first: int | None = None
+        for number, part in enumerate(parts, start=1):
+            last = number == len(parts)
+            piece = Message(
+                text=part,
+                buttons=message.buttons if last else [],
+                reply_to=message.reply_to if number == 1 else None,
+                document=message.document if last else None,
+                format=message.format,
+            )
+            queued = enqueue(
+                session,
+                platform=platform,
+                chat_id=chat_id,
+                kind=kind,
+                dedup_key=f"{dedup_key}#{number}",
+                message=piece,
+                now=now,
+                person_id=person_id,
+                about=about,
+            )
+            first = first if first is not None else queued
+        return first
     about = about or About()
     values = {
         "platform": platform,

@@ -18,7 +18,7 @@ from core.clock import Clock, SystemClock
 from core.config import Settings
 from core.plan_import import ImportResult, import_plan
 from storage.db import make_engine, session_factory, transaction, upgrade
-from storage.models import Jurisdiction, Plan
+from storage.models import Jurisdiction, Plan, Unit
 
 
 @dataclass
@@ -53,6 +53,17 @@ def current_plan(session: Session, settings: Settings, jurisdiction: str | None 
     )
 
 
+def ensure_office_unit(session: Session, settings: Settings, plan: Plan) -> Unit:
+    """The supervision office is a unit too: office-role people bind to it."""
+    name = settings.office.unit
+    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id, Unit.name == name))
+    if unit is None:
+        unit = Unit(jurisdiction_id=plan.jurisdiction_id, name=name, kind="other")
+        session.add(unit)
+        session.flush()
+    return unit
+
+
 def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> ImportResult | None:
     """Create or upgrade the schema, import the configured plan into an empty database,
     and bring the plan's checkpoints in line with the configuration."""
@@ -73,6 +84,7 @@ def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> Import
             )
         plan = current_plan(session, settings)
         if plan is not None:
+            ensure_office_unit(session, settings, plan)
             # The configured calendar follows config.toml on every start.
             sync_config_checkpoints(session, settings, plan, runtime.clock.now())
     return result

@@ -50,7 +50,9 @@ def active_bindings(session: Session, person_id: int) -> list[Binding]:
     )
 
 
-def identities_of_unit(session: Session, unit_ids: Iterable[int], roles: Sequence[str]) -> list[tuple[Binding, Identity]]:
+def identities_of_unit(
+    session: Session, unit_ids: Iterable[int], roles: Sequence[str]
+) -> list[tuple[Binding, Identity]]:
     """Every identity of every person bound to these units in these roles."""
     ids = list(unit_ids)
     if not ids:

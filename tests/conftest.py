@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +52,13 @@ def runtime(settings: Settings, clock: ManualClock) -> Iterator[Runtime]:
     initialise(rt)
     yield rt
     rt.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # python-telegram-bot 22 warns when time periods (RetryAfter.retry_after) are read as
+    # numbers; the service reads them as timedelta, as this switch asks.  Under
+    # filterwarnings=error the warning would otherwise replace the RetryAfter itself.
+    os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 
 # Property tests run the same examples every time: the suite is deterministic.

@@ -32,7 +32,9 @@ def invite(runtime: Runtime, unit_name: str, role: PersonRole = PersonRole.LIAIS
         assert plan is not None
         unit = find_unit(session, plan.jurisdiction_id, unit_name)
         assert unit is not None, unit_name
-        return issue_code(session, unit, role, now=runtime.clock.now(), ttl=runtime.settings.binding.code_ttl, created_by="test").code
+        return issue_code(
+            session, unit, role, now=runtime.clock.now(), ttl=runtime.settings.binding.code_ttl, created_by="test"
+        ).code
 
 
 def say(

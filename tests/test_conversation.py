@@ -74,7 +74,9 @@ def staged(tmp_path: Path, name: str, content: bytes = b"%PDF-1.4 refined plan")
         sha256=StagedFile.digest(path),
         platform="sandbox",
     )
-    return IncomingFile(file_id=stage.file_id, file_name=name, size=len(content), mime_type="application/pdf", staged=stage)
+    return IncomingFile(
+        file_id=stage.file_id, file_name=name, size=len(content), mime_type="application/pdf", staged=stage
+    )
 
 
 # --- binding ------------------------------------------------------------------------
@@ -216,7 +218,12 @@ def test_tasks_lists_lead_and_responsible_apart_with_state_and_due(runtime: Runt
 def test_one_line_report_is_recorded_and_confirmed(runtime: Runtime, bound: Conversation) -> None:
     say(bound, LIAISON, "/report 12 按计划推进 已对接绿色食品企业5家")
     [report] = reports(runtime)
-    assert (report.status, report.note, report.on_time, report.via) == ("on_track", "已对接绿色食品企业5家", True, "line")
+    assert (report.status, report.note, report.on_time, report.via) == (
+        "on_track",
+        "已对接绿色食品企业5家",
+        True,
+        "line",
+    )
     confirmation = last_text(runtime, LIAISON)
     assert "已记录" in confirmation and "按计划推进" in confirmation and "按时报送" in confirmation
     assert obligation_state(runtime, "县发改局", "county", 12, "2024-q1") == "answered"
@@ -274,7 +281,12 @@ def test_menu_report_picks_task_status_note_and_confirms(runtime: Runtime, bound
     confirm = next(b for b in last_buttons(runtime, LIAISON) if b["text"] == "确认提交")
     say(bound, LIAISON, callback=confirm["data"])
     [report] = reports(runtime)
-    assert (report.task.number, report.status, report.note, report.via) == (21, "done", "技改项目已完成投资3亿元", "menu")
+    assert (report.task.number, report.status, report.note, report.via) == (
+        21,
+        "done",
+        "技改项目已完成投资3亿元",
+        "menu",
+    )
 
 
 def test_old_menu_button_is_refused(runtime: Runtime, bound: Conversation) -> None:

@@ -1,0 +1,171 @@
+"""``duban run``: the service — chat adapters, the scheduler, the outbox sender and the web server, in one process.
+
+Everything is built here at start-up from the settings and passed down; the
+order matters: database first, then the core, then the transports the sender
+needs, then the things that produce work (chat adapters, scheduler).  Stopping
+(SIGTERM/SIGINT) runs the same list backwards and lets the send in flight finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from telegram.ext import Application
+
+from core.clock import Clock, SystemClock
+from core.config import Settings
+from core.conversation import Conversation
+from core.escalation import Escalation, make_calendar
+from core.runtime import Runtime, initialise, open_runtime
+from jobs.scheduler import build_scheduler
+from jobs.sender import OutboxSender, Transport
+from jobs.ticks import remind
+from messages import Messages
+
+log = logging.getLogger("duban.service")
+
+
+@dataclass
+class Service:
+    """The assembled service; build it with :func:`build_service`."""
+
+    settings: Settings
+    runtime: Runtime
+    messages: Messages
+    conversation: Conversation
+    escalation: Escalation
+    sender: OutboxSender
+    transports: list[Transport] = field(default_factory=list)
+    telegram: Application | None = None  # type: ignore[type-arg]
+    web_app: Any = None
+    extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
+    port: int | None = None
+
+    def remind_now(self) -> int:
+        """Run the reminder tick once now (the scheduler's job) and wake the sender."""
+        report = remind(self.runtime, self.escalation, self.runtime.clock.now())
+        self.sender.wake()
+        return report.queued
+
+
+def build_service(settings: Settings, *, clock: Clock | None = None, sender_clock: Clock | None = None) -> Service:
+    """Create every resource the service needs, from the settings."""
+    from bot.telegram_adapter import TelegramAdapter, TelegramTransport, build_application, register_handlers
+
+    runtime = open_runtime(settings, clock=clock or SystemClock())
+    messages = Messages(settings.service.language, settings.tz)
+    conversation = Conversation(settings, runtime.sessions, runtime.clock, messages)
+    escalation = Escalation(settings, messages, make_calendar(settings))
+    transports: list[Transport] = []
+    application = None
+    if settings.telegram.enabled:
+        application = build_application(settings)
+        transports.append(TelegramTransport(application, settings))
+    sender = OutboxSender(
+        runtime.sessions,
+        transports,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        clock=sender_clock or SystemClock(),
+    )
+    if application is not None:
+        register_handlers(application, TelegramAdapter(settings, conversation, wake_sender=sender.wake))
+    return Service(
+        settings=settings,
+        runtime=runtime,
+        messages=messages,
+        conversation=conversation,
+        escalation=escalation,
+        sender=sender,
+        transports=transports,
+        telegram=application,
+    )
+
+
+async def run_service(
+    service: Service, stop: asyncio.Event, *, on_ready: Callable[[Service], None] | None = None
+) -> None:
+    """Run until ``stop`` is set."""
+    from bot.telegram_adapter import set_up_bot
+    from bot.web import build_web_app
+
+    settings = service.settings
+    await asyncio.to_thread(initialise, service.runtime)
+    sender_task = asyncio.create_task(service.sender.run(stop, requeue_all_in_flight=True), name="outbox")
+
+    async def remind_job(now: Any) -> None:
+        await asyncio.to_thread(remind, service.runtime, service.escalation, now)
+        service.sender.wake()
+
+    scheduler = build_scheduler(settings, service.runtime.clock, remind=remind_job)
+    scheduler.start()
+
+    application = service.telegram
+    if application is not None:
+        await application.initialize()
+        await set_up_bot(application, settings)
+        await application.start()
+        if application.updater is not None:
+            await application.updater.start_polling(allowed_updates=["message", "edited_message", "callback_query"])
+
+    service.web_app = build_web_app(service)
+    config = uvicorn.Config(
+        service.web_app,
+        host=settings.web.host,
+        port=settings.web.port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    server_task = asyncio.create_task(server.serve(), name="web")
+    while not server.started and not server_task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        service.port = server.servers[0].sockets[0].getsockname()[1]
+    if on_ready is not None:
+        on_ready(service)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        server.should_exit = True
+        scheduler.shutdown(wait=False)
+        if application is not None:
+            if application.updater is not None and application.updater.running:
+                await application.updater.stop()
+            await application.stop()
+            await application.shutdown()
+        await sender_task  # the send in flight completes before we exit
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+        service.runtime.close()
+
+
+def serve_forever(settings: Settings) -> None:
+    """``duban run``: build the service and run it until SIGTERM or Ctrl-C."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        service = build_service(settings)
+
+        def ready(service: Service) -> None:
+            platforms = [t.platform for t in service.transports] or ["sandbox"]
+            print(
+                f"duban 已启动: http://{settings.web.host}:{service.port}/  (平台: {', '.join(platforms)})", flush=True
+            )
+
+        await run_service(service, stop, on_ready=ready)
+
+    asyncio.run(main())

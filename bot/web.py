@@ -1,0 +1,72 @@
+"""The one web server: health, the Telegram webhook, the WeCom callback, the sandbox and the dashboard.
+
+Built by :func:`build_web_app` from the assembled service; each platform
+mounts its routes only when it is configured.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from telegram import Update
+
+from bot.telegram_adapter import verify_webhook_secret
+
+if TYPE_CHECKING:
+    from bot.service import Service
+
+log = logging.getLogger("duban.web")
+MAX_WEBHOOK_BODY = 1 << 20
+
+
+def build_web_app(service: Service) -> Starlette:
+    settings = service.settings
+    routes: list[Any] = [Route("/healthz", _health(service), methods=["GET"])]
+    if service.telegram is not None and settings.telegram.mode == "webhook":
+        routes.append(Route(settings.telegram.webhook_path, _telegram_webhook(service), methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+def _health(service: Service) -> Any:
+    async def health(request: Request) -> Response:
+        def check() -> None:
+            with service.runtime.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        import asyncio
+
+        try:
+            await asyncio.to_thread(check)
+        except Exception as exc:  # the point of a health check is to say so
+            return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "platforms": [t.platform for t in service.transports]})
+
+    return health
+
+
+def _telegram_webhook(service: Service) -> Any:
+    async def webhook(request: Request) -> Response:
+        if not verify_webhook_secret(service.settings, request.headers.get("X-Telegram-Bot-Api-Secret-Token")):
+            return PlainTextResponse("forbidden", status_code=403)
+        body = await request.body()
+        if len(body) > MAX_WEBHOOK_BODY:
+            return PlainTextResponse("too large", status_code=413)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return PlainTextResponse("bad request", status_code=400)
+        application = service.telegram
+        assert application is not None
+        update = Update.de_json(data, application.bot)
+        # Answer at once; the application's queue handles the update (customwebhookbot's design).
+        await application.update_queue.put(update)
+        return Response(status_code=200)
+
+    return webhook

@@ -1,0 +1,409 @@
+"""The reminder and escalation tick: who gets what, now, for each checkpoint's ladder.
+
+:meth:`Escalation.tick` is a pure function of the database and ``now``: for
+every live checkpoint it finds the rungs whose time has come and that have not
+been dealt with for their role, and queues their messages in the outbox.  Each
+(rung, role) is recorded in ``rung_run``, so a tick run twice, or by two
+processes, sends nothing twice.
+
+After downtime several rungs may be due at once; per role only the latest is
+sent (marked as a late catch-up) and the older ones are recorded as skipped.
+Rungs older than ``catch_up_within`` are skipped without sending.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from core.config import PersonRole, Settings
+from core.ladder import RungTime, ladder_from_json, rung_schedule
+from core.notices import days_late, queue_unit_notice
+from core.outbox import About, Message, enqueue_to_identities
+from core.tasks import task_label
+from core.workdays import WorkCalendar
+from messages import Messages
+from storage.models import Binding, Checkpoint, Identity, Obligation, RungRun, Task, Unit
+from storage.queries import OPEN_STATES, identities_of_unit, identities_with_role
+
+
+@dataclass
+class Notice:
+    """One message a rung produces (or would produce, in a simulation)."""
+
+    at: datetime
+    checkpoint: str
+    checkpoint_title: str
+    rung: str
+    role: str
+    units: list[str]
+    tasks: list[str]
+    recipients: int
+    late: bool
+    outbox_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at.isoformat(),
+            "checkpoint": self.checkpoint,
+            "rung": self.rung,
+            "role": self.role,
+            "units": self.units,
+            "tasks": self.tasks,
+            "recipients": self.recipients,
+            "late": self.late,
+        }
+
+
+@dataclass
+class TickReport:
+    """What one tick did."""
+
+    now: datetime
+    notices: list[Notice] = field(default_factory=list)
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint, rung, role)
+
+    @property
+    def queued(self) -> int:
+        return sum(len(n.outbox_ids) for n in self.notices)
+
+
+def make_calendar(settings: Settings) -> WorkCalendar:
+    calendar = settings.calendar
+    return WorkCalendar(
+        settings.tz,
+        send_time=calendar.send_time,
+        quiet_start=calendar.quiet_start,
+        quiet_end=calendar.quiet_end,
+        holidays=calendar.holidays,
+        workdays=calendar.workdays,
+    )
+
+
+class Escalation:
+    """Computes and queues the reminders and escalations that are due."""
+
+    def __init__(self, settings: Settings, messages: Messages, calendar: WorkCalendar) -> None:
+        self.settings = settings
+        self.m = messages
+        self.calendar = calendar
+        self._schedules: dict[tuple[int, datetime, str], list[RungTime]] = {}
+
+    def schedule(self, checkpoint: Checkpoint) -> list[RungTime]:
+        """The checkpoint's rungs in time (cached: the calendar does not change while running)."""
+        key = (checkpoint.id, checkpoint.due_at, repr(checkpoint.ladder))
+        if key not in self._schedules:
+            ladder = ladder_from_json(checkpoint.ladder, self.settings.escalation)
+            self._schedules[key] = rung_schedule(checkpoint.due_at, ladder, self.calendar)
+        return self._schedules[key]
+
+    def next_fire_after(self, session: Session, moment: datetime) -> datetime | None:
+        """The earliest rung time after ``moment`` over all live checkpoints (for simulations)."""
+        times = [
+            rung.fires_at
+            for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None)))
+            for rung in self.schedule(checkpoint)
+            if rung.fires_at > moment
+        ]
+        return min(times, default=None)
+
+    def tick(self, session: Session, now: datetime, *, deliver: bool = True) -> TickReport:
+        """Queue every rung due by ``now`` that has not been dealt with; record each in rung_run.
+
+        With ``deliver`` false nothing is queued (``duban simulate`` counts recipients only).
+        """
+        report = TickReport(now=now)
+        checkpoints = list(
+            session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None)).order_by(Checkpoint.due_at))
+        )
+        due: list[tuple[Checkpoint, list[RungTime]]] = []
+        for checkpoint in checkpoints:
+            fired = [rung for rung in self.schedule(checkpoint) if rung.fires_at <= now]
+            if fired:
+                due.append((checkpoint, fired))
+        if not due:
+            return report
+        done = {
+            (checkpoint_id, rung_key, role)
+            for checkpoint_id, rung_key, role in session.execute(
+                select(RungRun.checkpoint_id, RungRun.rung_key, RungRun.role).where(
+                    RungRun.checkpoint_id.in_([c.id for c, _ in due])
+                )
+            )
+        }
+        grace = 2 * self.settings.escalation.resolution
+        horizon = now - self.settings.escalation.catch_up_within
+        for checkpoint, fired in due:
+            for role in PersonRole:
+                pending = [r for r in fired if role in r.roles and (checkpoint.id, r.key, role.value) not in done]
+                if not pending:
+                    continue
+                latest = pending[-1]
+                runs = [self._run(checkpoint, r, role, now, "skipped") for r in pending[:-1]]
+                if latest.fires_at < horizon:
+                    runs.append(self._run(checkpoint, latest, role, now, "skipped"))
+                    report.skipped += [(checkpoint.key, r.key, role.value) for r in pending]
+                    self._record(session, runs)
+                    continue
+                report.skipped += [(checkpoint.key, r.key, role.value) for r in pending[:-1]]
+                late = now - latest.fires_at > grace
+                notices = self._fire(session, checkpoint, latest, role, now, late=late, deliver=deliver)
+                run = self._run(checkpoint, latest, role, now, "sent")
+                run.late = late
+                run.messages = sum(len(n.outbox_ids) for n in notices)
+                runs.append(run)
+                if self._record(session, runs):
+                    report.notices += notices
+        return report
+
+    @staticmethod
+    def _run(checkpoint: Checkpoint, rung: RungTime, role: PersonRole, now: datetime, outcome: str) -> RungRun:
+        return RungRun(
+            checkpoint_id=checkpoint.id,
+            rung_key=rung.key,
+            role=role.value,
+            fires_at=rung.fires_at,
+            processed_at=now,
+            outcome=outcome,
+        )
+
+    @staticmethod
+    def _record(session: Session, runs: list[RungRun]) -> bool:
+        """Record rung runs; False when another process recorded them first (its messages stand)."""
+        savepoint = session.begin_nested()
+        try:
+            session.add_all(runs)
+            session.flush()
+        except IntegrityError:
+            savepoint.rollback()
+            return False
+        savepoint.commit()
+        return True
+
+    # --- what a rung sends --------------------------------------------------------------
+
+    def _open_by_unit(self, session: Session, checkpoint: Checkpoint) -> dict[int, list[Obligation]]:
+        rows = session.scalars(
+            select(Obligation)
+            .join(Task, Task.id == Obligation.task_id)
+            .options(joinedload(Obligation.task), joinedload(Obligation.unit))
+            .where(
+                Obligation.checkpoint_id == checkpoint.id,
+                Obligation.active.is_(True),
+                Obligation.state.in_(OPEN_STATES),
+                Task.active.is_(True),
+            )
+            .order_by(Obligation.unit_id, Task.annex.desc(), Task.number)
+        )
+        by_unit: dict[int, list[Obligation]] = defaultdict(list)
+        for obligation in rows:
+            obligation.checkpoint = checkpoint
+            by_unit[obligation.unit_id].append(obligation)
+        return by_unit
+
+    def _fire(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        rung: RungTime,
+        role: PersonRole,
+        now: datetime,
+        *,
+        late: bool,
+        deliver: bool,
+    ) -> list[Notice]:
+        by_unit = self._open_by_unit(session, checkpoint)
+        if not by_unit:
+            return []
+        context = {
+            "checkpoint": checkpoint.title,
+            "due": checkpoint.due_at,
+            "late": late,
+            "nominal": rung.fires_at,
+            "after_due": now > checkpoint.due_at,
+            "late_days": days_late(checkpoint.due_at, now),
+            "satisfied_by": checkpoint.satisfied_by,
+            "role": role.value,
+            "now": now,
+        }
+        if role in (PersonRole.LIAISON, PersonRole.HEAD):
+            return self._fire_units(session, checkpoint, rung, role, now, by_unit, context, deliver)
+        if role is PersonRole.OFFICE:
+            return self._fire_office(session, checkpoint, rung, now, by_unit, context, deliver)
+        return self._fire_leaders(session, checkpoint, rung, now, by_unit, context, deliver)
+
+    def _fire_units(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        rung: RungTime,
+        role: PersonRole,
+        now: datetime,
+        by_unit: dict[int, list[Obligation]],
+        context: dict[str, Any],
+        deliver: bool,
+    ) -> list[Notice]:
+        recipients: dict[int, int] = defaultdict(int)
+        for binding, _identity in identities_of_unit(session, by_unit, (role.value,)):
+            recipients[binding.unit_id] += 1
+        notices = []
+        for unit_id, owed in by_unit.items():
+            unit = owed[0].unit
+            ids: list[int] = []
+            if deliver and recipients.get(unit_id):
+                ids = queue_unit_notice(
+                    session,
+                    self.m,
+                    unit,
+                    owed,
+                    template="reminder",
+                    kind="reminder" if role is PersonRole.LIAISON else "escalation",
+                    dedup=f"rung:{checkpoint.id}:{rung.key}:{role.value}:{unit_id}",
+                    now=now,
+                    roles=(role.value,),
+                    extra=context,
+                    about=About(
+                        checkpoint_id=checkpoint.id,
+                        unit_id=unit_id,
+                        task_ids=tuple(o.task_id for o in owed),
+                        rung=rung.key,
+                        late=bool(context["late"]),
+                    ),
+                )
+            notices.append(self._notice(checkpoint, rung, role, [unit], owed, recipients.get(unit_id, 0), context, ids))
+        return notices
+
+    def _unit_summaries(self, by_unit: dict[int, list[Obligation]], reachable: set[int]) -> list[dict[str, Any]]:
+        rows = []
+        for unit_id, owed in sorted(by_unit.items(), key=lambda item: (-len(item[1]), item[1][0].unit.name)):
+            rows.append(
+                {
+                    "name": owed[0].unit.name,
+                    "count": len(owed),
+                    "labels": [task_label(o.task.annex, o.task.number, self.m.language) for o in owed],
+                    "reachable": unit_id in reachable,
+                }
+            )
+        return rows
+
+    def _reachable_units(self, session: Session, unit_ids: list[int]) -> set[int]:
+        return {b.unit_id for b, _ in identities_of_unit(session, unit_ids, ("liaison", "head"))}
+
+    def _fire_office(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        rung: RungTime,
+        now: datetime,
+        by_unit: dict[int, list[Obligation]],
+        context: dict[str, Any],
+        deliver: bool,
+    ) -> list[Notice]:
+        jurisdiction_id = next(iter(by_unit.values()))[0].unit.jurisdiction_id
+        office = [identity for _, identity in identities_with_role(session, jurisdiction_id, "office")]
+        units = self._unit_summaries(by_unit, self._reachable_units(session, list(by_unit)))
+        ids: list[int] = []
+        if deliver and office:
+            text = self.m.render("escalation_office", units=units, total=sum(u["count"] for u in units), **context)
+            ids = enqueue_to_identities(
+                session,
+                _distinct(office),
+                kind="escalation",
+                dedup_key=f"rung:{checkpoint.id}:{rung.key}:office",
+                message=Message(text=text),
+                now=now,
+                about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"])),
+            )
+        all_owed = [o for owed in by_unit.values() for o in owed]
+        unit_rows = [owed[0].unit for owed in by_unit.values()]
+        return [self._notice(checkpoint, rung, PersonRole.OFFICE, unit_rows, all_owed, len(office), context, ids)]
+
+    def _fire_leaders(
+        self,
+        session: Session,
+        checkpoint: Checkpoint,
+        rung: RungTime,
+        now: datetime,
+        by_unit: dict[int, list[Obligation]],
+        context: dict[str, Any],
+        deliver: bool,
+    ) -> list[Notice]:
+        leaders: dict[int, list[tuple[Binding, Identity]]] = defaultdict(list)
+        for binding, identity in identities_of_unit(session, by_unit, ("leader",)):
+            leaders[binding.person_id].append((binding, identity))
+        notices = []
+        for person_id, pairs in leaders.items():
+            unit_ids = sorted({b.unit_id for b, _ in pairs})
+            mine = {u: by_unit[u] for u in unit_ids}
+            identities = _distinct([i for _, i in pairs])
+            ids: list[int] = []
+            if deliver:
+                units = self._unit_summaries(mine, set(unit_ids))
+                text = self.m.render("escalation_leader", units=units, **context)
+                ids = enqueue_to_identities(
+                    session,
+                    identities,
+                    kind="escalation",
+                    dedup_key=f"rung:{checkpoint.id}:{rung.key}:leader:{person_id}",
+                    message=Message(text=text),
+                    now=now,
+                    about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"])),
+                )
+            owed = [o for u in unit_ids for o in mine[u]]
+            notices.append(
+                self._notice(
+                    checkpoint,
+                    rung,
+                    PersonRole.LEADER,
+                    [o[0].unit for o in mine.values()],
+                    owed,
+                    len(identities),
+                    context,
+                    ids,
+                )
+            )
+        if not leaders:
+            owed = [o for owed in by_unit.values() for o in owed]
+            notices.append(
+                self._notice(
+                    checkpoint, rung, PersonRole.LEADER, [o[0].unit for o in by_unit.values()], owed, 0, context, []
+                )
+            )
+        return notices
+
+    def _notice(
+        self,
+        checkpoint: Checkpoint,
+        rung: RungTime,
+        role: PersonRole,
+        units: list[Unit],
+        owed: list[Obligation],
+        recipients: int,
+        context: dict[str, Any],
+        ids: list[int],
+    ) -> Notice:
+        return Notice(
+            at=context["now"],
+            checkpoint=checkpoint.key,
+            checkpoint_title=checkpoint.title,
+            rung=rung.key,
+            role=role.value,
+            units=[u.name for u in units],
+            tasks=[task_label(o.task.annex, o.task.number, self.m.language) for o in owed],
+            recipients=recipients,
+            late=bool(context["late"]),
+            outbox_ids=ids,
+        )
+
+
+def _distinct(identities: list[Identity]) -> list[Identity]:
+    seen: dict[int, Identity] = {}
+    for identity in identities:
+        seen.setdefault(identity.id, identity)
+    return list(seen.values())

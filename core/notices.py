@@ -1,0 +1,107 @@
+"""Messages that tell a unit what it owes: reminders, escalations and the office's urges.
+
+They share one shape — the unit's open items, lead and responsible tasks apart,
+with due dates — and one way of reaching people: every reachable identity of
+everyone bound to the unit in the roles asked for, through the outbox.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.config import PersonRole
+from core.outbox import About, Button, Message, enqueue_to_identities
+from core.plan_import import short_title
+from core.tasks import task_label
+from messages import Messages
+from storage.models import Obligation, Task, Unit
+from storage.queries import identities_of_unit
+
+REPORT_BUTTON_LIMIT = 6
+
+
+def days_late(due_at: datetime, now: datetime) -> int:
+    """Whole days past the deadline, counting a started day: 1 the moment it is missed, 0 before."""
+    if now <= due_at:
+        return 0
+    return math.ceil((now - due_at) / timedelta(days=1))
+
+
+def task_view(task: Task, language: str) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "label": task_label(task.annex, task.number, language),
+        "title": short_title(task.text),
+        "text": task.text,
+    }
+
+
+def grouped_items(owed: list[Obligation], now: datetime, messages: Messages) -> list[dict[str, Any]]:
+    """A unit's open obligations as the two groups every notice shows: lead, then responsible."""
+    groups: dict[str, list[dict[str, Any]]] = {"lead": [], "responsible": []}
+    for obligation in owed:
+        groups[obligation.role].append(
+            {
+                **task_view(obligation.task, messages.language),
+                "checkpoint": obligation.checkpoint.title,
+                "due": obligation.checkpoint.due_at,
+                "late_days": days_late(obligation.checkpoint.due_at, now),
+                "state": obligation.state,
+            }
+        )
+    zh = messages.language == "zh"
+    return [
+        {"title": "牵头任务" if zh else "Lead tasks", "entries": groups["lead"]},
+        {"title": "责任任务" if zh else "Shared tasks", "entries": groups["responsible"]},
+    ]
+
+
+def report_buttons(tasks: list[Task], checkpoint_id: int | None, messages: Messages) -> list[list[Button]]:
+    """One "report this task" button per task, when there are few enough to show."""
+    if len(tasks) > REPORT_BUTTON_LIMIT:
+        return []
+    word = messages.label("button", "report_task")
+    return [
+        [Button(f"{word} {task_label(t.annex, t.number, messages.language)}", f"rt|{t.id}|{checkpoint_id or ''}")]
+        for t in tasks
+    ]
+
+
+def queue_unit_notice(
+    session: Session,
+    messages: Messages,
+    unit: Unit,
+    owed: list[Obligation],
+    *,
+    template: str,
+    kind: str,
+    dedup: str,
+    now: datetime,
+    roles: tuple[str, ...] = (PersonRole.LIAISON.value,),
+    extra: dict[str, Any] | None = None,
+    about: About | None = None,
+) -> list[int]:
+    """Queue a message listing what a unit owes to its people in ``roles``; returns the outbox ids."""
+    tasks = [o.task for o in owed]
+    first = tasks[0]
+    text = messages.render(
+        template,
+        unit=unit.name,
+        groups=grouped_items(owed, now, messages),
+        single=len(tasks) == 1,
+        example=task_label(first.annex, first.number, messages.language),
+        **(extra or {}),
+    )
+    checkpoints = {o.checkpoint_id for o in owed}
+    about = about or About(
+        checkpoint_id=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
+        unit_id=unit.id,
+        task_ids=tuple(t.id for t in tasks),
+    )
+    identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
+    message = Message(text=text, buttons=report_buttons(tasks, about.checkpoint_id, messages))
+    return enqueue_to_identities(session, identities, kind=kind, dedup_key=dedup, message=message, now=now, about=about)
