@@ -24,11 +24,13 @@ from telegram.ext import Application
 from core.clock import Clock, SystemClock
 from core.config import Settings
 from core.conversation import Conversation
+from core.digest import Digest
 from core.escalation import Escalation, make_calendar
+from core.office import OfficeRequests
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
-from jobs.ticks import remind
+from jobs.ticks import remind, send_digest
 from messages import Messages
 
 log = logging.getLogger("duban.service")
@@ -43,6 +45,7 @@ class Service:
     messages: Messages
     conversation: Conversation
     escalation: Escalation
+    digest: Digest
     sender: OutboxSender
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
@@ -63,8 +66,12 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
 
     runtime = open_runtime(settings, clock=clock or SystemClock())
     messages = Messages(settings.service.language, settings.tz)
-    conversation = Conversation(settings, runtime.sessions, runtime.clock, messages)
-    escalation = Escalation(settings, messages, make_calendar(settings))
+    calendar = make_calendar(settings)
+    digest = Digest(settings, messages, calendar)
+    conversation = Conversation(
+        settings, runtime.sessions, runtime.clock, messages, on_office_request=OfficeRequests(settings, messages, digest)
+    )
+    escalation = Escalation(settings, messages, calendar)
     transports: list[Transport] = []
     application = None
     if settings.telegram.enabled:
@@ -84,6 +91,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         messages=messages,
         conversation=conversation,
         escalation=escalation,
+        digest=digest,
         sender=sender,
         transports=transports,
         telegram=application,
@@ -105,7 +113,11 @@ async def run_service(
         await asyncio.to_thread(remind, service.runtime, service.escalation, now)
         service.sender.wake()
 
-    scheduler = build_scheduler(settings, service.runtime.clock, remind=remind_job)
+    async def digest_job(now: Any) -> None:
+        await asyncio.to_thread(send_digest, service.runtime, service.digest, now)
+        service.sender.wake()
+
+    scheduler = build_scheduler(settings, service.runtime.clock, remind=remind_job, digest=digest_job)
     scheduler.start()
 
     application = service.telegram
@@ -154,6 +166,8 @@ def serve_forever(settings: Settings) -> None:
     """``duban run``: build the service and run it until SIGTERM or Ctrl-C."""
 
     async def main() -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -16,11 +16,10 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -109,6 +108,14 @@ _ALIASES = {alias: name for name, aliases in COMMANDS.items() for alias in alias
 _GLUED = ("绑定", "报告", "报送", "催办", "通过", "退回", "导出")
 
 
+class OfficeRequest(Protocol):
+    """Answers /digest and /export: queues its answers and returns their ids, or returns a refusal text."""
+
+    def __call__(
+        self, session: Session, what: str, plan: Plan, incoming: Incoming, args: list[str], now: datetime
+    ) -> list[int] | str: ...
+
+
 @dataclass(frozen=True)
 class IncomingFile:
     """A file a person sent; ``staged`` is set when the adapter downloaded it."""
@@ -192,7 +199,7 @@ class Conversation:
         clock: Clock,
         messages: Messages,
         *,
-        on_office_request: Callable[[Session, str, Identity, list[str], datetime], list[int]] | None = None,
+        on_office_request: OfficeRequest | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
@@ -558,6 +565,7 @@ class Conversation:
         status, note = split_status(rest)
         data = {"via": "line", "task_id": task.id, "note": note, "status": status.value if status else None}
         data["origin_message_id"] = turn.incoming.message_id
+        self._stage_files(turn, data)  # a document sent with "/report …" as its caption
         self._advance(turn, data)
 
     def _show_task_menu(
@@ -1164,12 +1172,15 @@ class Conversation:
         self._office_request(turn, "export", args)
 
     def _office_request(self, turn: _Turn, what: str, args: str) -> None:
-        assert turn.identity is not None
+        assert turn.identity is not None and turn.plan is not None
         if self.on_office_request is None:
             self._error(turn, "unknown_command", f"/{what}")
             return
-        queued = self.on_office_request(turn.session, what, turn.identity, args.split(), turn.now)
-        turn.queued.extend(queued)
+        answer = self.on_office_request(turn.session, what, turn.plan, turn.incoming, args.split(), turn.now)
+        if isinstance(answer, str):  # a refusal or usage line
+            self._error(turn, "checkpoint", answer)
+        else:
+            turn.queued.extend(answer)
 
 
 def parse_local_datetime(text: str, settings: Settings, *, default_hour: int = 18, default_minute: int = 0) -> datetime:

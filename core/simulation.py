@@ -171,7 +171,7 @@ def _apply_answer(session: Session, settings: Settings, answer: Answer) -> dict[
 
 def _settle_before(session: Session, escalation: Escalation, start: datetime) -> None:
     """Treat every rung before the start as dealt with, so the timeline begins at ``start``."""
-    done = set(session.execute(select(RungRun.checkpoint_id, RungRun.rung_key, RungRun.role)).tuples())
+    done = {tuple(row) for row in session.execute(select(RungRun.checkpoint_id, RungRun.rung_key, RungRun.role))}
     for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None))):
         for rung in escalation.schedule(checkpoint):
             if rung.fires_at >= start:

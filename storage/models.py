@@ -465,3 +465,17 @@ class RungRun(Base):
     outcome: Mapped[str] = mapped_column(String(20))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
     messages: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DigestRun(Base):
+    """One overdue digest as sent: its figures, so the next one can say what changed."""
+
+    __tablename__ = "digest_run"
+    __table_args__ = (Index("ix_digest_run_plan_at", "plan_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plan.id"))
+    at: Mapped[datetime] = mapped_column()
+    scheduled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # {"units": {unit_id: [obligation ids overdue]}, "total": n}
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)

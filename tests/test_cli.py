@@ -137,3 +137,57 @@ def test_python_dash_m_bot_is_the_same_command() -> None:
         assert done.value.code == 0
     finally:
         sys.argv = argv
+
+
+def test_simulate_prints_the_timeline_and_changes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    before = run(env, "checkpoint", "list", "--json").output
+    data = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-03-08", "--json").output)
+    refined = [n for n in data["notices"] if n["checkpoint"] == "refined-plan"]
+    assert [n["rung"] for n in refined if n["units"] == ["县发改局"] and n["role"] == "liaison"] == ["-7d", "-3d", "-1d", "+0d", "+1d"]
+    office = next(n for n in refined if n["role"] == "office")
+    assert office["at"].startswith("2024-03-04T09:00") and len(office["units"]) == 28
+    assert data["totals"]["reaching_someone"] == 0  # nobody is bound yet
+    assert run(env, "checkpoint", "list", "--json").output == before
+    again = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-03-08", "--json").output)
+    assert again["totals"]["notices"] == data["totals"]["notices"], "the first run must not have recorded anything"
+
+
+def test_simulate_applies_answers_on_the_way(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    answers = tmp_path / "answers.json"
+    answers.write_text(
+        json.dumps([{"at": "2024-02-23T10:00", "unit": "县发改局", "task": "1", "status": "按计划推进"}], ensure_ascii=False),
+        encoding="utf-8",
+    )
+    data = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-02-27", "--answers", str(answers), "--json").output)
+    mine = [n for n in data["notices"] if n["units"] == ["县发改局"]]
+    assert "县1" in mine[0]["tasks"] and "县1" not in mine[1]["tasks"]
+    assert data["answers"][0]["applied"] is True
+
+
+def test_simulate_text_output_has_totals(env: dict[str, str]) -> None:
+    run(env, "init")
+    output = run(env, "simulate", "--from", "2024-03-17", "--to", "2024-03-19").output
+    assert "第一季度进展督办 -7d" in output and "合计" in output and "2024-03-18:" in output
+
+
+def test_checkpoint_add_creates_an_adhoc_round(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "checkpoint", "add", "flood", "--title", "防汛专项督查", "--due", "2030-07-10", "--tasks", "41,43,44")
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
+    assert rows["flood"]["tasks"] == ["county-41", "county-43", "county-44"] and rows["flood"]["source"] == "adhoc"
+    duplicate = run(env, "checkpoint", "add", "flood", "--title", "x", "--due", "2030-07-10")
+    assert duplicate.exit_code == 1 and "已被使用" in duplicate.output
+
+
+def test_invite_prints_the_deep_link_and_wecom_instruction(env: dict[str, str]) -> None:
+    run(env, "init")
+    env = {**env, "DUBAN_TELEGRAM_BOT_USERNAME": "jiayu_duban_bot"}
+    data = json.loads(run(env, "invite", "县发改局", "--role", "head", "--json").output)
+    assert data["telegram_link"] == f"https://t.me/jiayu_duban_bot?start={data['code']}"
+    assert len(data["telegram_link"].split("start=")[1]) <= 64
+    assert data["wecom_instruction"] == f"绑定 {data['code']}"
+    unknown = run(env, "invite", "县不存在局")
+    assert unknown.exit_code == 1

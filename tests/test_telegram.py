@@ -11,6 +11,7 @@ import pytest_asyncio
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from core.clock import ManualClock
 from core.config import PersonRole
 from storage.models import Identity, OutboxMessage, StatusReport
 from tests.conftest import local
@@ -233,3 +234,13 @@ async def test_webhook_refuses_a_forged_call(tmp_path: Path, fake: FakeTelegram)
         assert await fake.post_update_to_async(url, update, "s3cret-token") == 200
         reply = await running.next_to(STRANGER, 0)
         assert "绑定码" in (reply.text or "")
+
+
+async def test_the_scheduler_sends_due_reminders_by_itself(tmp_path: Path, fake: FakeTelegram) -> None:
+    settings = telegram_settings(tmp_path, fake, DUBAN_ESCALATION_RESOLUTION="1s")
+    clock = ManualClock(local(2024, 2, 21, 10))
+    async with running_service(settings, fake, clock) as running:
+        await running.bind(LIAISON, "县发改局")
+        clock.set(local(2024, 2, 22, 9, 0, 30))  # the -7d rung of the refined plan has come
+        reminder = await fake.wait_for_async(lambda m: m.chat_id == LIAISON and "【督办提醒】" in (m.text or ""), timeout=10)
+        assert "细化方案报送" in (reminder.text or "")

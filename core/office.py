@@ -1,0 +1,78 @@
+"""The office's on-demand requests in chat: /digest now, /export a notification file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.config import Settings
+from core.conversation import Incoming
+from core.digest import Digest
+from core.outbox import Message, enqueue
+from messages import Messages
+from storage.models import Checkpoint, Plan
+
+EXPORT_FORMATS = ("xlsx", "html", "md")
+
+
+class OfficeRequests:
+    """Registered with the conversation core as its ``on_office_request``."""
+
+    def __init__(self, settings: Settings, messages: Messages, digest: Digest) -> None:
+        self.settings = settings
+        self.m = messages
+        self.digest = digest
+
+    def __call__(
+        self, session: Session, what: str, plan: Plan, incoming: Incoming, args: list[str], now: datetime
+    ) -> list[int] | str:
+        if what == "digest":
+            view = self.digest.build(session, plan, now)
+            target = [(incoming.platform, incoming.chat_id, None)]
+            return self.digest.queue(
+                session, view, target, key=f"digest-now:{incoming.platform}:{incoming.update_key}", now=now,
+                reply_to=incoming.message_id,
+            )
+        if what == "export":
+            return self._export(session, plan, incoming, args, now)
+        return f"unknown request {what}"
+
+    def _export(self, session: Session, plan: Plan, incoming: Incoming, args: list[str], now: datetime) -> list[int] | str:
+        from core.documents import export
+
+        if not args:
+            keys = session.scalars(
+                select(Checkpoint.key).where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None)).order_by(Checkpoint.due_at)
+            ).all()
+            return f"用法:/export 轮次编号 [xlsx|html|md],或 /export year。可选轮次:{'、'.join(keys)}"
+        key = args[0]
+        fmt = args[1].lower() if len(args) > 1 else "xlsx"
+        if fmt not in EXPORT_FORMATS:
+            return f"格式只能是 {'、'.join(EXPORT_FORMATS)}"
+        folder = self.settings.path(self.settings.service.data_dir) / "exports"
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            path = export(session, self.settings, self.m, plan, None if key == "year" else key, fmt, now, folder)
+        except ValueError as exc:
+            return str(exc)
+        queued = enqueue(
+            session,
+            platform=incoming.platform,
+            chat_id=incoming.chat_id,
+            kind="export",
+            dedup_key=f"export:{incoming.platform}:{incoming.update_key}",
+            message=Message(
+                text=self.m.render("export_ready", file_name=path.name, now=now),
+                document={"path": str(path), "file_name": path.name},
+                reply_to=incoming.message_id,
+            ),
+            now=now,
+        )
+        return [queued] if queued is not None else []
+
+
+def export_folder(settings: Settings) -> Path:
+    return settings.path(settings.service.data_dir) / "exports"

@@ -1,0 +1,92 @@
+"""``duban run`` killed in the middle of a fan-out, then restarted: nothing lost, at most one repeat."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from core.config import load_settings
+from core.outbox import Message, enqueue
+from core.runtime import initialise, open_runtime
+from tests.fakes.telegram_api import FakeTelegram
+
+ROOT = Path(__file__).resolve().parent.parent
+CHATS = list(range(7000, 7120))
+
+
+def service_env(tmp_path: Path, fake: FakeTelegram) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DUBAN_CONFIG": str(ROOT / "config.toml"),
+        "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
+        "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
+        "DUBAN_TELEGRAM_TOKEN": fake.token,
+        "DUBAN_TELEGRAM_BASE_URL": fake.base_url,
+        "DUBAN_TELEGRAM_BASE_FILE_URL": fake.base_file_url,
+        "DUBAN_WEB_PORT": "0",
+        "PTB_TIMEDELTA": "true",
+    }
+
+
+def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+
+
+def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+def test_killed_mid_fan_out_loses_nothing_and_repeats_at_most_one(tmp_path: Path) -> None:
+    with FakeTelegram(global_per_second=30, per_chat_per_second=1) as fake:
+        env = service_env(tmp_path, fake)
+        settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("DUBAN_")})
+        runtime = open_runtime(settings)
+        initialise(runtime)
+        with runtime.transaction() as session:
+            for chat in CHATS:
+                enqueue(
+                    session,
+                    platform="telegram",
+                    chat_id=str(chat),
+                    kind="reminder",
+                    dedup_key=f"fan-out:{chat}",
+                    message=Message(text=f"第一季度督办提醒 {chat}"),
+                    now=datetime.now(UTC),
+                )
+        runtime.close()
+        log = tmp_path / "service.log"
+
+        first = start(env, log)
+        try:
+            wait_until(lambda: len(fake.sent) >= 30, 30, "the fan-out to start")
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        at_kill = len(fake.sent)
+        assert at_kill < len(CHATS), "killed too late to test anything"
+
+        second = start(env, log)
+        try:
+            wait_until(lambda: {m.chat_id for m in fake.sent} >= set(CHATS), 60, "every chat to get its reminder")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(20) == 0, log.read_text(errors="replace")
+
+        per_chat = Counter(m.chat_id for m in fake.sent)
+        assert set(per_chat) == set(CHATS)
+        assert sum(count - 1 for count in per_chat.values()) <= 1, per_chat.most_common(3)
+        assert fake.count_429 == 0

@@ -1,0 +1,161 @@
+"""The outbox sender against the fake Telegram server with Telegram's flood limits switched on."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select, update
+
+from bot.telegram_adapter import TelegramTransport, build_application
+from core.config import Settings
+from core.outbox import Message, enqueue
+from core.runtime import Runtime, initialise, open_runtime
+from jobs.sender import OutboxSender
+from storage.models import OutboxMessage
+from tests.fakes.telegram_api import FakeTelegram
+from tests.telegram_harness import telegram_settings
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTelegram]:
+    with FakeTelegram(global_per_second=30, per_chat_per_second=1) as server:
+        yield server
+
+
+@pytest.fixture
+def limited_settings(tmp_path: Path, fake: FakeTelegram) -> Settings:
+    # Telegram's real limits, as the service uses them by default.
+    return telegram_settings(tmp_path, fake, DUBAN_TELEGRAM_PER_CHAT_INTERVAL="1.05s", DUBAN_TELEGRAM_MESSAGES_PER_SECOND="29")
+
+
+@pytest.fixture
+def store(limited_settings: Settings) -> Iterator[Runtime]:
+    runtime = open_runtime(limited_settings)
+    initialise(runtime, import_plan_if_empty=False)
+    yield runtime
+    runtime.close()
+
+
+@pytest_asyncio.fixture
+async def sender(store: Runtime, limited_settings: Settings) -> AsyncIterator[OutboxSender]:
+    application = build_application(limited_settings)
+    await application.bot.initialize()
+    yield OutboxSender(store.sessions, [TelegramTransport(application, limited_settings)], worker="test", retry_base=0.05)
+    await application.bot.shutdown()
+
+
+def queue(store: Runtime, chats: list[int], text: str = "提醒") -> None:
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        for index, chat in enumerate(chats):
+            enqueue(
+                session,
+                platform="telegram",
+                chat_id=str(chat),
+                kind="reminder",
+                dedup_key=f"test:{index}:{chat}",
+                message=Message(text=f"{text} {index}"),
+                now=now,
+            )
+
+
+def states(store: Runtime) -> dict[str, int]:
+    with store.transaction() as session:
+        rows = session.scalars(select(OutboxMessage.state)).all()
+    return {state: rows.count(state) for state in set(rows)}
+
+
+def send_times(fake: FakeTelegram) -> list[float]:
+    return [r.at for r in fake.requests if r.method == "sendMessage" and r.status == 200]
+
+
+async def test_fan_out_stays_within_the_overall_limit_and_loses_nothing(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    queue(store, list(range(1000, 1045)))
+    await sender.drain(timeout=20)
+    assert states(store) == {"sent": 45}
+    assert fake.count_429 == 0
+    times = send_times(fake)
+    assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 30
+
+
+async def test_messages_to_one_chat_go_at_most_one_a_second(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    queue(store, [7, 7, 7])
+    await sender.drain(timeout=10)
+    times = send_times(fake)
+    assert len(times) == 3 and fake.count_429 == 0
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(times))
+    assert [m.text for m in fake.messages_to(7)] == ["提醒 0", "提醒 1", "提醒 2"]  # in order
+
+
+async def test_a_429_pauses_the_platform_for_retry_after(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    fake.fail_next("sendMessage", 429, retry_after=1, times=2)
+    queue(store, [21, 22, 23])
+    await sender.drain(timeout=15)
+    assert states(store) == {"sent": 3}
+    sends = [r for r in fake.requests if r.method == "sendMessage"]
+    refusals = [r.at for r in sends if r.status == 429]
+    assert len(refusals) == 2
+    for refused_at in refusals:
+        following = [r.at for r in sends if r.at > refused_at]
+        assert following and min(following) - refused_at >= 0.99  # nothing went to Telegram early
+    assert sender.stats.rate_limited == 2
+
+
+async def test_server_errors_and_dropped_connections_are_retried(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    fake.fail_next("sendMessage", 502, times=2)
+    fake.drop_next("sendMessage", times=1)
+    queue(store, [31])
+    await sender.drain(timeout=15)
+    assert states(store) == {"sent": 1}
+    assert [m.text for m in fake.messages_to(31)] == ["提醒 0"]
+    with store.transaction() as session:
+        row = session.scalar(select(OutboxMessage))
+        assert row is not None and row.attempts == 4 and row.platform_message_id is not None
+
+
+async def test_a_blocked_user_fails_permanently_and_the_rest_are_delivered(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    fake.block_user(42)
+    queue(store, [41, 42, 43])
+    await sender.drain(timeout=10)
+    assert states(store) == {"sent": 2, "unreachable": 1}
+    with store.transaction() as session:
+        failed = session.scalar(select(OutboxMessage).where(OutboxMessage.state == "unreachable"))
+        assert failed is not None and "blocked" in (failed.last_error or "")
+
+
+async def test_the_sender_gives_up_after_its_attempts(store: Runtime, limited_settings: Settings, fake: FakeTelegram) -> None:
+    application = build_application(limited_settings)
+    await application.bot.initialize()
+    sender = OutboxSender(store.sessions, [TelegramTransport(application, limited_settings)], worker="t", retry_base=0.01, max_attempts=2)
+    fake.fail_next("sendMessage", 500, times=5)
+    queue(store, [51])
+    await sender.drain(timeout=10)
+    await application.bot.shutdown()
+    assert states(store) == {"failed": 1}
+
+
+async def test_rows_left_in_flight_by_a_dead_process_are_sent_after_the_lease(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+    queue(store, [61])
+    with store.transaction() as session:
+        session.execute(
+            update(OutboxMessage).values(state="sending", claimed_by="dead:1", claimed_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+    assert await asyncio.to_thread(sender.recover) == 1
+    await sender.drain(timeout=10)
+    assert states(store) == {"sent": 1}
+    assert len(fake.messages_to(61)) == 1
+
+
+async def test_a_fresh_claim_is_not_taken_from_a_live_process(store: Runtime, sender: OutboxSender) -> None:
+    queue(store, [71])
+    with store.transaction() as session:
+        session.execute(update(OutboxMessage).values(state="sending", claimed_by="alive:2", claimed_at=datetime.now(UTC)))
+    assert await asyncio.to_thread(sender.recover) == 0
