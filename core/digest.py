@@ -110,7 +110,7 @@ class Digest:
                     max_days_late=0,
                     rung=None,
                     unreachable=sorted({name for name, reachable in bound if not reachable}),
-                    nobody_bound=not any(reachable for _, reachable in bound),
+                    nobody_bound=not bound,
                 )
                 blocks[unit.id] = block
             late = days_late(checkpoint.due_at, now)
