@@ -16,8 +16,9 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import httpx
 import uvicorn
 from telegram.ext import Application
 
@@ -31,6 +32,9 @@ from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
 from jobs.ticks import remind, send_digest
+
+if TYPE_CHECKING:
+    from bot.wecom.adapter import WeComAdapter
 from messages import Messages
 
 log = logging.getLogger("duban.service")
@@ -49,6 +53,8 @@ class Service:
     sender: OutboxSender
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
+    wecom: WeComAdapter | None = None
+    http: httpx.AsyncClient | None = None
     web_app: Any = None
     extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
     port: int | None = None
@@ -63,13 +69,18 @@ class Service:
 def build_service(settings: Settings, *, clock: Clock | None = None, sender_clock: Clock | None = None) -> Service:
     """Create every resource the service needs, from the settings."""
     from bot.telegram_adapter import TelegramAdapter, TelegramTransport, build_application, register_handlers
+    from bot.wecom.adapter import RobotTransport, WeComAdapter, WeComTransport, build_crypto, build_wecom_client
 
     runtime = open_runtime(settings, clock=clock or SystemClock())
     messages = Messages(settings.service.language, settings.tz)
     calendar = make_calendar(settings)
     digest = Digest(settings, messages, calendar)
     conversation = Conversation(
-        settings, runtime.sessions, runtime.clock, messages, on_office_request=OfficeRequests(settings, messages, digest)
+        settings,
+        runtime.sessions,
+        runtime.clock,
+        messages,
+        on_office_request=OfficeRequests(settings, messages, digest),
     )
     escalation = Escalation(settings, messages, calendar)
     transports: list[Transport] = []
@@ -77,6 +88,15 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
     if settings.telegram.enabled:
         application = build_application(settings)
         transports.append(TelegramTransport(application, settings))
+    http = None
+    wecom_client = None
+    if settings.wecom.enabled or settings.wecom.robot_keys:
+        http = httpx.AsyncClient(timeout=15.0, trust_env=False)
+        if settings.wecom.enabled:
+            wecom_client = build_wecom_client(settings, http)
+            transports.append(WeComTransport(wecom_client, settings))
+        if settings.wecom.robot_keys:
+            transports.append(RobotTransport(http, settings))
     sender = OutboxSender(
         runtime.sessions,
         transports,
@@ -85,6 +105,13 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
     )
     if application is not None:
         register_handlers(application, TelegramAdapter(settings, conversation, wake_sender=sender.wake))
+    wecom_adapter = None
+    if http is not None and wecom_client is not None:
+        crypto = build_crypto(settings)
+        if crypto is None:
+            log.warning("WeCom callback not configured (callback_token, encoding_aes_key): replies cannot be received")
+        else:
+            wecom_adapter = WeComAdapter(settings, conversation, wecom_client, crypto, wake_sender=sender.wake)
     return Service(
         settings=settings,
         runtime=runtime,
@@ -95,6 +122,8 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         sender=sender,
         transports=transports,
         telegram=application,
+        wecom=wecom_adapter,
+        http=http,
     )
 
 
@@ -159,6 +188,8 @@ async def run_service(
         await sender_task  # the send in flight completes before we exit
         with contextlib.suppress(asyncio.CancelledError):
             await server_task
+        if service.http is not None:
+            await service.http.aclose()
         service.runtime.close()
 
 

@@ -31,6 +31,9 @@ def build_web_app(service: Service) -> Starlette:
     routes: list[Any] = [Route("/healthz", _health(service), methods=["GET"])]
     if service.telegram is not None and settings.telegram.mode == "webhook":
         routes.append(Route(settings.telegram.webhook_path, _telegram_webhook(service), methods=["POST"]))
+    if service.wecom is not None:
+        routes.append(Route(settings.wecom.callback_path, service.wecom.verify_url, methods=["GET"]))
+        routes.append(Route(settings.wecom.callback_path, service.wecom.receive, methods=["POST"]))
     return Starlette(routes=routes)
 
 

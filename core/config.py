@@ -4,7 +4,9 @@ Every section rejects unknown keys and bad values with a message that names the
 key (``[telegram] rate_per_second: …``).  Secrets and the database URL may come
 from the environment: ``DUBAN_<SECTION>_<KEY>`` overrides ``[section] key``
 for any plain value, e.g. ``DUBAN_DATABASE_URL`` or ``DUBAN_TELEGRAM_TOKEN``.
-Relative paths are resolved against the directory of the configuration file.
+Lists are written ``a,b`` and tables ``name=value,name=value`` there
+(``DUBAN_WECOM_ROBOT_KEYS=office=KEY``).  Relative paths are resolved against
+the directory of the configuration file.
 """
 
 from __future__ import annotations
@@ -396,9 +398,17 @@ def _env_overrides(data: dict[str, Any], environ: dict[str, str]) -> dict[str, A
             continue
         for key, sub in annotation.model_fields.items():
             variable = f"{ENV_PREFIX}{name}_{key}".upper()
-            if environ.get(variable, "") == "" or get_origin(sub.annotation) in (list, dict):
+            raw = environ.get(variable, "")
+            if raw == "":
                 continue
-            merged.setdefault(name, {})[key] = environ[variable]
+            value: Any = raw
+            origin = get_origin(sub.annotation)
+            if origin is list:  # "a,b,c"
+                value = [item.strip() for item in raw.split(",") if item.strip()]
+            elif origin is dict:  # "name=value,name=value"
+                pairs = [item.partition("=") for item in raw.split(",") if item.strip()]
+                value = {k.strip(): v.strip() for k, _, v in pairs}
+            merged.setdefault(name, {})[key] = value
     return merged
 
 

@@ -748,7 +748,8 @@ class Conversation:
         checkpoint = recorded.checkpoint
         self._reply(
             turn,
-            self.m.render(
+            edit=bool(turn.incoming.callback),  # a button press: the card or menu becomes the receipt
+            text=self.m.render(
                 "recorded",
                 at=turn.now,
                 task=self._task_view(task),
@@ -785,6 +786,10 @@ class Conversation:
         self._stage_files(turn, data)
         text = turn.incoming.text.strip()
         if state.state == "report.task":
+            if text in ("下一页", "上一页", "next", "prev"):
+                step = 1 if text in ("下一页", "next") else -1
+                self._show_task_menu(turn, data=data, page=data.get("page", 1) + step)
+                return
             if text:
                 task = self._resolve_task(turn, text.split()[0])
                 if task is not None:
@@ -805,6 +810,10 @@ class Conversation:
                 data["status"] = status.value
                 if note:
                     data["note"] = note
+            self._advance(turn, data)
+            return
+        if state.state == "report.confirm" and text in ("确认", "确认提交", "提交", "confirm", "ok"):
+            data["confirmed"] = True  # typed where the platform shows no buttons
             self._advance(turn, data)
             return
         if state.state in ("report.note", "report.confirm", "report.file"):

@@ -21,8 +21,6 @@ from storage.models import OutboxMessage
 from tests.fakes.telegram_api import FakeTelegram
 from tests.telegram_harness import telegram_settings
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 def fake() -> Iterator[FakeTelegram]:
@@ -33,7 +31,9 @@ def fake() -> Iterator[FakeTelegram]:
 @pytest.fixture
 def limited_settings(tmp_path: Path, fake: FakeTelegram) -> Settings:
     # Telegram's real limits, as the service uses them by default.
-    return telegram_settings(tmp_path, fake, DUBAN_TELEGRAM_PER_CHAT_INTERVAL="1.05s", DUBAN_TELEGRAM_MESSAGES_PER_SECOND="29")
+    return telegram_settings(
+        tmp_path, fake, DUBAN_TELEGRAM_PER_CHAT_INTERVAL="1.05s", DUBAN_TELEGRAM_MESSAGES_PER_SECOND="29"
+    )
 
 
 @pytest.fixture
@@ -48,7 +48,9 @@ def store(limited_settings: Settings) -> Iterator[Runtime]:
 async def sender(store: Runtime, limited_settings: Settings) -> AsyncIterator[OutboxSender]:
     application = build_application(limited_settings)
     await application.bot.initialize()
-    yield OutboxSender(store.sessions, [TelegramTransport(application, limited_settings)], worker="test", retry_base=0.05)
+    yield OutboxSender(
+        store.sessions, [TelegramTransport(application, limited_settings)], worker="test", retry_base=0.05
+    )
     await application.bot.shutdown()
 
 
@@ -77,7 +79,10 @@ def send_times(fake: FakeTelegram) -> list[float]:
     return [r.at for r in fake.requests if r.method == "sendMessage" and r.status == 200]
 
 
-async def test_fan_out_stays_within_the_overall_limit_and_loses_nothing(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_fan_out_stays_within_the_overall_limit_and_loses_nothing(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     queue(store, list(range(1000, 1045)))
     await sender.drain(timeout=20)
     assert states(store) == {"sent": 45}
@@ -86,7 +91,10 @@ async def test_fan_out_stays_within_the_overall_limit_and_loses_nothing(store: R
     assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 30
 
 
-async def test_messages_to_one_chat_go_at_most_one_a_second(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_messages_to_one_chat_go_at_most_one_a_second(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     queue(store, [7, 7, 7])
     await sender.drain(timeout=10)
     times = send_times(fake)
@@ -95,7 +103,10 @@ async def test_messages_to_one_chat_go_at_most_one_a_second(store: Runtime, send
     assert [m.text for m in fake.messages_to(7)] == ["提醒 0", "提醒 1", "提醒 2"]  # in order
 
 
-async def test_a_429_pauses_the_platform_for_retry_after(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_a_429_pauses_the_platform_for_retry_after(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     fake.fail_next("sendMessage", 429, retry_after=1, times=2)
     queue(store, [21, 22, 23])
     await sender.drain(timeout=15)
@@ -109,7 +120,10 @@ async def test_a_429_pauses_the_platform_for_retry_after(store: Runtime, sender:
     assert sender.stats.rate_limited == 2
 
 
-async def test_server_errors_and_dropped_connections_are_retried(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_server_errors_and_dropped_connections_are_retried(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     fake.fail_next("sendMessage", 502, times=2)
     fake.drop_next("sendMessage", times=1)
     queue(store, [31])
@@ -121,7 +135,10 @@ async def test_server_errors_and_dropped_connections_are_retried(store: Runtime,
         assert row is not None and row.attempts == 4 and row.platform_message_id is not None
 
 
-async def test_a_blocked_user_fails_permanently_and_the_rest_are_delivered(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_a_blocked_user_fails_permanently_and_the_rest_are_delivered(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     fake.block_user(42)
     queue(store, [41, 42, 43])
     await sender.drain(timeout=10)
@@ -131,10 +148,15 @@ async def test_a_blocked_user_fails_permanently_and_the_rest_are_delivered(store
         assert failed is not None and "blocked" in (failed.last_error or "")
 
 
-async def test_the_sender_gives_up_after_its_attempts(store: Runtime, limited_settings: Settings, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_the_sender_gives_up_after_its_attempts(
+    store: Runtime, limited_settings: Settings, fake: FakeTelegram
+) -> None:
     application = build_application(limited_settings)
     await application.bot.initialize()
-    sender = OutboxSender(store.sessions, [TelegramTransport(application, limited_settings)], worker="t", retry_base=0.01, max_attempts=2)
+    sender = OutboxSender(
+        store.sessions, [TelegramTransport(application, limited_settings)], worker="t", retry_base=0.01, max_attempts=2
+    )
     fake.fail_next("sendMessage", 500, times=5)
     queue(store, [51])
     await sender.drain(timeout=10)
@@ -142,11 +164,16 @@ async def test_the_sender_gives_up_after_its_attempts(store: Runtime, limited_se
     assert states(store) == {"failed": 1}
 
 
-async def test_rows_left_in_flight_by_a_dead_process_are_sent_after_the_lease(store: Runtime, sender: OutboxSender, fake: FakeTelegram) -> None:
+@pytest.mark.asyncio
+async def test_rows_left_in_flight_by_a_dead_process_are_sent_after_the_lease(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
     queue(store, [61])
     with store.transaction() as session:
         session.execute(
-            update(OutboxMessage).values(state="sending", claimed_by="dead:1", claimed_at=datetime.now(UTC) - timedelta(minutes=5))
+            update(OutboxMessage).values(
+                state="sending", claimed_by="dead:1", claimed_at=datetime.now(UTC) - timedelta(minutes=5)
+            )
         )
     assert await asyncio.to_thread(sender.recover) == 1
     await sender.drain(timeout=10)
@@ -154,8 +181,46 @@ async def test_rows_left_in_flight_by_a_dead_process_are_sent_after_the_lease(st
     assert len(fake.messages_to(61)) == 1
 
 
+@pytest.mark.asyncio
 async def test_a_fresh_claim_is_not_taken_from_a_live_process(store: Runtime, sender: OutboxSender) -> None:
     queue(store, [71])
     with store.transaction() as session:
-        session.execute(update(OutboxMessage).values(state="sending", claimed_by="alive:2", claimed_at=datetime.now(UTC)))
+        session.execute(
+            update(OutboxMessage).values(state="sending", claimed_by="alive:2", claimed_at=datetime.now(UTC))
+        )
     assert await asyncio.to_thread(sender.recover) == 0
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_per_member_windows_hold_back_the_thirty_first_message_in_a_minute() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_chat_windows=((30, 60.0), (1000, 3600.0))), now=clock)
+    for _ in range(30):
+        assert pacer.chat_wait("zhangsan") == 0
+        pacer.record("zhangsan")
+        clock.now += 0.5
+    assert pacer.chat_wait("zhangsan") == pytest.approx(45.0)  # the first of the 30 leaves the window at 1060
+    assert pacer.chat_wait("lisi") == 0
+    clock.now += 45.0
+    assert pacer.chat_wait("zhangsan") == 0
+
+
+def test_per_member_hourly_window_is_enforced_too() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_chat_windows=((30, 60.0), (40, 3600.0))), now=clock)
+    for _ in range(40):
+        while pacer.chat_wait("zhangsan") > 0:
+            clock.now += pacer.chat_wait("zhangsan")
+        pacer.record("zhangsan")
+    assert pacer.chat_wait("zhangsan") > 3000  # the hour's quota is spent

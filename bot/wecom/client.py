@@ -14,10 +14,12 @@ failure (timeout after WeCom accepted the message) cannot reach the member twice
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 
@@ -29,6 +31,7 @@ __all__ = [
     "WeComPermanent",
     "WeComRateLimited",
     "WeComRetryable",
+    "download_media",
     "split_markdown",
 ]
 
@@ -322,6 +325,47 @@ class WeComClient:
         if not isinstance(media_id, str) or not media_id:
             raise WeComRetryable(BUSY, "upload answered without media_id")
         return media_id
+
+
+async def _download(
+    http: httpx.AsyncClient, url: str, params: dict[str, str]
+) -> tuple[int, dict[str, Any] | None, bytes, str]:
+    try:
+        response = await http.get(url, params=params)
+    except httpx.HTTPError as exc:
+        raise WeComRetryable(BUSY, f"network error: {exc}") from exc
+    if response.status_code >= 500:
+        raise WeComRetryable(BUSY, f"HTTP {response.status_code}", http_status=response.status_code)
+    if response.headers.get("content-type", "").startswith(("application/json", "text/plain")):
+        try:
+            return response.status_code, response.json(), b"", ""
+        except ValueError:
+            pass
+    disposition = response.headers.get("content-disposition", "")
+    match = re.search(r'filename\*?=(?:UTF-8\'\')?"?([^";]+)"?', disposition)
+    name = unquote(match.group(1)) if match else ""
+    return response.status_code, None, response.content, name
+
+
+async def download_media(client: WeComClient, media_id: str, *, max_bytes: int) -> tuple[str, bytes]:
+    """Fetch a member's file (``/cgi-bin/media/get``): (file name, content); refetches an expired token once."""
+    for attempt in range(2):
+        token = await client.access_token()
+        status, error_body, content, name = await _download(
+            client._http, f"{client._base}/cgi-bin/media/get", {"access_token": token, "media_id": media_id}
+        )
+        if error_body is None:
+            if len(content) > max_bytes:
+                raise WeComPermanent(40006, f"file larger than {max_bytes} bytes")
+            return name, content
+        error = _classify(error_body, rate_limit_retry_after=client._retry_after, http_status=status)
+        if error is None:
+            raise WeComRetryable(BUSY, "media/get answered JSON without an error")
+        if error.errcode in TOKEN_ERRORS and attempt == 0:
+            client._forget_token(token)
+            continue
+        raise error
+    raise WeComRetryable(BUSY, "media/get: token refused twice")
 
 
 class RobotClient:

@@ -22,7 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import uvicorn
 from starlette.applications import Starlette
@@ -38,6 +38,7 @@ GETTOKEN = "/cgi-bin/gettoken"
 SEND = "/cgi-bin/message/send"
 UPDATE_CARD = "/cgi-bin/message/update_template_card"
 MEDIA_UPLOAD = "/cgi-bin/media/upload"
+MEDIA_GET = "/cgi-bin/media/get"
 ROBOT_SEND = "/cgi-bin/webhook/send"
 ROBOT_UPLOAD = "/cgi-bin/webhook/upload_media"
 
@@ -122,6 +123,7 @@ class FakeWeCom:
         self._robot_sends: dict[str, deque[float]] = defaultdict(deque)
         self._duplicates: dict[tuple[str, str, str], float] = {}
         self._app_media: set[str] = set()
+        self._member_files: dict[str, tuple[str, bytes]] = {}
         self._robot_media: dict[str, set[str]] = defaultdict(set)
         self._response_codes: dict[str, bool] = {}  # code -> already spent
 
@@ -143,6 +145,7 @@ class FakeWeCom:
                 Route(SEND, self._send, methods=["POST"]),
                 Route(UPDATE_CARD, self._update_card, methods=["POST"]),
                 Route(MEDIA_UPLOAD, self._media_upload, methods=["POST"]),
+                Route(MEDIA_GET, self._media_get, methods=["GET"]),
                 Route(ROBOT_SEND, self._robot_send, methods=["POST"]),
                 Route(ROBOT_UPLOAD, self._robot_upload, methods=["POST"]),
             ]
@@ -454,6 +457,27 @@ class FakeWeCom:
             "created_at": str(int(time.time())),
         }
         return answer, media_id
+
+    def user_media(self, file_name: str, content: bytes) -> str:
+        """A file a member sends the app: returns the MediaId its callback will carry."""
+        media_id = self._next_id("user-media-")
+        with self._lock:
+            self._member_files[media_id] = (file_name, content)
+        return media_id
+
+    async def _media_get(self, request: Request) -> Response:
+        if (injected := self._injected(MEDIA_GET)) is not None:
+            return injected
+        if (error := self._token_error(request)) is not None:
+            return self._answer(MEDIA_GET, error)
+        with self._lock:
+            found = self._member_files.get(request.query_params.get("media_id", ""))
+        if found is None:
+            return self._answer(MEDIA_GET, _err(40007, "invalid media_id"))
+        file_name, content = found
+        self.requests.append((MEDIA_GET, time.monotonic(), 0))
+        disposition = f"attachment; filename*=UTF-8''{quote(file_name)}"
+        return Response(content, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 
     async def _media_upload(self, request: Request) -> Response:
         if (injected := self._injected(MEDIA_UPLOAD)) is not None:

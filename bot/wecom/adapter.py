@@ -1,0 +1,349 @@
+"""WeCom (企业微信) in front of the conversation core: the callback URL in, the app and group robot out.
+
+Receiving: the callback is verified (signature in constant time, AES-256-CBC
+with strict padding, the corp id as receive id) before anything is read; a
+request that fails any check gets 403 and changes nothing.  A text or a button
+press is handled before answering 200 (it takes milliseconds), so what was
+answered is recorded; WeCom's retries are deduplicated by MsgId.  A file is
+downloaded in the background after the 200, since WeCom retries after 5 s.
+
+Sending: :class:`WeComTransport` turns outbox rows into text messages and
+``button_interaction`` template cards (at most six buttons; a longer menu
+becomes a numbered text), edits a card after its button is pressed with
+``update_template_card``, and paces by WeCom's per-member limits.
+:class:`RobotTransport` posts digests and files to office group robots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from bot.wecom.callback import WeComInbound, parse_callback
+from bot.wecom.client import (
+    RobotClient,
+    WeComClient,
+    WeComPermanent,
+    WeComRateLimited,
+    WeComRetryable,
+    download_media,
+)
+from bot.wecom.crypto import CallbackRejected, WeComCrypto
+from core.config import Settings
+from core.conversation import Conversation, Incoming, IncomingFile, file_refusal
+from core.reporting import StagedFile
+from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
+
+log = logging.getLogger("duban.wecom")
+PLATFORM = "wecom"
+ROBOT = "wecom_robot"
+MAX_CALLBACK_BODY = 256 * 1024
+TIMESTAMP_TOLERANCE = 600  # seconds; WeCom retries within seconds, so older requests are replays
+CARD_BUTTONS = 6
+CARD_BUTTON_CHARS = 10
+CARD_TITLE_CHARS = 26
+
+
+def build_wecom_client(settings: Settings, http: httpx.AsyncClient) -> WeComClient:
+    """The one place the WeCom app client is made."""
+    wecom = settings.wecom
+    assert wecom.secret is not None
+    return WeComClient(
+        http,
+        api_base=wecom.api_base,
+        corp_id=wecom.corp_id,
+        secret=wecom.secret.get_secret_value(),
+        agent_id=wecom.agent_id,
+    )
+
+
+def build_crypto(settings: Settings) -> WeComCrypto | None:
+    wecom = settings.wecom
+    if not (wecom.callback_token and wecom.encoding_aes_key and wecom.corp_id):
+        return None
+    return WeComCrypto(
+        wecom.callback_token.get_secret_value(), wecom.encoding_aes_key.get_secret_value(), wecom.corp_id
+    )
+
+
+class WeComAdapter:
+    """Serves the callback URL: verifies, decrypts and hands messages to the conversation core."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        conversation: Conversation,
+        client: WeComClient,
+        crypto: WeComCrypto,
+        *,
+        wake_sender: Any = None,
+        now: Any = time.time,
+    ) -> None:
+        self.settings = settings
+        self.conversation = conversation
+        self.client = client
+        self.crypto = crypto
+        self.wake_sender = wake_sender or (lambda: None)
+        self.now = now
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _fresh(self, timestamp: str) -> bool:
+        try:
+            return abs(self.now() - int(timestamp)) <= TIMESTAMP_TOLERANCE
+        except ValueError:
+            return False
+
+    async def verify_url(self, request: Request) -> Response:
+        """GET: WeCom checks that the URL is ours; answer the decrypted echostr."""
+        query = request.query_params
+        try:
+            if not self._fresh(query.get("timestamp", "")):
+                raise CallbackRejected("stale timestamp")
+            plain = self.crypto.verify_url(
+                query.get("msg_signature", ""),
+                query.get("timestamp", ""),
+                query.get("nonce", ""),
+                query.get("echostr", ""),
+            )
+        except CallbackRejected as exc:
+            log.warning("refused WeCom URL verification: %s", exc)
+            return PlainTextResponse("forbidden", status_code=403)
+        return PlainTextResponse(plain)
+
+    async def receive(self, request: Request) -> Response:
+        """POST: a member's message or button press."""
+        query = request.query_params
+        body = await request.body()
+        if len(body) > MAX_CALLBACK_BODY:
+            return PlainTextResponse("too large", status_code=413)
+        try:
+            if not self._fresh(query.get("timestamp", "")):
+                raise CallbackRejected("stale timestamp")
+            plain = self.crypto.decrypt_callback(
+                query.get("msg_signature", ""), query.get("timestamp", ""), query.get("nonce", ""), body
+            )
+            inbound = parse_callback(plain)
+            if inbound.agent_id is not None and inbound.agent_id != self.settings.wecom.agent_id:
+                raise CallbackRejected("callback for another agent")
+        except CallbackRejected as exc:
+            log.warning("refused WeCom callback: %s", exc)
+            return PlainTextResponse("forbidden", status_code=403)
+        incoming = self.to_incoming(inbound)
+        if incoming is None:
+            return PlainTextResponse("")
+        if inbound.kind in ("file", "image") and inbound.media_id:
+            task = asyncio.create_task(self._with_file(inbound, incoming))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+            return PlainTextResponse("")
+        await asyncio.to_thread(self.conversation.handle, incoming)
+        self.wake_sender()
+        return PlainTextResponse("")
+
+    def to_incoming(self, inbound: WeComInbound) -> Incoming | None:
+        """What the core understands; None for events it has no use for (entering the app …)."""
+        base = {
+            "platform": PLATFORM,
+            "user_id": inbound.from_user,
+            "chat_id": inbound.from_user,
+            "update_key": inbound.dedup_key,
+            "message_id": inbound.msg_id,
+            "display_name": inbound.from_user,
+            "username": inbound.from_user,
+        }
+        if inbound.kind == "text":
+            return Incoming(**base, text=inbound.content or "")
+        if inbound.kind == "event" and inbound.event == "template_card_event" and inbound.event_key:
+            return Incoming(
+                **base,
+                callback=inbound.event_key,
+                button_message_id=f"card|{inbound.response_code}" if inbound.response_code else None,
+            )
+        if inbound.kind in ("file", "image"):
+            name = inbound.file_name or f"{inbound.media_id}.{'jpg' if inbound.kind == 'image' else 'bin'}"
+            # WeCom does not say the size up front; the download checks it.
+            return Incoming(**base, files=(IncomingFile(file_id=inbound.media_id or "", file_name=name, size=0),))
+        if inbound.kind == "event":
+            return None
+        return Incoming(**base, text="")
+
+    async def _with_file(self, inbound: WeComInbound, incoming: Incoming) -> None:
+        try:
+            files = await self._download(incoming)
+            await asyncio.to_thread(self.conversation.handle, Incoming(**{**incoming.__dict__, "files": tuple(files)}))
+            self.wake_sender()
+        except Exception:  # a failed download must not take the server down; WeCom will not retry
+            log.exception("could not handle a WeCom file message")
+
+    async def _download(self, incoming: Incoming) -> list[IncomingFile]:
+        declared = incoming.files[0]
+        if file_refusal(self.settings, declared) or not await asyncio.to_thread(
+            self.conversation.accepts_files_from, PLATFORM, incoming.user_id
+        ):
+            return [declared]
+        limit = self.settings.uploads.max_bytes
+        try:
+            name, content = await download_media(self.client, declared.file_id, max_bytes=limit)
+        except WeComPermanent:
+            return [IncomingFile(declared.file_id, declared.file_name, limit + 1)]  # refused as too large
+        name = name or declared.file_name
+        target = self.conversation.staging_dir() / f"{uuid.uuid4().hex}{Path(name).suffix}"
+        await asyncio.to_thread(target.write_bytes, content)
+        staged = StagedFile(
+            file_name=name,
+            size=len(content),
+            mime_type="",
+            file_id=declared.file_id,
+            file_unique_id=declared.file_id,
+            staged_path=target,
+            sha256=await asyncio.to_thread(StagedFile.digest, target),
+            platform=PLATFORM,
+        )
+        return [IncomingFile(declared.file_id, name, len(content), staged=staged)]
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, WeComRateLimited):
+        return RetryLater(exc.retry_after, str(exc))
+    if isinstance(exc, WeComRetryable):
+        return TransientFailure(str(exc))
+    if isinstance(exc, WeComPermanent):
+        return PermanentFailure(str(exc))
+    return exc
+
+
+def _card(text: str, buttons: list[dict[str, str]], task_id: str) -> dict[str, Any]:
+    title, _, rest = text.partition("\n")
+    return {
+        "card_type": "button_interaction",
+        "main_title": {"title": title[:CARD_TITLE_CHARS], "desc": title[CARD_TITLE_CHARS : CARD_TITLE_CHARS * 3]},
+        "sub_title_text": rest.strip()[:400],
+        "task_id": task_id,
+        "button_list": [{"text": b["text"][:CARD_BUTTON_CHARS], "style": 1, "key": b["data"]} for b in buttons],
+    }
+
+
+def _text_menu(text: str, buttons: list[dict[str, str]]) -> str:
+    """More buttons than a card holds: list them; the core understands the typed answers."""
+    lines = [text, ""]
+    lines += [f"· {b['text']}" for b in buttons if not b["data"].endswith(("|x|",)) and "|p|" not in b["data"]]
+    if any("|p|" in b["data"] for b in buttons):
+        lines.append("回复任务编号(如 21、市3)选择;回复“下一页”或“上一页”翻页;发送“取消”放弃。")
+    else:
+        lines.append("回复对应文字选择;发送“取消”放弃。")
+    return "\n".join(lines)
+
+
+class WeComTransport:
+    """Delivers outbox rows to members through the self-built app."""
+
+    platform = PLATFORM
+
+    def __init__(self, client: WeComClient, settings: Settings) -> None:
+        self.client = client
+        wecom = settings.wecom
+        self.limits = SendLimits(
+            per_second=20.0,
+            per_chat_interval=0.0,
+            per_chat_windows=((wecom.per_member_per_minute, 60.0), (wecom.per_member_per_hour, 3600.0)),
+        )
+
+    async def send(self, row: OutgoingRow) -> Delivered:
+        try:
+            return await self._send(row)
+        except (WeComRateLimited, WeComRetryable, WeComPermanent) as exc:
+            raise _translate(exc) from exc
+
+    async def _send(self, row: OutgoingRow) -> Delivered:
+        payload = row.payload
+        text: str = payload["text"]
+        buttons = [b for line in payload.get("buttons", []) for b in line]
+        edit_of = payload.get("edit_of") or ""
+        if edit_of.startswith("card|"):
+            card = (
+                _card(text, buttons, f"duban-{row.id}")
+                if buttons and len(buttons) <= CARD_BUTTONS
+                else {
+                    "card_type": "text_notice",
+                    "main_title": {"title": text.partition("\n")[0][:CARD_TITLE_CHARS]},
+                    "sub_title_text": text.partition("\n")[2][:400],
+                    "card_action": {"type": 0},
+                }
+            )
+            try:
+                await self.client.update_template_card([row.chat_id], edit_of.split("|", 1)[1], card)
+                return Delivered(edit_of)
+            except WeComPermanent:
+                log.info("card could not be updated (code spent or expired); sending a new message")
+        if payload.get("document"):
+            document = payload["document"]
+            content = await asyncio.to_thread(Path(document["path"]).read_bytes)
+            media_id = await self.client.upload_media("file", document.get("file_name") or "file", content)
+            if text:
+                await self._check(row, await self.client.send_text(row.chat_id, text))
+            return await self._check(row, await self.client.send_file(row.chat_id, media_id))
+        if buttons and len(buttons) <= CARD_BUTTONS:
+            first = None
+            if len(text) > 120:  # a card shows little text: send the text, then the card
+                first = await self._check(row, await self.client.send_text(row.chat_id, text))
+                text = "请选择:" if "\n" not in text else text.partition("\n")[0]
+            sent = await self._check(
+                row, await self.client.send_template_card(row.chat_id, _card(text, buttons, f"duban-{row.id}"))
+            )
+            return first or sent
+        if buttons:
+            text = _text_menu(text, buttons)
+        if payload.get("format") == "markdown":
+            return await self._check(row, await self.client.send_markdown(row.chat_id, text))
+        return await self._check(row, await self.client.send_text(row.chat_id, text))
+
+    @staticmethod
+    async def _check(row: OutgoingRow, result: Any) -> Delivered:
+        if row.chat_id in result.invaliduser:
+            raise PermanentFailure(f"invaliduser: {row.chat_id}", unreachable=True)
+        return Delivered(result.msgid)
+
+
+class RobotTransport:
+    """Delivers digests and report files to office group robots (群机器人), keyed by name in config."""
+
+    platform = ROBOT
+
+    def __init__(self, http: httpx.AsyncClient, settings: Settings) -> None:
+        wecom = settings.wecom
+        self.robots = {
+            name: RobotClient(http, api_base=wecom.api_base, key=key.get_secret_value())
+            for name, key in wecom.robot_keys.items()
+        }
+        self.limits = SendLimits(
+            per_second=10.0, per_chat_interval=0.0, per_chat_windows=((wecom.robot_per_minute, 60.0),)
+        )
+
+    async def send(self, row: OutgoingRow) -> Delivered:
+        robot = self.robots.get(row.chat_id)
+        if robot is None:
+            raise PermanentFailure(f"no robot named {row.chat_id!r} in [wecom] robot_keys")
+        payload = row.payload
+        try:
+            if payload.get("document"):
+                document = payload["document"]
+                content = await asyncio.to_thread(Path(document["path"]).read_bytes)
+                media_id = await robot.upload_media(document.get("file_name") or "file", content)
+                await robot.send_file(media_id)
+                if payload.get("text"):
+                    await robot.send_markdown(payload["text"])
+            elif payload.get("format") == "markdown":
+                await robot.send_markdown(payload["text"])
+            else:
+                await robot.send_text(payload["text"])
+        except (WeComRateLimited, WeComRetryable, WeComPermanent) as exc:
+            raise _translate(exc) from exc
+        return Delivered(None)
