@@ -97,7 +97,9 @@ class Digest:
             .where(Binding.unit_id.in_(unit_ids), Binding.revoked_at.is_(None), Binding.role.in_(("liaison", "head")))
         ):
             name = binding.person.display_name or identity.username or identity.external_id
-            people.setdefault(binding.unit_id, []).append((f"{name}({self.m.label('role', binding.role)})", identity.reachable))
+            people.setdefault(binding.unit_id, []).append(
+                (f"{name}({self.m.label('role', binding.role)})", identity.reachable)
+            )
         blocks: dict[int, UnitBlock] = {}
         for obligation, task, checkpoint, unit in rows:
             block = blocks.get(unit.id)
@@ -127,7 +129,9 @@ class Digest:
             rung = reached.get(checkpoint.id)
             if rung is not None and (block.rung is None or RUNG_ORDER.index(rung) > RUNG_ORDER.index(block.rung)):
                 block.rung = rung
-        view = DigestView(now=now, units=sorted(blocks.values(), key=lambda b: (-b.max_days_late, -len(b.items), b.name)))
+        view = DigestView(
+            now=now, units=sorted(blocks.values(), key=lambda b: (-b.max_days_late, -len(b.items), b.name))
+        )
         view.total = len(rows)
         view.unreachable_people = sum(len(b.unreachable) for b in view.units)
         previous = session.scalar(
@@ -221,7 +225,9 @@ class Digest:
         if not self.calendar.is_workday(local_day):
             return []
         view = self.build(session, plan, now)
-        ids = self.queue(session, view, self.targets(session, plan), key=f"digest:{plan.id}:{local_day.isoformat()}", now=now)
+        ids = self.queue(
+            session, view, self.targets(session, plan), key=f"digest:{plan.id}:{local_day.isoformat()}", now=now
+        )
         if ids:
             session.add(DigestRun(plan_id=plan.id, at=now, scheduled=True, snapshot=view.snapshot()))
         return ids

@@ -33,19 +33,27 @@ class OfficeRequests:
             view = self.digest.build(session, plan, now)
             target = [(incoming.platform, incoming.chat_id, None)]
             return self.digest.queue(
-                session, view, target, key=f"digest-now:{incoming.platform}:{incoming.update_key}", now=now,
+                session,
+                view,
+                target,
+                key=f"digest-now:{incoming.platform}:{incoming.update_key}",
+                now=now,
                 reply_to=incoming.message_id,
             )
         if what == "export":
             return self._export(session, plan, incoming, args, now)
         return f"unknown request {what}"
 
-    def _export(self, session: Session, plan: Plan, incoming: Incoming, args: list[str], now: datetime) -> list[int] | str:
+    def _export(
+        self, session: Session, plan: Plan, incoming: Incoming, args: list[str], now: datetime
+    ) -> list[int] | str:
         from core.documents import export
 
         if not args:
             keys = session.scalars(
-                select(Checkpoint.key).where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None)).order_by(Checkpoint.due_at)
+                select(Checkpoint.key)
+                .where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None))
+                .order_by(Checkpoint.due_at)
             ).all()
             return f"用法:/export 轮次编号 [xlsx|html|md],或 /export year。可选轮次:{'、'.join(keys)}"
         key = args[0]

@@ -26,7 +26,9 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:
     """The working-morning overdue digest, for every jurisdiction's newest plan (nothing on days off)."""
     with runtime.transaction() as session:
-        newest = select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
+        newest = (
+            select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
+        )
         plans = session.scalars(
             select(Plan).join(newest, (Plan.jurisdiction_id == newest.c.jurisdiction_id) & (Plan.year == newest.c.year))
         ).all()
