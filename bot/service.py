@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 from telegram.ext import Application
 
+from bot.sandbox import SandboxHub
 from core.clock import Clock, SystemClock
 from core.config import Settings
 from core.conversation import Conversation
@@ -55,6 +56,7 @@ class Service:
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
     http: httpx.AsyncClient | None = None
+    sandbox_hub: SandboxHub | None = None
     web_app: Any = None
     extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
     port: int | None = None
@@ -68,6 +70,7 @@ class Service:
 
 def build_service(settings: Settings, *, clock: Clock | None = None, sender_clock: Clock | None = None) -> Service:
     """Create every resource the service needs, from the settings."""
+    from bot.sandbox import SandboxTransport
     from bot.telegram_adapter import TelegramAdapter, TelegramTransport, build_application, register_handlers
     from bot.wecom.adapter import RobotTransport, WeComAdapter, WeComTransport, build_crypto, build_wecom_client
 
@@ -97,6 +100,8 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
             transports.append(WeComTransport(wecom_client, settings))
         if settings.wecom.robot_keys:
             transports.append(RobotTransport(http, settings))
+    sandbox_hub = SandboxHub()
+    transports.append(SandboxTransport(runtime, sandbox_hub))
     sender = OutboxSender(
         runtime.sessions,
         transports,
@@ -124,6 +129,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         telegram=application,
         wecom=wecom_adapter,
         http=http,
+        sandbox_hub=sandbox_hub,
     )
 
 
@@ -206,7 +212,7 @@ def serve_forever(settings: Settings) -> None:
         service = build_service(settings)
 
         def ready(service: Service) -> None:
-            platforms = [t.platform for t in service.transports] or ["sandbox"]
+            platforms = [t.platform for t in service.transports]
             print(
                 f"duban 已启动: http://{settings.web.host}:{service.port}/  (平台: {', '.join(platforms)})", flush=True
             )

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from telegram import Update
 
 from bot.telegram_adapter import verify_webhook_secret
+from messages import TEMPLATES
 
 if TYPE_CHECKING:
     from bot.service import Service
@@ -27,8 +29,49 @@ MAX_WEBHOOK_BODY = 1 << 20
 
 
 def build_web_app(service: Service) -> Starlette:
+    from bot.dashboard import Dashboard
+    from bot.sandbox import SandboxRoutes
+    from bot.webui import WebUI
+
     settings = service.settings
-    routes: list[Any] = [Route("/healthz", _health(service), methods=["GET"])]
+    ui = WebUI(service)
+    office = Dashboard(service, ui)
+    routes: list[Any] = [
+        Route("/healthz", _health(service), methods=["GET"]),
+        Mount("/static", StaticFiles(directory=str(TEMPLATES / "web" / "static")), name="static"),
+        Route("/office", office.overview, methods=["GET"]),
+        Route("/office/checkpoints", office.checkpoints, methods=["GET"]),
+        Route("/office/checkpoint/{key}", office.checkpoint, methods=["GET"]),
+        Route("/office/export/{name}", office.export, methods=["GET"]),
+        Route("/office/people", office.people, methods=["GET"]),
+        Route("/office/outbox", office.outbox, methods=["GET"]),
+        Route("/office/urge", office.do_urge, methods=["POST"]),
+        Route("/office/review", office.do_review, methods=["POST"]),
+        Route("/office/round", office.do_round, methods=["POST"]),
+        Route("/office/invite", office.do_invite, methods=["POST"]),
+        Route("/office/login", ui.login_page, methods=["GET"]),
+        Route("/office/login/secret", ui.login_secret, methods=["POST"]),
+        Route("/office/login/code", ui.login_send_code, methods=["POST"]),
+        Route("/office/login/verify", ui.login_verify_code, methods=["POST"]),
+        Route("/office/logout", ui.logout, methods=["POST"]),
+    ]
+    if ui.sandbox_enabled and service.sandbox_hub is not None:
+        # Only on loopback: choosing a unit without a code is for trying the bot on one's own machine.
+        chat = SandboxRoutes(service, service.sandbox_hub, ui)
+        routes += [
+            Route("/", chat.home, methods=["GET"]),
+            Route("/chat", chat.chat, methods=["GET"]),
+            Route("/sandbox/join", chat.join, methods=["POST"]),
+            Route("/sandbox/leave", chat.leave, methods=["POST"]),
+            Route("/sandbox/send", chat.send, methods=["POST"]),
+            Route("/sandbox/press", chat.press, methods=["POST"]),
+            Route("/sandbox/events", chat.events, methods=["GET"]),
+            Route("/sandbox/messages", chat.messages, methods=["GET"]),
+            Route("/sandbox/fragment/{message_id:int}", chat.fragment, methods=["GET"]),
+            Route("/sandbox/file/{outbox_id:int}", chat.download, methods=["GET"]),
+        ]
+    else:
+        routes.append(Route("/", lambda request: RedirectResponse("/office", status_code=303), methods=["GET"]))
     if service.telegram is not None and settings.telegram.mode == "webhook":
         routes.append(Route(settings.telegram.webhook_path, _telegram_webhook(service), methods=["POST"]))
     if service.wecom is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -31,16 +30,15 @@ from core.binding import redeem_code, unbind
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.clock import Clock
 from core.config import PersonRole, Settings
-from core.notices import days_late, queue_unit_notice, task_view
-from core.outbox import About, Button, Message, enqueue, enqueue_to_identities, message_about
+from core.notices import days_late, task_view
+from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
+from core.outbox import Button, Message, enqueue, message_about
 from core.reporting import (
     StagedFile,
     StatusCode,
-    latest_reviewable,
     parse_status,
     pending_document,
     record_report,
-    review,
     split_status,
     target_obligation,
 )
@@ -49,7 +47,6 @@ from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.models import (
     Assignment,
-    AuditLog,
     Binding,
     Checkpoint,
     ConversationState,
@@ -65,8 +62,6 @@ from storage.queries import (
     active_bindings,
     find_identity,
     find_task,
-    find_unit,
-    identities_of_unit,
     identities_with_role,
     person_identities,
     unit_obligations,
@@ -906,124 +901,32 @@ class Conversation:
         assert turn.plan is not None
         return list(turn.session.scalars(select(Unit.id).where(Unit.jurisdiction_id == turn.plan.jurisdiction_id)))
 
-    def overdue_view(self, session: Session, plan: Plan, now: datetime) -> dict[str, Any]:
-        """Who owes what now, past due, grouped by unit (shared by /overdue and the digest)."""
-        rows = session.execute(
-            select(Obligation, Task, Checkpoint, Unit)
-            .join(Task, Task.id == Obligation.task_id)
-            .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
-            .join(Unit, Unit.id == Obligation.unit_id)
-            .where(
-                Checkpoint.plan_id == plan.id,
-                Checkpoint.cancelled_at.is_(None),
-                Checkpoint.due_at < now,
-                Obligation.active.is_(True),
-                Obligation.state.in_(OPEN_STATES),
-                Task.active.is_(True),
-            )
-            .order_by(Unit.id, Checkpoint.due_at, Task.annex.desc(), Task.number)
-        ).all()
-        reachable = {
-            unit_id
-            for (unit_id,) in session.execute(
-                select(Binding.unit_id).where(Binding.revoked_at.is_(None), Binding.role.in_(REPORTER_ROLES)).distinct()
-            )
-        }
-        units: dict[int, dict[str, Any]] = {}
-        for obligation, task, checkpoint, unit in rows:
-            entry = units.setdefault(
-                unit.id, {"id": unit.id, "name": unit.name, "entries": [], "reachable": unit.id in reachable}
-            )
-            entry["entries"].append(
-                {
-                    **self._task_view(task),
-                    "checkpoint": checkpoint.title,
-                    "checkpoint_key": checkpoint.key,
-                    "due": checkpoint.due_at,
-                    "late_days": days_late(checkpoint.due_at, now),
-                    "state": obligation.state,
-                    "role": obligation.role,
-                }
-            )
-        ordered = sorted(units.values(), key=lambda u: (-len(u["entries"]), u["name"]))
-        return {"units": ordered, "total": len(rows), "now": now}
-
     def _cmd_overdue(self, turn: _Turn, _args: str) -> None:
         assert turn.plan is not None
-        self._reply(turn, self.m.render("overdue", **self.overdue_view(turn.session, turn.plan, turn.now)))
-
-    def owed_now(self, session: Session, unit: Unit, task_id: int | None = None) -> list[Obligation]:
-        """Per task, the unit's earliest open obligation: what it owes now."""
-        current: dict[int, Obligation] = {}
-        for obligation in unit_obligations(session, unit.id, states=OPEN_STATES):
-            if task_id is not None and obligation.task_id != task_id:
-                continue
-            current.setdefault(obligation.task_id, obligation)
-        return list(current.values())
+        self._reply(turn, self.m.render("overdue", **overdue_view(turn.session, self.m, turn.plan, turn.now)))
 
     def _cmd_urge(self, turn: _Turn, args: str) -> None:
-        assert turn.plan is not None and turn.identity is not None
-        target = args.strip()
-        if not target:
-            self._error(turn, "usage", "/urge 单位名称 或 /urge 任务编号")
-            return
-        ref = parse_task_ref(target)
-        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
-        if task is not None:
-            units = [a.unit for a in task.assignments if a.active]
-        else:
-            unit = find_unit(turn.session, turn.plan.jurisdiction_id, target)
-            if unit is None:
-                self._error(turn, "unknown_unit", target)
-                return
-            units = [unit]
-        sent, unreachable, nothing = [], [], []
-        for unit in units:
-            owed = self.owed_now(turn.session, unit, task.id if task else None)
-            if not owed:
-                if task is None:
-                    nothing.append(unit.name)
-                continue
-            queued = queue_unit_notice(
+        assert turn.plan is not None
+        try:
+            result = urge(
                 turn.session,
                 self.m,
-                unit,
-                owed,
-                template="urge",
-                kind="urge",
-                dedup=f"urge:{turn.incoming.platform}:{turn.incoming.update_key}:{unit.id}",
+                turn.plan,
+                args,
                 now=turn.now,
+                actor=self._actor(turn),
+                key=f"{turn.incoming.platform}:{turn.incoming.update_key}",
             )
-            (sent if queued else unreachable).append(unit.name)
-            turn.session.add(
-                AuditLog(
-                    at=turn.now,
-                    actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
-                    action="urge",
-                    subject=unit.name,
-                    detail={"tasks": [o.task.key for o in owed], "delivered_to": len(queued)},
-                )
-            )
-        if task is not None and not sent and not unreachable:
-            nothing.append(task_label(task.annex, task.number, self.m.language))
-        self._reply(turn, self.m.render("urge_done", sent=sent, unreachable=unreachable, nothing=nothing))
+        except OfficeRefusal as refusal:
+            self._error(turn, refusal.code, refusal.detail, **refusal.extra)
+            return
+        self._reply(
+            turn, self.m.render("urge_done", sent=result.sent, unreachable=result.unreachable, nothing=result.nothing)
+        )
 
-    def _review_args(self, turn: _Turn, args: str, usage: str) -> tuple[Task, Unit, str] | None:
-        assert turn.plan is not None
-        parts = args.split()
-        if len(parts) < 2:
-            self._error(turn, "usage", usage)
-            return None
-        ref = parse_task_ref(parts[0])
-        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
-        if task is None:
-            self._error(turn, "unknown_task", parts[0])
-            return None
-        unit = find_unit(turn.session, turn.plan.jurisdiction_id, parts[1])
-        if unit is None:
-            self._error(turn, "unknown_unit", parts[1])
-            return None
-        return task, unit, " ".join(parts[2:]).strip()
+    @staticmethod
+    def _actor(turn: _Turn) -> str:
+        return f"{turn.incoming.platform}:{turn.incoming.user_id}"
 
     def _cmd_accept(self, turn: _Turn, args: str) -> None:
         self._review(turn, args, "accepted", "/accept 任务编号 单位名称")
@@ -1032,83 +935,44 @@ class Conversation:
         self._review(turn, args, "returned", "/return 任务编号 单位名称 退回原因")
 
     def _review(self, turn: _Turn, args: str, decision: str, usage: str) -> None:
-        assert turn.identity is not None
-        parsed = self._review_args(turn, args, usage)
-        if parsed is None:
-            return
-        task, unit, reason = parsed
-        if decision == "returned" and not reason:
+        assert turn.identity is not None and turn.plan is not None
+        parts = args.split(maxsplit=2)
+        if len(parts) < 2:
             self._error(turn, "usage", usage)
             return
-        obligation = latest_reviewable(turn.session, task.id, unit.id, decision)
-        label = task_label(task.annex, task.number, self.m.language)
-        if obligation is None:
-            self._error(
-                turn, "nothing_to_review", f"{label} {unit.name}", limit="通过" if decision == "accepted" else "退回"
+        try:
+            result = decide(
+                turn.session,
+                self.m,
+                turn.plan,
+                parts[0],
+                parts[1],
+                decision,
+                parts[2] if len(parts) > 2 else "",
+                now=turn.now,
+                actor=self._actor(turn),
+                person_id=turn.identity.person_id,
+                key=f"{turn.incoming.platform}:{turn.incoming.update_key}",
             )
+        except OfficeRefusal as refusal:
+            self._error(turn, refusal.code, refusal.detail if refusal.code != "usage" else usage, **refusal.extra)
             return
-        review(
-            turn.session,
-            obligation,
-            decision=decision,
-            reason=reason,
-            person_id=turn.identity.person_id,
-            now=turn.now,
-            actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
-        )
-        identities = [i for _, i in identities_of_unit(turn.session, [unit.id], REPORTER_ROLES)]
-        notice = self.m.render(
-            decision, task=self._task_view(task), checkpoint=obligation.checkpoint.title, reason=reason
-        )
-        notified = enqueue_to_identities(
-            turn.session,
-            identities,
-            kind="review",
-            dedup_key=f"review:{turn.incoming.platform}:{turn.incoming.update_key}",
-            message=Message(text=notice),
-            now=turn.now,
-            about=About(checkpoint_id=obligation.checkpoint_id, unit_id=unit.id, task_ids=(task.id,)),
-        )
         self._reply(
             turn,
             self.m.render(
                 "review_done",
-                decision=decision,
-                task=self._task_view(task),
-                unit=unit.name,
-                checkpoint=obligation.checkpoint.title,
-                reason=reason,
-                notified=bool(notified),
+                decision=result.decision,
+                task=self._task_view(result.task),
+                unit=result.unit.name,
+                checkpoint=result.checkpoint_title,
+                reason=result.reason,
+                notified=result.notified,
             ),
         )
 
-    def who_view(self, session: Session, plan: Plan) -> dict[str, Any]:
-        units = list(
-            session.scalars(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id))
-        )
-        people: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for binding, identity in session.execute(
-            select(Binding, Identity)
-            .join(Identity, Identity.person_id == Binding.person_id)
-            .where(Binding.revoked_at.is_(None))
-            .order_by(Binding.unit_id, Binding.id)
-        ):
-            people[binding.unit_id].append(
-                {
-                    "name": binding.person.display_name or identity.username or identity.external_id,
-                    "role": self.m.label("role", binding.role),
-                    "platform": identity.platform,
-                    "reachable": identity.reachable,
-                }
-            )
-        office_unit = self.settings.office.unit
-        bound = [{"name": u.name, "people": people[u.id]} for u in units if people.get(u.id)]
-        unbound = [u.name for u in units if not people.get(u.id) and u.name != office_unit]
-        return {"bound": bound, "unbound": unbound}
-
     def _cmd_who(self, turn: _Turn, _args: str) -> None:
         assert turn.plan is not None
-        self._reply(turn, self.m.render("who", **self.who_view(turn.session, turn.plan)))
+        self._reply(turn, self.m.render("who", **who_view(turn.session, self.settings, self.m, turn.plan)))
 
     def _cmd_checkpoints(self, turn: _Turn, _args: str) -> None:
         assert turn.plan is not None

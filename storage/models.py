@@ -479,3 +479,50 @@ class DigestRun(Base):
     scheduled: Mapped[bool] = mapped_column(Boolean, default=True)
     # {"units": {unit_id: [obligation ids overdue]}, "total": n}
     snapshot: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class SandboxMessage(Base):
+    """A line of a local sandbox chat: what the person typed, and what the bot sent (the sandbox's own "platform")."""
+
+    __tablename__ = "sandbox_message"
+    __table_args__ = (Index("ix_sandbox_message_chat", "chat_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chat_id: Mapped[str] = mapped_column(String(100))
+    direction: Mapped[str] = mapped_column(String(3))  # "in" from the person, "out" from the bot
+    text: Mapped[str] = mapped_column(Text, default="")
+    buttons: Mapped[list[Any] | None] = mapped_column(JSON)
+    reply_to: Mapped[int | None] = mapped_column(Integer)
+    files: Mapped[list[Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    edited_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebSession(Base):
+    """A signed-in dashboard session; the cookie holds the token, the database only its hash."""
+
+    __tablename__ = "web_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    signed_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    how: Mapped[str] = mapped_column(String(20), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
+class LoginCode(Base):
+    """A one-time dashboard sign-in code the bot sent to an office-role person."""
+
+    __tablename__ = "login_code"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64))
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    session_id: Mapped[int] = mapped_column(ForeignKey("web_session.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

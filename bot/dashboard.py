@@ -1,0 +1,430 @@
+"""The office dashboard: checkpoints, the task × state matrix, scorecards, the overdue list, the outbox, bindings.
+
+The office's actions here (urge, accept, return, a new ad-hoc round, invite
+codes) call the same core functions as the chat commands.  Every page needs a
+signed-in session when sign-in is required (see :mod:`bot.webui`); every form
+carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+
+from core.binding import issue_code
+from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
+from core.config import PersonRole
+from core.conversation import parse_local_datetime
+from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
+from core.runtime import current_plan
+from jobs.sender import outbox_depth
+from storage.models import AuditLog, Identity, Obligation, OutboxMessage
+from storage.queries import find_unit
+
+if TYPE_CHECKING:
+    from bot.service import Service
+    from bot.webui import SessionInfo, WebUI
+
+EXPORT_NAME = re.compile(r"^(?P<key>[a-z0-9][a-z0-9_-]{0,39})\.(?P<fmt>xlsx|html|md)$")
+
+
+class Dashboard:
+    def __init__(self, service: Service, ui: WebUI) -> None:
+        self.service = service
+        self.ui = ui
+        self.settings = service.settings
+        self.m = service.messages
+
+    # --- guards --------------------------------------------------------------
+
+    async def _guard(self, request: Request) -> Response | None:
+        if not await self.ui.office_allowed(request):
+            return RedirectResponse("/office/login", status_code=303)
+        return None
+
+    async def _guard_form(self, request: Request) -> tuple[Any, Response | None]:
+        refused = await self._guard(request)
+        if refused is not None:
+            return None, refused
+        form = await request.form()
+        if not await self.ui.csrf_ok(request, form):
+            return None, PlainTextResponse("forbidden", status_code=403)
+        return form, None
+
+    @staticmethod
+    def _actor(info: SessionInfo) -> str:
+        if info.person_id is not None:
+            return f"web:person:{info.person_id}"
+        return f"web:{info.how or 'local'}"
+
+    @staticmethod
+    def _back(path: str, message: str, kind: str = "ok") -> RedirectResponse:
+        return RedirectResponse(f"{path}?flash={quote(message)}&kind={kind}", status_code=303)
+
+    def _flash(self, request: Request) -> dict[str, str]:
+        flash = request.query_params.get("flash", "")[:500]
+        kind = request.query_params.get("kind", "ok")
+        return {"flash": flash, "flash_kind": kind if kind in ("ok", "warn", "error") else "ok"}
+
+    # --- pages ---------------------------------------------------------------
+
+    async def overview(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        data = await asyncio.to_thread(self._overview)
+        return await self.ui.page(request, "office.html.j2", **data, **self._flash(request))
+
+    def _overview(self) -> dict[str, Any]:
+        now = self.service.runtime.clock.now()
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            if plan is None:
+                return {"plan": None, "now": now}
+            checkpoints = []
+            for checkpoint in live_checkpoints(session, plan.id):
+                counts = dict(
+                    session.execute(
+                        select(Obligation.state, func.count())
+                        .where(Obligation.checkpoint_id == checkpoint.id, Obligation.active.is_(True))
+                        .group_by(Obligation.state)
+                    ).all()
+                )
+                total = sum(counts.values())
+                answered = counts.get("answered", 0) + counts.get("accepted", 0)
+                checkpoints.append(
+                    {
+                        "key": checkpoint.key,
+                        "title": checkpoint.title,
+                        "due": checkpoint.due_at,
+                        "past": checkpoint.due_at < now,
+                        "total": total,
+                        "answered": answered,
+                        "returned": counts.get("returned", 0),
+                        "share": answered / total if total else 0,
+                        "document": checkpoint.satisfied_by == "document",
+                    }
+                )
+            overdue = overdue_view(session, self.m, plan, now)
+            depth = outbox_depth(session, now)
+            unreachable = (
+                session.scalar(select(func.count()).select_from(Identity).where(Identity.reachable.is_(False))) or 0
+            )
+            who = who_view(session, self.settings, self.m, plan)
+            audit = session.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(12)).all()
+            return {
+                "plan": {"name": plan.name, "year": plan.year, "jurisdiction": plan.jurisdiction.name},
+                "now": now,
+                "checkpoints": checkpoints,
+                "overdue": overdue,
+                "depth": depth,
+                "queued": sum(p.get("queued", 0) + p.get("sending", 0) for p in depth.values()),
+                "failed": sum(p.get("failed", 0) + p.get("unreachable", 0) for p in depth.values()),
+                "unreachable": unreachable,
+                "bound_units": len(who["bound"]),
+                "unbound_units": len(who["unbound"]),
+                "audit": [{"at": a.at, "actor": a.actor, "action": a.action, "subject": a.subject} for a in audit],
+            }
+
+    async def checkpoints(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        data = await asyncio.to_thread(self._overview)
+        return await self.ui.page(request, "office_checkpoints.html.j2", **data, **self._flash(request))
+
+    async def checkpoint(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        key = request.path_params["key"]
+        notification = await asyncio.to_thread(self._notification, key)
+        if notification is None:
+            return PlainTextResponse("没有这个督查轮次", status_code=404)
+        return await self.ui.page(request, "office_checkpoint.html.j2", n=notification, **self._flash(request))
+
+    def _notification(self, key: str) -> Any:
+        from core.notification import build_notification
+
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            if plan is None:
+                return None
+            try:
+                return build_notification(session, self.settings, plan, key, self.service.runtime.clock.now())
+            except ValueError:
+                return None
+
+    async def export(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        match = EXPORT_NAME.match(request.path_params["name"])
+        if match is None:
+            return PlainTextResponse("bad name", status_code=404)
+        path = await asyncio.to_thread(self._export, match["key"], match["fmt"])
+        if path is None:
+            return PlainTextResponse("没有这个督查轮次", status_code=404)
+        return FileResponse(path, filename=path.name)
+
+    def _export(self, key: str, fmt: str) -> Any:
+        from core.documents import export
+
+        folder = self.settings.path(self.settings.service.data_dir) / "exports" / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True, exist_ok=True)
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            if plan is None:
+                return None
+            try:
+                return export(
+                    session,
+                    self.settings,
+                    self.m,
+                    plan,
+                    None if key == "year" else key,
+                    fmt,
+                    self.service.runtime.clock.now(),
+                    folder,
+                )
+            except ValueError:
+                return None
+
+    async def people(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        data = await asyncio.to_thread(self._people)
+        issued = {k: request.query_params.get(k, "") for k in ("code", "unit", "role", "expires")}
+        return await self.ui.page(request, "office_people.html.j2", **data, issued=issued, **self._flash(request))
+
+    def _people(self) -> dict[str, Any]:
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            if plan is None:
+                return {"bound": [], "unbound": [], "units": []}
+            data = who_view(session, self.settings, self.m, plan)
+            from storage.models import Unit
+
+            data["units"] = list(
+                session.scalars(select(Unit.name).where(Unit.jurisdiction_id == plan.jurisdiction_id).order_by(Unit.id))
+            )
+            data["roles"] = [(r.value, self.m.label("role", r.value)) for r in PersonRole]
+            return data
+
+    async def outbox(self, request: Request) -> Response:
+        if (refused := await self._guard(request)) is not None:
+            return refused
+        data = await asyncio.to_thread(self._outbox)
+        return await self.ui.page(request, "office_outbox.html.j2", **data, **self._flash(request))
+
+    def _outbox(self) -> dict[str, Any]:
+        now = self.service.runtime.clock.now()
+        with self.service.runtime.transaction() as session:
+            problems = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.state.in_(("failed", "unreachable")))
+                .order_by(OutboxMessage.id.desc())
+                .limit(100)
+            ).all()
+            waiting = session.scalars(
+                select(OutboxMessage)
+                .where(OutboxMessage.state.in_(("queued", "sending")))
+                .order_by(OutboxMessage.id)
+                .limit(100)
+            ).all()
+            recent = session.scalars(
+                select(OutboxMessage).where(OutboxMessage.state == "sent").order_by(OutboxMessage.id.desc()).limit(30)
+            ).all()
+            unreachable = session.scalars(select(Identity).where(Identity.reachable.is_(False))).all()
+
+            def row(message: OutboxMessage) -> dict[str, Any]:
+                return {
+                    "id": message.id,
+                    "platform": message.platform,
+                    "chat": message.chat_id,
+                    "kind": message.kind,
+                    "state": message.state,
+                    "attempts": message.attempts,
+                    "error": message.last_error or "",
+                    "created": message.created_at,
+                    "sent": message.sent_at,
+                    "next": message.next_attempt_at,
+                    "text": (message.payload.get("text") or "")[:80],
+                }
+
+            return {
+                "depth": outbox_depth(session, now),
+                "problems": [row(m) for m in problems],
+                "waiting": [row(m) for m in waiting],
+                "recent": [row(m) for m in recent],
+                "unreachable": [
+                    {
+                        "who": i.username or i.external_id,
+                        "platform": i.platform,
+                        "reason": i.unreachable_reason or "",
+                        "at": i.unreachable_at,
+                    }
+                    for i in unreachable
+                ],
+            }
+
+    # --- actions -------------------------------------------------------------
+
+    async def do_urge(self, request: Request) -> Response:
+        form, refused = await self._guard_form(request)
+        if refused is not None:
+            return refused
+        info = await self.ui.session(request)
+        target = str(form.get("target") or "")
+        try:
+            result = await asyncio.to_thread(self._urge, target, self._actor(info))
+        except OfficeRefusal as refusal:
+            return self._back(
+                str(form.get("back") or "/office"),
+                self.m.render("error", code=refusal.code, detail=refusal.detail, limit=""),
+                "warn",
+            )
+        self.service.sender.wake()
+        text = self.m.render("urge_done", sent=result.sent, unreachable=result.unreachable, nothing=result.nothing)
+        return self._back(str(form.get("back") or "/office"), text, "ok" if result.sent else "warn")
+
+    def _urge(self, target: str, actor: str) -> Any:
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            assert plan is not None
+            return urge(
+                session,
+                self.m,
+                plan,
+                target,
+                now=self.service.runtime.clock.now(),
+                actor=actor,
+                key=f"web:{uuid.uuid4().hex}",
+            )
+
+    async def do_review(self, request: Request) -> Response:
+        form, refused = await self._guard_form(request)
+        if refused is not None:
+            return refused
+        info = await self.ui.session(request)
+        decision = "returned" if form.get("decision") == "returned" else "accepted"
+        back = str(form.get("back") or "/office")
+        try:
+            result = await asyncio.to_thread(
+                self._review,
+                str(form.get("task") or ""),
+                str(form.get("unit") or ""),
+                decision,
+                str(form.get("reason") or ""),
+                info,
+            )
+        except OfficeRefusal as refusal:
+            detail = refusal.detail if refusal.code != "usage" else "退回需要填写原因"
+            return self._back(
+                back,
+                self.m.render("error", code=refusal.code, detail=detail, **({"limit": ""} | refusal.extra)),
+                "warn",
+            )
+        self.service.sender.wake()
+        text = self.m.render(
+            "review_done",
+            decision=result.decision,
+            task={"label": form.get("task")},
+            unit=result.unit.name,
+            checkpoint=result.checkpoint_title,
+            reason=result.reason,
+            notified=result.notified,
+        )
+        return self._back(back, text)
+
+    def _review(self, task: str, unit: str, decision: str, reason: str, info: SessionInfo) -> Any:
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            assert plan is not None
+            return decide(
+                session,
+                self.m,
+                plan,
+                task,
+                unit,
+                decision,
+                reason,
+                now=self.service.runtime.clock.now(),
+                actor=self._actor(info),
+                person_id=info.person_id,
+                key=f"web:{uuid.uuid4().hex}",
+            )
+
+    async def do_round(self, request: Request) -> Response:
+        form, refused = await self._guard_form(request)
+        if refused is not None:
+            return refused
+        info = await self.ui.session(request)
+        try:
+            key = await asyncio.to_thread(
+                self._round,
+                str(form.get("key") or "").strip(),
+                str(form.get("due") or ""),
+                str(form.get("tasks") or "all"),
+                str(form.get("title") or ""),
+                bool(form.get("document")),
+                self._actor(info),
+            )
+        except (CheckpointError, ValueError) as exc:
+            return self._back("/office/checkpoints", f"无法新增:{exc}", "warn")
+        return self._back(f"/office/checkpoint/{key}", "已新增督查轮次,提醒将按升级规则自动发出。")
+
+    def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str) -> str:
+        now = self.service.runtime.clock.now()
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            assert plan is not None
+            checkpoint = add_adhoc_checkpoint(
+                session,
+                plan,
+                key=key,
+                title=title,
+                due_at=parse_local_datetime(due.replace("T", " ")[:16], self.settings),
+                now=now,
+                tasks=parse_task_scope(tasks),
+                satisfied_by="document" if document else "status",
+                actor=actor,
+            )
+            return checkpoint.key
+
+    async def do_invite(self, request: Request) -> Response:
+        form, refused = await self._guard_form(request)
+        if refused is not None:
+            return refused
+        info = await self.ui.session(request)
+        role = str(form.get("role") or "liaison")
+        unit_name = str(form.get("unit") or "")
+        issued = await asyncio.to_thread(self._invite, unit_name, role, self._actor(info))
+        if issued is None:
+            return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")
+        code, unit, expires = issued
+        return RedirectResponse(
+            f"/office/people?code={quote(code)}&unit={quote(unit)}&role={quote(role)}&expires={quote(expires)}",
+            status_code=303,
+        )
+
+    def _invite(self, unit_name: str, role: str, actor: str) -> tuple[str, str, str] | None:
+        if role not in {r.value for r in PersonRole}:
+            return None
+        with self.service.runtime.transaction() as session:
+            plan = current_plan(session, self.settings)
+            unit = find_unit(session, plan.jurisdiction_id, unit_name) if plan else None
+            if unit is None:
+                return None
+            issued = issue_code(
+                session,
+                unit,
+                PersonRole(role),
+                now=self.service.runtime.clock.now(),
+                ttl=self.settings.binding.code_ttl,
+                created_by=actor,
+            )
+            return issued.code, unit.name, self.m.local(issued.expires_at)

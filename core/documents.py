@@ -1,0 +1,424 @@
+"""The notification (通报) and the year view as files: HTML, Markdown and XLSX.
+
+HTML and Markdown come from the templates in ``messages/reports/``
+(``notification.html``, ``notification.md.j2``, ``year.html``, ``year.md.j2``);
+the spreadsheet is written with XlsxWriter, its sheet names, headers, light
+names and fills read from ``messages/reports/_report_labels.j2``, so that all
+wording lives with the templates.  Every function takes either a
+:class:`~core.notification.Notification` or a :class:`~core.notification.YearView`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import xlsxwriter
+from sqlalchemy.orm import Session
+from xlsxwriter.format import Format
+from xlsxwriter.workbook import Workbook
+from xlsxwriter.worksheet import Worksheet
+
+from core.config import Settings
+from core.notification import Notification, Tally, YearView, build_notification, build_year
+from messages import Messages
+from storage.models import Plan
+
+FileFormat = Literal["html", "xlsx", "md"]
+View = Notification | YearView
+CellKind = Literal["text", "wrap", "int", "pct", "days", "datetime", "light", "center"]
+
+LABELS_TEMPLATE = "_report_labels.j2"
+_WRAP_MAX_WIDTH = 48
+_DEFAULT_MAX_WIDTH = 36
+
+
+def _labels(messages: Messages) -> Any:
+    """The report labels module (dicts and text macros of ``_report_labels.j2``)."""
+    return messages.env.get_template(LABELS_TEMPLATE).module
+
+
+def _context(view: View, messages: Messages) -> dict[str, Any]:
+    key = "n" if isinstance(view, Notification) else "y"
+    return {key: view, "status": messages.labels("status")}
+
+
+def render_html(view: View, messages: Messages) -> str:
+    """One self-contained HTML document (inline CSS and SVG, print-ready on A4)."""
+    name = "notification.html" if isinstance(view, Notification) else "year.html"
+    return messages.render(name, **_context(view, messages)) + "\n"
+
+
+def render_markdown(view: View, messages: Messages) -> str:
+    """Markdown for pasting into a chat or a document."""
+    name = "notification.md.j2" if isinstance(view, Notification) else "year.md.j2"
+    return messages.render(name, **_context(view, messages)) + "\n"
+
+
+# --- XLSX ----------------------------------------------------------------------------------
+
+
+def display_width(text: str) -> int:
+    """Columns a text takes in a spreadsheet: CJK and other wide characters count double."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+@dataclass
+class Cell:
+    """A value and how to show it; a percentage with a ``light`` is filled with the light's colour."""
+
+    value: Any
+    kind: CellKind = "text"
+    light: str | None = None
+
+
+class _Formats:
+    """The workbook's cell formats, created once per workbook, and the time zone its times are shown in."""
+
+    def __init__(self, book: Workbook, labels: Any, tz: tzinfo) -> None:
+        self.tz = tz
+        base = {"border": 1, "border_color": "#BFBFBF", "valign": "top", "font_size": 10}
+        self.header = book.add_format(
+            {**base, "bold": True, "bg_color": "#E7E6E6", "valign": "vcenter", "align": "center", "text_wrap": True}
+        )
+        self.kinds: dict[str, Format] = {
+            "text": book.add_format(base),
+            "wrap": book.add_format({**base, "text_wrap": True}),
+            "int": book.add_format({**base, "num_format": "0"}),
+            "pct": book.add_format({**base, "num_format": "0.0%"}),
+            "days": book.add_format({**base, "num_format": "0.0"}),
+            "datetime": book.add_format({**base, "num_format": "yyyy-mm-dd hh:mm"}),
+            "center": book.add_format({**base, "align": "center"}),
+        }
+        self.lights: dict[str, Format] = {
+            code: book.add_format({**base, "align": "center", "bg_color": colour})
+            for code, colour in labels.light_fill.items()
+        }
+        self.pct_lights: dict[str, Format] = {
+            code: book.add_format({**base, "num_format": "0.0%", "bg_color": colour})
+            for code, colour in labels.light_fill.items()
+        }
+
+
+class _Table:
+    """A sheet written as a table: header row(s), rows of typed cells, widths that fit CJK text."""
+
+    def __init__(
+        self,
+        book: Workbook,
+        formats: _Formats,
+        labels: Any,
+        name: str,
+        header: Sequence[str],
+        *,
+        header_rows: int = 1,
+    ) -> None:
+        """``header`` names every column; with ``header_rows=1`` it is written as the first row."""
+        self.sheet: Worksheet = book.add_worksheet(name)
+        self.formats = formats
+        self.labels = labels
+        self.header_rows = header_rows
+        self.columns = len(header)
+        self.widths = [display_width(h) for h in header]
+        self.caps = [_DEFAULT_MAX_WIDTH] * len(header)
+        if header_rows == 1:
+            for column, text in enumerate(header):
+                self.sheet.write_string(0, column, text, formats.header)
+        self.row = header_rows
+
+    def add(self, cells: Sequence[Cell]) -> None:
+        for column, cell in enumerate(cells):
+            self._write(self.row, column, cell)
+        self.row += 1
+
+    def _write(self, row: int, column: int, cell: Cell) -> None:
+        sheet, value, kind = self.sheet, cell.value, cell.kind
+        fmt = self.formats.kinds.get(kind, self.formats.kinds["text"])
+        shown = ""
+        if kind == "light":
+            shown = str(self.labels.light[value])
+            sheet.write_string(row, column, shown, self.formats.lights[value])
+        elif value is None or value == "":
+            sheet.write_blank(row, column, None, fmt)
+        elif kind == "datetime":
+            # Excel has no time zones: write the local wall-clock time.
+            local = value.astimezone(self.formats.tz).replace(tzinfo=None) if value.tzinfo else value
+            sheet.write_datetime(row, column, local, fmt)
+            shown = "yyyy-mm-dd hh:mm"
+        elif kind == "pct" and cell.light is not None:
+            sheet.write_number(row, column, value, self.formats.pct_lights[cell.light])
+            shown = "100.0%"
+        elif kind in ("int", "pct", "days"):
+            sheet.write_number(row, column, value, fmt)
+            shown = {"int": str(value), "pct": "100.0%", "days": f"{value:.1f}"}[kind]
+        else:
+            shown = str(value)
+            sheet.write_string(row, column, shown, fmt)
+        if kind == "wrap":
+            self.caps[column] = _WRAP_MAX_WIDTH
+        longest = max((display_width(line) for line in shown.splitlines()), default=0)
+        self.widths[column] = max(self.widths[column], longest)
+
+    def finish(self, *, freeze_columns: int = 0) -> None:
+        sheet = self.sheet
+        for column, width in enumerate(self.widths):
+            sheet.set_column(column, column, min(width, self.caps[column]) + 2)
+        sheet.freeze_panes(self.header_rows, freeze_columns)
+        last_row = max(self.row - 1, self.header_rows - 1)
+        sheet.autofilter(self.header_rows - 1, 0, last_row, self.columns - 1)
+        sheet.set_paper(9)  # A4
+        sheet.set_landscape()
+        sheet.fit_to_pages(1, 0)
+        sheet.repeat_rows(0, self.header_rows - 1)
+
+
+def _number(value: int | float | None) -> Cell:
+    return Cell(value, "int")
+
+
+def write_xlsx(view: View, path: Path, messages: Messages) -> None:
+    """Write the workbook: 概况/任务/单位/通报单位/明细 for a notification, 概况/单位年度 for a year."""
+    labels = _labels(messages)
+    book = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False, "strings_to_formulas": False})
+    try:
+        formats = _Formats(book, labels, messages.tz)
+        if isinstance(view, Notification):
+            _notification_sheets(book, formats, labels, view, messages)
+        else:
+            _year_sheets(book, formats, labels, view)
+    finally:
+        book.close()
+
+
+def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Notification, messages: Messages) -> None:
+    status = messages.labels("status")
+    s = n.summary
+    rows = labels.summary_rows
+    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.summary_head)
+    for key, cell in [
+        ("title", Cell(str(labels.title(n)))),
+        ("jurisdiction", Cell(n.jurisdiction)),
+        ("plan", Cell(n.plan_name, "wrap")),
+        ("checkpoint", Cell(f"{n.checkpoint_title}({n.checkpoint_key})")),
+        ("due_at", Cell(n.due_at, "datetime")),
+        ("generated_at", Cell(n.generated_at, "datetime")),
+        ("tasks", _number(s.tasks)),
+        ("units", _number(s.units)),
+        ("owed", _number(s.owed)),
+        ("on_time", _number(s.on_time)),
+        ("late", _number(s.late)),
+        ("missing", _number(s.missing)),
+        ("returned", _number(s.returned)),
+        ("pending", _number(s.pending)),
+        ("accepted", _number(s.accepted)),
+        ("rate", Cell(s.rate, "pct")),
+    ]:
+        summary.add([Cell(rows[key]), cell])
+    summary.finish()
+
+    tasks = _Table(book, formats, labels, labels.sheet["tasks"], labels.task_head)
+    for t in n.tasks:
+        leads = t.leads
+        tasks.add(
+            [
+                Cell(t.label),
+                Cell(t.title, "wrap"),
+                Cell(str(labels.area_name(t)), "wrap"),
+                Cell("、".join(lead.unit for lead in leads)),
+                Cell("\n".join(_lead_outcome(labels, lead.outcome, lead.accepted) for lead in leads)),
+                Cell(t.light, "light"),
+                Cell("\n".join(status.get(lead.status, lead.status) for lead in leads if lead.status)),
+                Cell("\n".join(lead.note for lead in leads if lead.note), "wrap"),
+                Cell(leads[0].reported_at if len(leads) == 1 else None, "datetime"),
+                Cell(labels.yes_no[leads[0].on_time] if len(leads) == 1 else "", "center"),
+                Cell(_days_late(leads[0].delay_days, leads[0].overdue_days) if len(leads) == 1 else None, "days"),
+                Cell("\n".join(lead.return_reason for lead in leads if lead.return_reason), "wrap"),
+                Cell(t.responsible_progress if t.responsible_total else "—", "center"),
+            ]
+        )
+    tasks.finish(freeze_columns=1)
+
+    units = _Table(book, formats, labels, labels.sheet["units"], labels.unit_head)
+    for u in n.units:
+        units.add(
+            [
+                _number(u.rank),
+                Cell(u.unit),
+                _number(u.owed),
+                _number(u.on_time),
+                _number(u.late),
+                _number(u.missing),
+                _number(u.returned),
+                _number(u.pending),
+                _number(u.accepted),
+                Cell(u.rate, "pct", u.light),
+                Cell(u.avg_delay_days, "days"),
+                Cell(u.light, "light"),
+            ]
+        )
+    units.finish(freeze_columns=2)
+
+    named = _Table(book, formats, labels, labels.sheet["named"], labels.named_head)
+    for m in n.named:
+        reasons = [
+            f"{labels.reason[r]}{labels.pct(n.thresholds.name_below)}" if r == "rate_below" else labels.reason[r]
+            for r in m.reasons
+        ]
+        named.add(
+            [
+                Cell(m.unit),
+                _number(m.rank),
+                Cell(m.rate, "pct"),
+                _number(m.missing),
+                _number(m.late),
+                _number(m.returned),
+                Cell(";".join(reasons), "wrap"),
+                Cell("、".join(m.missing_tasks)),
+                Cell("、".join(m.late_tasks)),
+                Cell("、".join(m.returned_tasks)),
+            ]
+        )
+    named.finish(freeze_columns=1)
+
+    items = _Table(book, formats, labels, labels.sheet["items"], labels.item_head)
+    for i in n.items:
+        items.add(
+            [
+                Cell(i.task_label),
+                Cell(i.title, "wrap"),
+                Cell(i.unit),
+                Cell(labels.role[i.role], "center"),
+                Cell(labels.outcome[i.outcome]),
+                Cell(labels.yes_no[i.accepted], "center"),
+                Cell(i.answered_at, "datetime"),
+                Cell(_days_late(i.delay_days, i.overdue_days), "days"),
+                Cell(status.get(i.status, i.status) if i.status else ""),
+                Cell(i.note, "wrap"),
+                Cell(i.return_reason, "wrap"),
+            ]
+        )
+    items.finish(freeze_columns=1)
+
+
+def _days_late(delay_days: float | None, overdue_days: int | None) -> float | None:
+    """How late, in days: the delay of a late answer, else how long a missing one is overdue."""
+    return delay_days if delay_days is not None else overdue_days
+
+
+def _lead_outcome(labels: Any, outcome: str, accepted: bool) -> str:
+    text = str(labels.outcome[outcome])
+    return f"{text}·已通过" if accepted else text
+
+
+def _year_sheets(book: Workbook, formats: _Formats, labels: Any, y: YearView) -> None:
+    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.year_summary_head)
+    for checkpoint in y.checkpoints:
+        _tally_row(summary, f"{checkpoint.title}({checkpoint.key})", checkpoint.due_at, checkpoint.tally)
+    _tally_row(summary, str(labels.year_total), None, y.total)
+    summary.finish(freeze_columns=1)
+
+    head = list(labels.year_cell_head)
+    fixed = list(labels.year_fixed_head)
+    groups = [f"{c.title}({c.key})" for c in y.checkpoints] + [str(labels.year_total)]
+    columns = [*fixed, *(h for _ in groups for h in head)]
+    table = _Table(book, formats, labels, labels.sheet["year"], columns, header_rows=2)
+    sheet = table.sheet
+    # Two header rows: each checkpoint over its columns, then the column names.
+    for column, text in enumerate(fixed):
+        sheet.merge_range(0, column, 1, column, text, formats.header)
+    for index, title in enumerate(groups):
+        first = len(fixed) + index * len(head)
+        sheet.merge_range(0, first, 0, first + len(head) - 1, title, formats.header)
+        for offset, text in enumerate(head):
+            sheet.write_string(1, first + offset, text, formats.header)
+    for u in y.units:
+        tallies = [*u.cells, u.total]
+        table.add([_number(u.rank), Cell(u.unit), *(c for t in tallies for c in _tally_cells(t))])
+    table.finish(freeze_columns=len(fixed))
+
+
+def _tally_cells(tally: Tally | None) -> list[Cell]:
+    if tally is None:
+        return [Cell(None, "int") for _ in range(5)]
+    return [
+        _number(tally.owed),
+        _number(tally.on_time),
+        _number(tally.late),
+        _number(tally.missing),
+        Cell(tally.rate, "pct", tally.light),
+    ]
+
+
+def _tally_row(table: _Table, name: str, due_at: datetime | None, tally: Tally) -> None:
+    table.add(
+        [
+            Cell(name),
+            Cell(due_at, "datetime"),
+            _number(tally.owed),
+            _number(tally.on_time),
+            _number(tally.late),
+            _number(tally.missing),
+            _number(tally.returned),
+            _number(tally.pending),
+            Cell(tally.rate, "pct", tally.light),
+            Cell(tally.light, "light"),
+        ]
+    )
+
+
+# --- export --------------------------------------------------------------------------------
+
+
+def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat) -> str:
+    """``通报-2024-q1.xlsx`` for a checkpoint, ``通报-2024-全年.xlsx`` for the year."""
+    stem = f"通报-{checkpoint_key}" if checkpoint_key else f"通报-{plan.year}-全年"
+    return f"{stem}.{fmt}"
+
+
+def export(
+    session: Session,
+    settings: Settings,
+    messages: Messages,
+    plan: Plan,
+    checkpoint_key: str | None,
+    fmt: FileFormat,
+    now: datetime,
+    path: Path | str | None = None,
+) -> Path:
+    """Build the notification (or, with ``checkpoint_key=None``, the year view) and write it.
+
+    ``path`` may be a file, an existing directory (the default name is used in
+    it) or None (the default name in the current directory).  The file is
+    written to a temporary name first and moved into place.  Returns the path.
+    """
+    if fmt not in ("html", "xlsx", "md"):
+        raise ValueError(f"unknown format {fmt!r}: use html, xlsx or md")
+    view: View = (
+        build_year(session, settings, plan, now)
+        if checkpoint_key is None
+        else build_notification(session, settings, plan, checkpoint_key, now)
+    )
+    name = default_name(plan, checkpoint_key, fmt)
+    target = Path(path) if path is not None else Path.cwd() / name
+    if target.is_dir():
+        target = target / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}", dir=target.parent)
+    os.close(handle)
+    staged = Path(temporary)
+    try:
+        if fmt == "xlsx":
+            write_xlsx(view, staged, messages)
+        else:
+            text = render_html(view, messages) if fmt == "html" else render_markdown(view, messages)
+            staged.write_text(text, encoding="utf-8")
+        os.replace(staged, target)
+    finally:
+        staged.unlink(missing_ok=True)
+    return target

@@ -1,0 +1,759 @@
+"""The quarterly notification (通报): who answered a checkpoint on time, late or not at all.
+
+Plain data, no rendering: :func:`build_notification` reads one checkpoint's
+obligations at a moment ``now`` and returns a :class:`Notification`;
+:func:`build_year` sets every unit's record across all live checkpoints side by
+side (:class:`YearView`).  ``core.documents`` turns both into HTML, Markdown
+and XLSX through the templates in ``messages/reports/``.
+
+What counts: active obligations of active tasks on a checkpoint that is not
+cancelled.  Every obligation has exactly one *outcome* at ``now``
+(``due`` is the checkpoint's deadline):
+
+- **on time** (``on_time``): answered or accepted, with ``answered_at <= due``;
+- **late** (``late``): answered or accepted, with ``answered_at > due``;
+- **returned** (``returned``): sent back by the office and not answered again;
+- **missing** (``missing``): still owed and ``now > due``;
+- **pending** (``pending``): still owed and ``now <= due`` (not yet due).
+
+**Accepted** (state ``accepted``) is counted on top: an accepted answer is
+also on time or late.  An obligation is *due* when ``now > due``; the on-time
+rate is ``on_time / due`` (``None`` while nothing is due).  The average delay
+is the mean of ``answered_at - due`` in days over late answers.
+
+Lights.  A unit: green when its rate is at least ``[report] green_at``,
+yellow when at least ``yellow_at``, red below, ``none`` while nothing is due.
+A task, from its lead unit(s): green when the lead answered on time or its
+answer was accepted, yellow when the lead answered late or is not due yet,
+red when the lead's answer is missing or was returned (the worst lead counts;
+``none`` when the task has no lead in scope).
+
+Ranking: by rate (highest first), then missing (fewest first), then name;
+units equal in rate and missing share a rank (1, 2, 2, 4 …); units with
+nothing due come last, unranked.  A unit is *named* in the notification when
+its rate is below ``name_below``, or (with ``name_if_missing``) it has any
+missing answer; the reasons are given as codes ``rate_below`` / ``missing``.
+
+Status mix per task area (the subsection, else the section): the lead
+obligations' standing status — the status of the latest report of an answered
+or accepted obligation — with ``unreported`` for leads whose answer is
+missing, pending or returned.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+
+from core.checkpoints import live_checkpoints
+from core.config import ReportSettings, Settings
+from core.notices import days_late
+from core.plan_import import short_title
+from core.reporting import StatusCode
+from core.tasks import task_label
+from storage.models import Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task
+
+Light = Literal["green", "yellow", "red", "none"]
+Outcome = Literal["on_time", "late", "missing", "pending", "returned"]
+
+#: Order of the status-mix buckets (legend and stacking order).
+STATUS_ORDER: tuple[str, ...] = (*(code.value for code in StatusCode), "unreported")
+_LIGHT_RANK: dict[str, int] = {"none": 0, "green": 1, "yellow": 2, "red": 3}
+_ANNEX_ORDER = {"county": 0, "city": 1}
+
+
+# --- dataclasses ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: datetimes as ISO strings, tuples as lists, recursively."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _AsDict:
+    def as_dict(self) -> dict[str, Any]:
+        """The dataclass as plain JSON-serialisable data."""
+        return _plain(asdict(self))  # type: ignore[call-overload, no-any-return]
+
+
+@dataclass(frozen=True)
+class Tally(_AsDict):
+    """Counts of outcomes over a set of obligations, with the on-time rate."""
+
+    owed: int = 0
+    on_time: int = 0
+    late: int = 0
+    missing: int = 0
+    pending: int = 0
+    returned: int = 0
+    accepted: int = 0
+    due: int = 0
+    rate: float | None = None
+    avg_delay_days: float | None = None
+    light: Light = "none"
+
+
+@dataclass(frozen=True)
+class Summary(_AsDict):
+    """The checkpoint as a whole."""
+
+    tasks: int
+    units: int
+    owed: int
+    on_time: int
+    late: int
+    missing: int
+    pending: int
+    returned: int
+    accepted: int
+    due: int
+    rate: float | None
+
+
+@dataclass(frozen=True)
+class Item(_AsDict):
+    """One obligation (a unit's part in a task) and where it stands."""
+
+    task_key: str
+    task_label: str
+    title: str
+    area: str
+    unit: str
+    role: str
+    state: str
+    outcome: Outcome
+    accepted: bool
+    answered_at: datetime | None
+    on_time: bool | None
+    delay_days: float | None
+    overdue_days: int | None
+    status: str | None
+    note: str
+    reported_at: datetime | None
+    return_reason: str
+
+
+@dataclass(frozen=True)
+class Lead(_AsDict):
+    """A task's lead unit and its answer."""
+
+    unit: str
+    state: str
+    outcome: Outcome
+    accepted: bool
+    light: Light
+    status: str | None
+    note: str
+    reported_at: datetime | None
+    on_time: bool | None
+    delay_days: float | None
+    overdue_days: int | None
+    return_reason: str
+
+
+@dataclass(frozen=True)
+class TaskRow(_AsDict):
+    """One task of the checkpoint: its lead's answer and the responsible units' progress."""
+
+    key: str
+    annex: str
+    number: int
+    label: str
+    title: str
+    text: str
+    section: str
+    subsection: str
+    area: str
+    leads: list[Lead]
+    light: Light
+    responsible_answered: int
+    responsible_total: int
+
+    @property
+    def lead_units(self) -> str:
+        return "、".join(lead.unit for lead in self.leads)
+
+    @property
+    def responsible_progress(self) -> str:
+        return f"{self.responsible_answered}/{self.responsible_total}"
+
+
+@dataclass(frozen=True)
+class UnitRow(_AsDict):
+    """A unit's scorecard for the checkpoint."""
+
+    unit: str
+    owed: int
+    on_time: int
+    late: int
+    missing: int
+    returned: int
+    pending: int
+    accepted: int
+    due: int
+    rate: float | None
+    avg_delay_days: float | None
+    rank: int | None
+    light: Light
+    missing_tasks: list[str] = field(default_factory=list)
+    late_tasks: list[str] = field(default_factory=list)
+    returned_tasks: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NamedUnit(_AsDict):
+    """A unit named in the notification, and why (``rate_below``, ``missing``)."""
+
+    unit: str
+    rank: int | None
+    rate: float | None
+    due: int
+    on_time: int
+    late: int
+    missing: int
+    returned: int
+    reasons: list[str]
+    missing_tasks: list[str]
+    late_tasks: list[str]
+    returned_tasks: list[str]
+
+
+@dataclass(frozen=True)
+class AreaMix(_AsDict):
+    """The lead units' standing status over one task area, for the stacked bar chart."""
+
+    area: str
+    short: str
+    annex: str
+    tasks: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Thresholds(_AsDict):
+    green_at: float
+    yellow_at: float
+    name_below: float
+    name_if_missing: bool
+
+
+@dataclass(frozen=True)
+class Notification(_AsDict):
+    """Everything a 通报 shows about one checkpoint at one moment (times in local time)."""
+
+    jurisdiction: str
+    plan_name: str
+    year: int
+    office: str
+    checkpoint_key: str
+    checkpoint_title: str
+    owed_by: str
+    due_at: datetime
+    generated_at: datetime
+    thresholds: Thresholds
+    summary: Summary
+    tasks: list[TaskRow]
+    units: list[UnitRow]
+    named: list[NamedUnit]
+    areas: list[AreaMix]
+    items: list[Item]
+    status_order: list[str] = field(default_factory=lambda: list(STATUS_ORDER))
+
+
+@dataclass(frozen=True)
+class YearCheckpoint(_AsDict):
+    """A column of the year view: one live checkpoint and its overall figures."""
+
+    key: str
+    title: str
+    due_at: datetime
+    is_due: bool
+    tally: Tally
+
+
+@dataclass(frozen=True)
+class YearUnitRow(_AsDict):
+    """A unit's record: one cell per checkpoint (None where it owed nothing), and the total."""
+
+    unit: str
+    cells: list[Tally | None]
+    total: Tally
+    rank: int | None
+
+
+@dataclass(frozen=True)
+class YearView(_AsDict):
+    """Every unit across all live checkpoints of the plan (``duban report --year``)."""
+
+    jurisdiction: str
+    plan_name: str
+    year: int
+    office: str
+    generated_at: datetime
+    thresholds: Thresholds
+    checkpoints: list[YearCheckpoint]
+    units: list[YearUnitRow]
+    total: Tally
+
+
+# --- classification ------------------------------------------------------------------------
+
+
+def outcome_of(obligation: Obligation, due_at: datetime, now: datetime) -> Outcome:
+    """The one outcome of an obligation at ``now`` (see the module docstring)."""
+    if obligation.state == "returned":
+        return "returned"
+    if obligation.state in ("answered", "accepted"):
+        answered = obligation.answered_at
+        return "on_time" if answered is not None and answered <= due_at else "late"
+    return "missing" if now > due_at else "pending"
+
+
+def light_for_rate(rate: float | None, report: ReportSettings) -> Light:
+    if rate is None:
+        return "none"
+    if rate >= report.green_at:
+        return "green"
+    if rate >= report.yellow_at:
+        return "yellow"
+    return "red"
+
+
+def light_for_lead(outcome: Outcome, accepted: bool) -> Light:
+    if accepted or outcome == "on_time":
+        return "green"
+    if outcome in ("late", "pending"):
+        return "yellow"
+    return "red"
+
+
+def _delay_days(obligation: Obligation, due_at: datetime) -> float | None:
+    if obligation.answered_at is None or obligation.answered_at <= due_at:
+        return None
+    return (obligation.answered_at - due_at) / timedelta(days=1)
+
+
+def tally(entries: Iterable[tuple[Obligation, datetime]], now: datetime, report: ReportSettings) -> Tally:
+    """Count outcomes over (obligation, its deadline) pairs."""
+    counts: dict[str, int] = defaultdict(int)
+    delays: list[float] = []
+    owed = due = accepted = 0
+    for obligation, due_at in entries:
+        owed += 1
+        outcome = outcome_of(obligation, due_at, now)
+        counts[outcome] += 1
+        due += now > due_at
+        accepted += obligation.state == "accepted"
+        if outcome == "late":
+            delay = _delay_days(obligation, due_at)
+            if delay is not None:
+                delays.append(delay)
+    rate = counts["on_time"] / due if due else None
+    return Tally(
+        owed=owed,
+        on_time=counts["on_time"],
+        late=counts["late"],
+        missing=counts["missing"],
+        pending=counts["pending"],
+        returned=counts["returned"],
+        accepted=accepted,
+        due=due,
+        rate=rate,
+        avg_delay_days=sum(delays) / len(delays) if delays else None,
+        light=light_for_rate(rate, report),
+    )
+
+
+def _rank(keys: Sequence[tuple[float | None, int]]) -> list[int | None]:
+    """Competition ranks over (rate, missing) in already sorted order; None for rate None."""
+    ranks: list[int | None] = []
+    previous: tuple[float | None, int] | None = None
+    current = 0
+    for position, key in enumerate(keys, start=1):
+        if key[0] is None:
+            ranks.append(None)
+            continue
+        if key != previous:
+            current = position
+            previous = key
+        ranks.append(current)
+    return ranks
+
+
+def _order_key(name: str, rate: float | None, missing: int) -> tuple[int, float, int, str]:
+    return (rate is None, -(rate or 0.0), missing, name)
+
+
+def area_of(task: Task) -> str:
+    return task.subsection or task.section
+
+
+def short_area(area: str, limit: int = 14) -> str:
+    """A chart label for an area: "(一)推动产业优化升级,积蓄…" → "推动产业优化升级"."""
+    text = re.sub(r"^\s*(?:[一二三四五六七八九十]+、|[(（][一二三四五六七八九十\d]+[)）])", "", area)
+    text = re.sub(r"^\d{4}年", "", text)
+    text = re.split(r"[,,;;。]", text, maxsplit=1)[0].strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _task_order(task: Task) -> tuple[int, int]:
+    return (_ANNEX_ORDER.get(task.annex, 9), task.number)
+
+
+# --- queries -------------------------------------------------------------------------------
+
+
+def _live_obligations(session: Session, checkpoint_ids: Sequence[int]) -> list[Obligation]:
+    if not checkpoint_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Obligation)
+            .join(Task, Task.id == Obligation.task_id)
+            .options(joinedload(Obligation.task), joinedload(Obligation.unit))
+            .where(
+                Obligation.checkpoint_id.in_(list(checkpoint_ids)),
+                Obligation.active.is_(True),
+                Task.active.is_(True),
+            )
+            .order_by(Obligation.id)
+        ).unique()
+    )
+
+
+def _reports(session: Session, obligations: Sequence[Obligation]) -> dict[int, StatusReport]:
+    ids = [o.last_report_id for o in obligations if o.last_report_id is not None]
+    if not ids:
+        return {}
+    return {r.id: r for r in session.scalars(select(StatusReport).where(StatusReport.id.in_(ids)))}
+
+
+def _return_reasons(session: Session, obligations: Sequence[Obligation]) -> dict[int, str]:
+    ids = [o.id for o in obligations if o.state == "returned"]
+    if not ids:
+        return {}
+    reasons: dict[int, str] = {}
+    rows = session.scalars(
+        select(Review)
+        .where(Review.obligation_id.in_(ids), Review.decision == "returned")
+        .order_by(Review.at, Review.id)
+    )
+    for row in rows:
+        reasons[row.obligation_id] = row.reason
+    return reasons
+
+
+def _checkpoint(session: Session, plan: Plan, key: str) -> Checkpoint:
+    checkpoint = session.scalar(
+        select(Checkpoint).where(
+            Checkpoint.plan_id == plan.id, Checkpoint.key == key, Checkpoint.cancelled_at.is_(None)
+        )
+    )
+    if checkpoint is None:
+        known = ", ".join(c.key for c in live_checkpoints(session, plan.id)) or "none"
+        raise ValueError(
+            f"unknown checkpoint {key!r} (not in plan {plan.year}, or cancelled); live checkpoints: {known}"
+        )
+    return checkpoint
+
+
+def _jurisdiction(session: Session, plan: Plan) -> str:
+    row = session.get(Jurisdiction, plan.jurisdiction_id)
+    return row.name if row else ""
+
+
+def _thresholds(report: ReportSettings) -> Thresholds:
+    return Thresholds(report.green_at, report.yellow_at, report.name_below, report.name_if_missing)
+
+
+# --- the notification ----------------------------------------------------------------------
+
+
+def build_notification(
+    session: Session, settings: Settings, plan: Plan, checkpoint_key: str, now: datetime
+) -> Notification:
+    """The notification of one checkpoint as it stands at ``now``.
+
+    Raises :class:`ValueError` when the plan has no live checkpoint ``checkpoint_key``.
+    """
+    tz = settings.tz
+    report = settings.report
+    checkpoint = _checkpoint(session, plan, checkpoint_key)
+    due_at = checkpoint.due_at
+    obligations = _live_obligations(session, [checkpoint.id])
+    reports = _reports(session, obligations)
+    reasons = _return_reasons(session, obligations)
+
+    items: list[Item] = []
+    leads: dict[int, list[Lead]] = defaultdict(list)
+    responsible: dict[int, list[Obligation]] = defaultdict(list)
+    by_unit: dict[int, list[Obligation]] = defaultdict(list)
+    unit_items: dict[int, list[Item]] = defaultdict(list)
+    tasks: dict[int, Task] = {}
+    for obligation in sorted(obligations, key=lambda o: (_task_order(o.task), o.role != "lead", o.unit.name)):
+        task = obligation.task
+        tasks[task.id] = task
+        outcome = outcome_of(obligation, due_at, now)
+        last = reports.get(obligation.last_report_id) if obligation.last_report_id is not None else None
+        accepted = obligation.state == "accepted"
+        answered_at = _local(obligation.answered_at, tz)
+        on_time = None if outcome in ("missing", "pending", "returned") else outcome == "on_time"
+        delay = _delay_days(obligation, due_at) if outcome == "late" else None
+        overdue = (days_late(due_at, now) or None) if outcome in ("missing", "returned") else None
+        label = task_label(task.annex, task.number)
+        item = Item(
+            task_key=task.key,
+            task_label=label,
+            title=short_title(task.text),
+            area=area_of(task),
+            unit=obligation.unit.name,
+            role=obligation.role,
+            state=obligation.state,
+            outcome=outcome,
+            accepted=accepted,
+            answered_at=answered_at,
+            on_time=on_time,
+            delay_days=delay,
+            overdue_days=overdue,
+            status=last.status if last else None,
+            note=last.note if last else "",
+            reported_at=_local(last.reported_at, tz) if last else None,
+            return_reason=reasons.get(obligation.id, ""),
+        )
+        items.append(item)
+        by_unit[obligation.unit_id].append(obligation)
+        unit_items[obligation.unit_id].append(item)
+        if obligation.role == "lead":
+            leads[task.id].append(
+                Lead(
+                    unit=item.unit,
+                    state=item.state,
+                    outcome=outcome,
+                    accepted=accepted,
+                    light=light_for_lead(outcome, accepted),
+                    status=item.status,
+                    note=item.note,
+                    reported_at=item.reported_at,
+                    on_time=on_time,
+                    delay_days=delay,
+                    overdue_days=overdue,
+                    return_reason=item.return_reason,
+                )
+            )
+        else:
+            responsible[task.id].append(obligation)
+
+    task_rows = [
+        _task_row(task, leads.get(task.id, []), responsible.get(task.id, []))
+        for task in sorted(tasks.values(), key=_task_order)
+    ]
+    unit_rows = _unit_rows(by_unit, unit_items, due_at, now, report)
+    whole = tally(((o, due_at) for o in obligations), now, report)
+    summary = Summary(
+        tasks=len(tasks),
+        units=len(by_unit),
+        owed=whole.owed,
+        on_time=whole.on_time,
+        late=whole.late,
+        missing=whole.missing,
+        pending=whole.pending,
+        returned=whole.returned,
+        accepted=whole.accepted,
+        due=whole.due,
+        rate=whole.rate,
+    )
+    return Notification(
+        jurisdiction=_jurisdiction(session, plan),
+        plan_name=plan.name,
+        year=plan.year,
+        office=settings.office.unit,
+        checkpoint_key=checkpoint.key,
+        checkpoint_title=checkpoint.title,
+        owed_by=checkpoint.owed_by,
+        due_at=due_at.astimezone(tz),
+        generated_at=now.astimezone(tz),
+        thresholds=_thresholds(report),
+        summary=summary,
+        tasks=task_rows,
+        units=unit_rows,
+        named=_named(unit_rows, report),
+        areas=_areas(task_rows),
+        items=items,
+    )
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return moment.astimezone(tz) if moment is not None else None
+
+
+def _task_row(task: Task, leads: list[Lead], responsible: list[Obligation]) -> TaskRow:
+    light: Light = max((lead.light for lead in leads), key=_LIGHT_RANK.__getitem__, default="none")
+    return TaskRow(
+        key=task.key,
+        annex=task.annex,
+        number=task.number,
+        label=task_label(task.annex, task.number),
+        title=short_title(task.text),
+        text=task.text,
+        section=task.section,
+        subsection=task.subsection,
+        area=area_of(task),
+        leads=leads,
+        light=light,
+        responsible_answered=sum(o.state in ("answered", "accepted") for o in responsible),
+        responsible_total=len(responsible),
+    )
+
+
+def _unit_rows(
+    by_unit: dict[int, list[Obligation]],
+    unit_items: dict[int, list[Item]],
+    due_at: datetime,
+    now: datetime,
+    report: ReportSettings,
+) -> list[UnitRow]:
+    scored = []
+    for unit_id, owned in by_unit.items():
+        name = owned[0].unit.name
+        scored.append((name, unit_id, tally(((o, due_at) for o in owned), now, report)))
+    scored.sort(key=lambda s: _order_key(s[0], s[2].rate, s[2].missing))
+    ranks = _rank([(s[2].rate, s[2].missing) for s in scored])
+    rows = []
+    for (name, unit_id, t), rank in zip(scored, ranks, strict=True):
+        mine = unit_items[unit_id]
+        rows.append(
+            UnitRow(
+                unit=name,
+                owed=t.owed,
+                on_time=t.on_time,
+                late=t.late,
+                missing=t.missing,
+                returned=t.returned,
+                pending=t.pending,
+                accepted=t.accepted,
+                due=t.due,
+                rate=t.rate,
+                avg_delay_days=t.avg_delay_days,
+                rank=rank,
+                light=t.light,
+                missing_tasks=[i.task_label for i in mine if i.outcome == "missing"],
+                late_tasks=[i.task_label for i in mine if i.outcome == "late"],
+                returned_tasks=[i.task_label for i in mine if i.outcome == "returned"],
+            )
+        )
+    return rows
+
+
+def _named(rows: list[UnitRow], report: ReportSettings) -> list[NamedUnit]:
+    named = []
+    for row in rows:
+        reasons = []
+        if row.rate is not None and row.rate < report.name_below:
+            reasons.append("rate_below")
+        if report.name_if_missing and row.missing > 0:
+            reasons.append("missing")
+        if reasons:
+            named.append(
+                NamedUnit(
+                    unit=row.unit,
+                    rank=row.rank,
+                    rate=row.rate,
+                    due=row.due,
+                    on_time=row.on_time,
+                    late=row.late,
+                    missing=row.missing,
+                    returned=row.returned,
+                    reasons=reasons,
+                    missing_tasks=list(row.missing_tasks),
+                    late_tasks=list(row.late_tasks),
+                    returned_tasks=list(row.returned_tasks),
+                )
+            )
+    return named
+
+
+def _areas(rows: list[TaskRow]) -> list[AreaMix]:
+    order: dict[tuple[str, str], dict[str, int]] = {}
+    counted: dict[tuple[str, str], int] = defaultdict(int)
+    for row in rows:
+        key = (row.annex, row.area)
+        counts = order.setdefault(key, dict.fromkeys(STATUS_ORDER, 0))
+        counted[key] += 1
+        for lead in row.leads:
+            standing = lead.state in ("answered", "accepted") and lead.status is not None
+            counts[lead.status if standing and lead.status in counts else "unreported"] += 1
+    return [
+        AreaMix(area=area, short=short_area(area), annex=annex, tasks=counted[(annex, area)], counts=counts)
+        for (annex, area), counts in order.items()
+    ]
+
+
+# --- the year --------------------------------------------------------------------------------
+
+
+def build_year(session: Session, settings: Settings, plan: Plan, now: datetime) -> YearView:
+    """Each unit's record across all live checkpoints of the plan, side by side."""
+    tz = settings.tz
+    report = settings.report
+    checkpoints = live_checkpoints(session, plan.id)
+    index = {c.id: i for i, c in enumerate(checkpoints)}
+    obligations = _live_obligations(session, list(index))
+    per_unit: dict[int, list[list[Obligation]]] = {}
+    names: dict[int, str] = {}
+    per_checkpoint: list[list[Obligation]] = [[] for _ in checkpoints]
+    for obligation in obligations:
+        column = index[obligation.checkpoint_id]
+        names[obligation.unit_id] = obligation.unit.name
+        per_unit.setdefault(obligation.unit_id, [[] for _ in checkpoints])[column].append(obligation)
+        per_checkpoint[column].append(obligation)
+
+    columns = [
+        YearCheckpoint(
+            key=c.key,
+            title=c.title,
+            due_at=c.due_at.astimezone(tz),
+            is_due=now > c.due_at,
+            tally=tally(((o, c.due_at) for o in per_checkpoint[i]), now, report),
+        )
+        for i, c in enumerate(checkpoints)
+    ]
+    scored = []
+    for unit_id, cells in per_unit.items():
+        row_cells: list[Tally | None] = [
+            tally(((o, checkpoints[i].due_at) for o in owned), now, report) if owned else None
+            for i, owned in enumerate(cells)
+        ]
+        total = tally(((o, checkpoints[i].due_at) for i, owned in enumerate(cells) for o in owned), now, report)
+        scored.append((names[unit_id], row_cells, total))
+    scored.sort(key=lambda s: _order_key(s[0], s[2].rate, s[2].missing))
+    ranks = _rank([(s[2].rate, s[2].missing) for s in scored])
+    units = [
+        YearUnitRow(unit=name, cells=cells, total=total, rank=rank)
+        for (name, cells, total), rank in zip(scored, ranks, strict=True)
+    ]
+    overall = tally(((o, checkpoints[index[o.checkpoint_id]].due_at) for o in obligations), now, report)
+    return YearView(
+        jurisdiction=_jurisdiction(session, plan),
+        plan_name=plan.name,
+        year=plan.year,
+        office=settings.office.unit,
+        generated_at=now.astimezone(tz),
+        thresholds=_thresholds(report),
+        checkpoints=columns,
+        units=units,
+        total=overall,
+    )

@@ -1,0 +1,76 @@
+// The sandbox chat page: send, press buttons, reply, and show what the bot sends as it arrives.
+(function () {
+  "use strict";
+  const list = document.getElementById("messages");
+  const composer = document.getElementById("composer");
+  const text = document.getElementById("text");
+  const file = document.getElementById("file");
+  const replyTo = document.getElementById("reply_to");
+  const replying = document.getElementById("replying");
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  function scrollDown() { list.scrollTop = list.scrollHeight; window.scrollTo(0, document.body.scrollHeight); }
+
+  async function show(id) {
+    const response = await fetch("/sandbox/fragment/" + id, { credentials: "same-origin" });
+    if (!response.ok) return;
+    const html = (await response.text()).trim();
+    if (!html) return;
+    const holder = document.createElement("template");
+    holder.innerHTML = html;
+    const fresh = holder.content.firstElementChild;
+    const old = document.getElementById("m" + id);
+    if (old) { old.replaceWith(fresh); } else { list.appendChild(fresh); }
+    scrollDown();
+  }
+
+  async function post(url, data) {
+    data.append("csrf", csrf);
+    const response = await fetch(url, { method: "POST", body: data, credentials: "same-origin" });
+    if (!response.ok) { alert("发送失败(" + response.status + ")"); }
+    return response;
+  }
+
+  function say(value) {
+    const data = new FormData();
+    data.append("text", value);
+    return post("/sandbox/send", data);
+  }
+
+  composer.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    if (!text.value.trim() && !(file.files && file.files.length)) return;
+    const data = new FormData(composer);
+    data.delete("csrf");
+    text.value = "";
+    await post("/sandbox/send", data);
+    file.value = "";
+    replyTo.value = "";
+    replying.hidden = true;
+  });
+
+  document.addEventListener("click", async function (event) {
+    const target = event.target;
+    if (target.matches("button.kb")) {
+      const data = new FormData();
+      data.append("data", target.dataset.data);
+      data.append("message_id", target.dataset.message);
+      target.disabled = true;
+      await post("/sandbox/press", data);
+    } else if (target.matches("button.reply")) {
+      replyTo.value = target.dataset.reply;
+      document.getElementById("replying-text").textContent = "#" + target.dataset.reply;
+      replying.hidden = false;
+      text.focus();
+    } else if (target.id === "cancel-reply") {
+      replyTo.value = "";
+      replying.hidden = true;
+    } else if (target.matches("button.chip")) {
+      await say(target.dataset.say);
+    }
+  });
+
+  const events = new EventSource("/sandbox/events");
+  events.onmessage = function (event) { show(JSON.parse(event.data).id); };
+  scrollDown();
+})();
