@@ -667,6 +667,45 @@ def print_timeline(timeline: Timeline, settings: Settings) -> None:
         click.echo("单位提醒次数(前10):" + ",".join(f"{unit} {count}" for unit, count in top))
 
 
+# --- reports -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--checkpoint", "checkpoint_key", default=None, help="The round, e.g. 2024-q1 (see duban checkpoint list)."
+)
+@click.option("--year", "whole_year", is_flag=True, help="Every unit's record across all rounds, side by side.")
+@click.option("--format", "fmt", type=click.Choice(["html", "xlsx", "md"]), default="html", show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="File or folder (default: here).")
+@click.pass_obj
+def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: str, output: Path | None) -> None:
+    """Write the notification (通报) of a round, or the year view, as HTML, XLSX or Markdown."""
+    from core.documents import export
+    from messages import Messages
+
+    if bool(checkpoint_key) == whole_year:
+        fail("请指定 --checkpoint ID 或 --year 之一")
+    settings = state.settings
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        try:
+            path = export(
+                session,
+                settings,
+                Messages(settings.service.language, settings.tz),
+                plan,
+                None if whole_year else checkpoint_key,
+                fmt,
+                runtime.clock.now(),
+                output,
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    click.echo(f"已生成 {path}")
+
+
 # --- the service ----------------------------------------------------------------------------
 
 

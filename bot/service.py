@@ -204,7 +204,8 @@ def serve_forever(settings: Settings) -> None:
 
     async def main() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for noisy in ("httpx", "apscheduler", "alembic.runtime.migration"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -91,7 +91,11 @@ class WebUI:
 
     @property
     def sandbox_enabled(self) -> bool:
-        return is_loopback(self.settings.web.host)
+        """Never beyond loopback; by default only while no real chat platform is configured."""
+        mode = self.settings.web.sandbox
+        if mode == "off" or not is_loopback(self.settings.web.host):
+            return False
+        return mode == "on" or not self.platform_configured
 
     # --- sessions ------------------------------------------------------------
 

@@ -278,6 +278,8 @@ class WecomSettings(Section):
 class WebSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # The sandbox chat: "auto" serves it on loopback when no chat platform is configured.
+    sandbox: Literal["auto", "on", "off"] = "auto"
     public_url: str = ""
     dashboard_secret: SecretStr | None = None
     session_ttl: Duration = timedelta(hours=8)

@@ -144,7 +144,13 @@ def test_simulate_prints_the_timeline_and_changes_nothing(env: dict[str, str], t
     before = run(env, "checkpoint", "list", "--json").output
     data = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-03-08", "--json").output)
     refined = [n for n in data["notices"] if n["checkpoint"] == "refined-plan"]
-    assert [n["rung"] for n in refined if n["units"] == ["县发改局"] and n["role"] == "liaison"] == ["-7d", "-3d", "-1d", "+0d", "+1d"]
+    assert [n["rung"] for n in refined if n["units"] == ["县发改局"] and n["role"] == "liaison"] == [
+        "-7d",
+        "-3d",
+        "-1d",
+        "+0d",
+        "+1d",
+    ]
     office = next(n for n in refined if n["role"] == "office")
     assert office["at"].startswith("2024-03-04T09:00") and len(office["units"]) == 28
     assert data["totals"]["reaching_someone"] == 0  # nobody is bound yet
@@ -157,10 +163,14 @@ def test_simulate_applies_answers_on_the_way(env: dict[str, str], tmp_path: Path
     run(env, "init")
     answers = tmp_path / "answers.json"
     answers.write_text(
-        json.dumps([{"at": "2024-02-23T10:00", "unit": "县发改局", "task": "1", "status": "按计划推进"}], ensure_ascii=False),
+        json.dumps(
+            [{"at": "2024-02-23T10:00", "unit": "县发改局", "task": "1", "status": "按计划推进"}], ensure_ascii=False
+        ),
         encoding="utf-8",
     )
-    data = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-02-27", "--answers", str(answers), "--json").output)
+    data = json.loads(
+        run(env, "simulate", "--from", "2024-02-20", "--to", "2024-02-27", "--answers", str(answers), "--json").output
+    )
     mine = [n for n in data["notices"] if n["units"] == ["县发改局"]]
     assert "县1" in mine[0]["tasks"] and "县1" not in mine[1]["tasks"]
     assert data["answers"][0]["applied"] is True
@@ -174,7 +184,9 @@ def test_simulate_text_output_has_totals(env: dict[str, str]) -> None:
 
 def test_checkpoint_add_creates_an_adhoc_round(env: dict[str, str]) -> None:
     run(env, "init")
-    result = run(env, "checkpoint", "add", "flood", "--title", "防汛专项督查", "--due", "2030-07-10", "--tasks", "41,43,44")
+    result = run(
+        env, "checkpoint", "add", "flood", "--title", "防汛专项督查", "--due", "2030-07-10", "--tasks", "41,43,44"
+    )
     assert result.exit_code == 0, result.output
     rows = {row["id"]: row for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
     assert rows["flood"]["tasks"] == ["county-41", "county-43", "county-44"] and rows["flood"]["source"] == "adhoc"
@@ -191,3 +203,26 @@ def test_invite_prints_the_deep_link_and_wecom_instruction(env: dict[str, str]) 
     assert data["wecom_instruction"] == f"绑定 {data['code']}"
     unknown = run(env, "invite", "县不存在局")
     assert unknown.exit_code == 1
+
+
+@pytest.mark.parametrize("fmt", ["html", "xlsx", "md"])
+def test_report_writes_the_notification_file(env: dict[str, str], tmp_path: Path, fmt: str) -> None:
+    run(env, "init")
+    result = run(env, "report", "--checkpoint", "refined-plan", "--format", fmt, "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    [written] = list(tmp_path.glob(f"*.{fmt}"))
+    assert written.stat().st_size > 500
+    if fmt == "md":
+        assert "细化方案报送" in written.read_text(encoding="utf-8")
+
+
+def test_report_for_the_year(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    assert run(env, "report", "--year", "--format", "xlsx", "-o", str(tmp_path / "year.xlsx")).exit_code == 0
+    assert (tmp_path / "year.xlsx").exists()
+
+
+def test_report_for_an_unknown_round_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    result = run(env, "report", "--checkpoint", "nope", "-o", str(tmp_path))
+    assert result.exit_code == 1 and "nope" in result.output

@@ -38,7 +38,9 @@ def service_env(tmp_path: Path, fake: FakeTelegram) -> dict[str, str]:
 
 def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
-        return subprocess.Popen([sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]

@@ -44,7 +44,9 @@ def digests(runtime: Runtime, chat: int) -> list[str]:
     return ["\n".join(parts) for parts in whole.values()]
 
 
-def test_digest_lists_units_with_days_late_and_rung_reached(runtime: Runtime, digest: Digest, clock: ManualClock, people: Conversation) -> None:
+def test_digest_lists_units_with_days_late_and_rung_reached(
+    runtime: Runtime, digest: Digest, clock: ManualClock, people: Conversation
+) -> None:
     escalation = Escalation(runtime.settings, Messages("zh", runtime.settings.tz), make_calendar(runtime.settings))
     remind(runtime, escalation, local(2024, 3, 4, 9))  # the office rung of the refined plan
     send_digest(runtime, digest, local(2024, 3, 5, 8, 30))
@@ -82,7 +84,9 @@ def test_digest_goes_out_once_a_day_whatever_restarts(runtime: Runtime, digest: 
     assert len(digests(runtime, OFFICE)) == 1
 
 
-def test_digest_says_what_changed_since_the_previous_one(runtime: Runtime, digest: Digest, clock: ManualClock, people: Conversation, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_digest_says_what_changed_since_the_previous_one(
+    runtime: Runtime, digest: Digest, clock: ManualClock, people: Conversation, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     from tests.test_escalation import document
 
     send_digest(runtime, digest, local(2024, 3, 4, 8, 30))
@@ -114,7 +118,10 @@ def test_office_asks_for_the_digest_any_time(runtime: Runtime, people: Conversat
     settings = runtime.settings
     messages = Messages("zh", settings.tz)
     conv = Conversation(
-        settings, runtime.sessions, clock, messages,
+        settings,
+        runtime.sessions,
+        clock,
+        messages,
         on_office_request=OfficeRequests(settings, messages, Digest(settings, messages, make_calendar(settings))),
     )
     clock.set(local(2024, 3, 2, 15))  # a Saturday: on demand works any day
@@ -128,7 +135,9 @@ def test_configured_group_chats_get_the_digest(tmp_path, people: Conversation, r
     from core.config import load_settings
 
     settings = load_settings(environ={"DUBAN_DATABASE_URL": runtime.settings.database_url})
-    settings = settings.model_copy(update={"digest": settings.digest.model_copy(update={"chats": ["telegram:-100777"]})})
+    settings = settings.model_copy(
+        update={"digest": settings.digest.model_copy(update={"chats": ["telegram:-100777"]})}
+    )
     digest = Digest(settings, Messages("zh", settings.tz), make_calendar(settings))
     send_digest(runtime, digest, local(2024, 3, 4, 8, 30))
     assert digests(runtime, -100777) and digests(runtime, OFFICE)

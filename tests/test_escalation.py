@@ -51,7 +51,9 @@ def tick_at(runtime: Runtime, escalation: Escalation, clock: ManualClock, moment
     return [row for row in outbox(runtime) if row.id not in before and row.kind in ("reminder", "escalation")]
 
 
-def run_until(runtime: Runtime, escalation: Escalation, clock: ManualClock, end: datetime) -> list[tuple[datetime, OutboxMessage]]:
+def run_until(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, end: datetime
+) -> list[tuple[datetime, OutboxMessage]]:
     """Jump from rung to rung (as the scheduler would wake), collecting what each tick queued."""
     sent = []
     moment = clock.now()
@@ -70,7 +72,11 @@ def to(rows: list[OutboxMessage], chat: int) -> list[OutboxMessage]:
 
 def listed(row: OutboxMessage) -> list[str]:
     """The task labels a reminder lists, in order."""
-    return [line.split()[0] for line in row.payload["text"].splitlines() if line.startswith("  ") and line.split()[0][0] in "县市"]
+    return [
+        line.split()[0]
+        for line in row.payload["text"].splitlines()
+        if line.startswith("  ") and line.split()[0][0] in "县市"
+    ]
 
 
 def document(tmp_path: Path, name: str) -> IncomingFile:
@@ -80,7 +86,9 @@ def document(tmp_path: Path, name: str) -> IncomingFile:
     return IncomingFile(file_id=staged.file_id, file_name=name, size=17, staged=staged)
 
 
-def test_liaison_is_reminded_seven_days_ahead_of_every_lead_task(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_liaison_is_reminded_seven_days_ahead_of_every_lead_task(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     rows = to(tick_at(runtime, escalation, clock, local(2024, 2, 22, 9)), LIAISON)
     [reminder] = rows
     assert listed(reminder) == REFINED_PLAN_TASKS
@@ -88,16 +96,22 @@ def test_liaison_is_reminded_seven_days_ahead_of_every_lead_task(runtime: Runtim
     assert reminder.rung == "-7d" and not reminder.late
 
 
-def test_nothing_is_sent_before_the_first_rung(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_nothing_is_sent_before_the_first_rung(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     assert tick_at(runtime, escalation, clock, local(2024, 2, 22, 8, 59)) == []
 
 
-def test_a_tick_run_twice_sends_nothing_twice(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_a_tick_run_twice_sends_nothing_twice(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     first = tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
     assert first and tick_at(runtime, escalation, clock, local(2024, 2, 22, 9, 1)) == []
 
 
-def test_answered_tasks_are_not_reminded_again(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation, tmp_path: Path) -> None:
+def test_answered_tasks_are_not_reminded_again(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation, tmp_path: Path
+) -> None:
     tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
     clock.set(local(2024, 2, 23, 10))
     say(people, LIAISON, "/report 1 按计划推进 细化方案已审定", files=(document(tmp_path, "县1.pdf"),))
@@ -105,7 +119,9 @@ def test_answered_tasks_are_not_reminded_again(runtime: Runtime, escalation: Esc
     assert listed(reminder) == REFINED_PLAN_TASKS[1:]
 
 
-def test_a_unit_that_answered_everything_gets_nothing(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation, tmp_path: Path) -> None:
+def test_a_unit_that_answered_everything_gets_nothing(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation, tmp_path: Path
+) -> None:
     clock.set(local(2024, 2, 21, 10))
     for label in REFINED_PLAN_TASKS:
         say(people, LIAISON, f"/report {label} 按计划推进 细化方案见附件", files=(document(tmp_path, f"{label}.pdf"),))
@@ -113,9 +129,13 @@ def test_a_unit_that_answered_everything_gets_nothing(runtime: Runtime, escalati
     assert [row for _, row in rows if row.unit_id is not None and row.chat_id in {str(LIAISON), str(HEAD)}] == []
 
 
-def test_escalation_reaches_head_office_and_leader(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_escalation_reaches_head_office_and_leader(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     rows = run_until(runtime, escalation, clock, local(2024, 3, 10))
-    timeline = [(when, row.chat_id, row.rung) for when, row in rows if row.checkpoint_id and row.rung in ("+1d", "+3d", "+7d")]
+    timeline = [
+        (when, row.chat_id, row.rung) for when, row in rows if row.checkpoint_id and row.rung in ("+1d", "+3d", "+7d")
+    ]
     assert (local(2024, 3, 1, 9), str(HEAD), "+1d") in timeline
     assert (local(2024, 3, 1, 9), str(LIAISON), "+1d") in timeline
     assert (local(2024, 3, 4, 9), str(OFFICE), "+3d") in timeline  # Sunday's rung waits for Monday
@@ -126,21 +146,29 @@ def test_escalation_reaches_head_office_and_leader(runtime: Runtime, escalation:
     assert "仍有 28 个单位、109 项未报送" in office.payload["text"]
 
 
-def test_reminders_before_the_deadline_go_to_liaisons_only(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_reminders_before_the_deadline_go_to_liaisons_only(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     rows = run_until(runtime, escalation, clock, local(2024, 2, 29, 18))
     assert {row.chat_id for _, row in rows} == {str(LIAISON)}  # 簰洲湾镇 leads nothing
     assert [row.rung for _, row in rows] == ["-7d", "-3d", "-1d", "+0d"]
 
 
-def test_spring_festival_moves_a_rung_to_the_last_working_day(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_spring_festival_moves_a_rung_to_the_last_working_day(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     clock.set(local(2024, 2, 1, 10))
     say(people, OFFICE, "/round festival 2024-02-19 1 节后专项督查")
     rows = run_until(runtime, escalation, clock, local(2024, 2, 19, 18))
-    festival = [(when, row.rung) for when, row in rows if row.chat_id == str(LIAISON) and "节后专项督查" in row.payload["text"]]
+    festival = [
+        (when, row.rung) for when, row in rows if row.chat_id == str(LIAISON) and "节后专项督查" in row.payload["text"]
+    ]
     assert festival == [(local(2024, 2, 9, 9), "-3d"), (local(2024, 2, 18, 9), "-1d"), (local(2024, 2, 19, 9), "+0d")]
 
 
-def test_catch_up_after_a_week_of_downtime_sends_one_late_reminder_per_person(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_catch_up_after_a_week_of_downtime_sends_one_late_reminder_per_person(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
     rows = tick_at(runtime, escalation, clock, local(2024, 3, 5, 10))  # down from 22 Feb to 5 March
     per_person = {chat: [r.rung for r in rows if r.chat_id == chat] for chat in {r.chat_id for r in rows}}
@@ -148,16 +176,23 @@ def test_catch_up_after_a_week_of_downtime_sends_one_late_reminder_per_person(ru
     assert all(row.late for row in rows)
     assert "【补发】" in to(rows, LIAISON)[0].payload["text"]
     with runtime.transaction() as session:
-        skipped = {tuple(row) for row in session.execute(select(RungRun.rung_key, RungRun.role).where(RungRun.outcome == "skipped"))}
+        skipped = {
+            tuple(row)
+            for row in session.execute(select(RungRun.rung_key, RungRun.role).where(RungRun.outcome == "skipped"))
+        }
     assert {("-3d", "liaison"), ("-1d", "liaison"), ("+0d", "liaison")} <= skipped
 
 
-def test_rungs_missed_long_ago_are_not_sent_at_all(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_rungs_missed_long_ago_are_not_sent_at_all(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     rows = tick_at(runtime, escalation, clock, local(2025, 6, 1, 10))
     assert rows == []
 
 
-def test_a_returned_answer_is_reminded_again(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_a_returned_answer_is_reminded_again(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     clock.set(local(2024, 3, 10, 10))
     say(people, LIAISON, "/report 12 按计划推进 已对接")
     say(people, OFFICE, "/return 12 县发改局 请补充数据")
@@ -166,7 +201,9 @@ def test_a_returned_answer_is_reminded_again(runtime: Runtime, escalation: Escal
     assert "县12 绿色食品全产业链规模达到165亿元(已退回,需重报)" in reminder.payload["text"]
 
 
-def test_a_whole_year_for_a_unit_that_never_answers(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_a_whole_year_for_a_unit_that_never_answers(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     rows = run_until(runtime, escalation, clock, local(2025, 2, 1))
     mine = to([row for _, row in rows], LIAISON)
     per_checkpoint: dict[int, int] = {}

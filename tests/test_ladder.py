@@ -18,7 +18,9 @@ CALENDAR = WorkCalendar(TZ, send_time=time(9), quiet_start=time(21), quiet_end=t
 
 
 def fires(due: datetime, offset: str, *, follow: bool = True) -> datetime:
-    ladder = Ladder(rungs=[Rung(offset=parse_offset(offset), roles=[PersonRole.LIAISON])], repeat_cap=0, follow_calendar=follow)
+    ladder = Ladder(
+        rungs=[Rung(offset=parse_offset(offset), roles=[PersonRole.LIAISON])], repeat_cap=0, follow_calendar=follow
+    )
     [rung] = rung_schedule(due, ladder, CALENDAR)
     return rung.fires_at
 
@@ -69,10 +71,25 @@ def test_repeats_follow_the_last_rung_up_to_the_cap() -> None:
 
 def test_rungs_must_be_in_time_order() -> None:
     with pytest.raises(ValueError, match="time order"):
-        Ladder(rungs=[Rung(offset=parse_offset("+1d"), roles=[PersonRole.LIAISON]), Rung(offset=parse_offset("-1d"), roles=[PersonRole.LIAISON])])
+        Ladder(
+            rungs=[
+                Rung(offset=parse_offset("+1d"), roles=[PersonRole.LIAISON]),
+                Rung(offset=parse_offset("-1d"), roles=[PersonRole.LIAISON]),
+            ]
+        )
 
 
-@pytest.mark.parametrize(("text", "seconds", "day_granular"), [("-7d", -604800, True), ("+1d", 86400, True), ("-3h", -10800, False), ("-30s", -30, False), ("1d12h", 129600, False), ("0d", 0, True)])
+@pytest.mark.parametrize(
+    ("text", "seconds", "day_granular"),
+    [
+        ("-7d", -604800, True),
+        ("+1d", 86400, True),
+        ("-3h", -10800, False),
+        ("-30s", -30, False),
+        ("1d12h", 129600, False),
+        ("0d", 0, True),
+    ],
+)
 def test_offsets_accept_days_hours_minutes_seconds(text: str, seconds: int, day_granular: bool) -> None:
     offset = parse_offset(text)
     assert offset.delta == timedelta(seconds=seconds) and offset.day_granular is day_granular

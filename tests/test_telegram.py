@@ -242,5 +242,18 @@ async def test_the_scheduler_sends_due_reminders_by_itself(tmp_path: Path, fake:
     async with running_service(settings, fake, clock) as running:
         await running.bind(LIAISON, "县发改局")
         clock.set(local(2024, 2, 22, 9, 0, 30))  # the -7d rung of the refined plan has come
-        reminder = await fake.wait_for_async(lambda m: m.chat_id == LIAISON and "【督办提醒】" in (m.text or ""), timeout=10)
+        reminder = await fake.wait_for_async(
+            lambda m: m.chat_id == LIAISON and "【督办提醒】" in (m.text or ""), timeout=10
+        )
         assert "细化方案报送" in (reminder.text or "")
+
+
+async def test_office_exports_the_notification_in_chat(bound: Running) -> None:
+    before = len(bound.fake.messages_to(OFFICE))
+    bound.fake.user_message(OFFICE, "/export refined-plan xlsx")
+    document = await bound.next_to(OFFICE, before)
+    assert document.method == "sendDocument"
+    assert document.document is not None and document.document["file_name"].endswith(".xlsx")
+    assert document.document["content"][:2] == b"PK"  # a zip container: a real XLSX
+    usage = await bound.say(OFFICE, "/export")
+    assert "用法" in (usage.text or "") and "2024-q1" in (usage.text or "")

@@ -45,7 +45,12 @@ def test_next_send_time_lands_on_the_make_up_sunday(calendar: WorkCalendar) -> N
 
 @pytest.mark.parametrize(
     ("moment", "quiet"),
-    [(local(2024, 3, 5, 22), True), (local(2024, 3, 5, 7, 59), True), (local(2024, 3, 5, 8), False), (local(2024, 3, 5, 20, 59), False)],
+    [
+        (local(2024, 3, 5, 22), True),
+        (local(2024, 3, 5, 7, 59), True),
+        (local(2024, 3, 5, 8), False),
+        (local(2024, 3, 5, 20, 59), False),
+    ],
 )
 def test_quiet_hours_wrap_around_midnight(calendar: WorkCalendar, moment, quiet: bool) -> None:  # type: ignore[no-untyped-def]
     assert calendar.in_quiet_hours(moment) is quiet

@@ -20,7 +20,10 @@
     holder.innerHTML = html;
     const fresh = holder.content.firstElementChild;
     const old = document.getElementById("m" + id);
-    if (old) { old.replaceWith(fresh); } else { list.appendChild(fresh); }
+    if (old) { old.replaceWith(fresh); return scrollDown(); }
+    // Ids grow with time: keep the conversation in order even when answers race their questions.
+    const later = Array.from(list.children).find(function (li) { return Number(li.dataset.id) > Number(id); });
+    list.insertBefore(fresh, later || null);
     scrollDown();
   }
 

@@ -1,0 +1,242 @@
+"""The sandbox chat and the office dashboard in a real browser (Playwright driving Debian's Chromium).
+
+The service runs as ``duban run`` in its own process; screenshots of each step
+are kept under ``test-artifacts/browser/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fakes.telegram_api import FakeTelegram
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServiceProcess:
+    def __init__(self, tmp_path: Path, **extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DUBAN_CONFIG": str(ROOT / "config.toml"),
+            "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
+            "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
+            "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
+            "DUBAN_WEB_PORT": str(self.port),
+            "DUBAN_ESCALATION_RESOLUTION": "1s",
+            "PTB_TIMEDELTA": "true",
+            **extra,
+        }
+        self.log = (tmp_path / "service.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"duban run did not start: {(tmp_path / 'service.log').read_text(errors='replace')}")
+            time.sleep(0.1)
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", *args], env=self.env, cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[ServiceProcess]:
+    running = ServiceProcess(tmp_path)
+    yield running
+    running.stop()
+
+
+def sent_to(fake: FakeTelegram, chat: int, words: str, timeout: float = 10) -> str:
+    """Poll what the bot (another process) sent; Playwright's own loop forbids the fake's blocking wait."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in fake.messages_to(chat):
+            if words in (message.text or ""):
+                return message.text or ""
+        time.sleep(0.05)
+    raise AssertionError(f"nothing with {words!r} sent to {chat}: {[m.text for m in fake.messages_to(chat)]}")
+
+
+def shot(page: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(120)
+def test_liaison_answers_a_reminder_and_the_dashboard_light_turns_green(
+    browser, service: ServiceProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN")
+    office = context.new_page()
+    office.goto(f"{service.url}/office")
+    assert "嘉鱼县" in office.inner_text("h1")
+    shot(office, "01-dashboard")
+
+    chat = context.new_page()
+    chat.goto(f"{service.url}/")
+    chat.fill("input[name=name]", "王联络")
+    chat.select_option("#unit", "县发改局")
+    chat.select_option("#role", "liaison")
+    chat.click("#join button[type=submit]")
+    chat.wait_for_url("**/chat")
+    chat.wait_for_selector("li.msg.out >> text=绑定成功")
+    shot(chat, "02-bound")
+
+    # A round due in three minutes whose only rung is five seconds from now (no calendar: a demo).
+    service.cli("checkpoint", "add", "demo", "--title", "演示督办", "--due", "+3m", "--tasks", "45", "--ladder=-175s")
+    office.goto(f"{service.url}/office/checkpoint/demo")
+    assert office.get_attribute("tr[data-task='县45']", "data-light") == "yellow"  # owed, not yet due
+
+    reminder = chat.wait_for_selector("li.msg.out:has-text('【督办提醒】演示督办')", timeout=30_000)
+    shot(chat, "03-reminder")
+    reminder.query_selector("button.reply").click()  # type: ignore[union-attr]
+    chat.fill("#text", "按计划推进 可研报告已获批复")
+    chat.click("#composer button.primary")
+    chat.wait_for_selector("li.msg.out:has-text('已记录')")
+    assert "计入:演示督办 —— 按时报送" in chat.inner_text("li.msg.out:has-text('已记录')")
+    shot(chat, "04-recorded")
+
+    office.reload()
+    assert office.get_attribute("tr[data-task='县45']", "data-light") == "green"
+    assert "按计划推进" in office.inner_text("tr[data-task='县45']")
+    shot(office, "05-light-green")
+
+    with office.expect_download() as waiting:
+        office.click("text=下载通报 XLSX")
+    download = waiting.value
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    from openpyxl import load_workbook
+
+    book = load_workbook(saved)
+    assert {"概况", "任务", "单位"} <= set(book.sheetnames)
+    context.close()
+
+
+@pytest.mark.timeout(120)
+def test_menu_buttons_work_in_the_browser_on_a_phone(browser, service: ServiceProcess) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN")
+    page = context.new_page()
+    page.goto(f"{service.url}/")
+    page.select_option("#unit", "县科经局")
+    page.click("#join button[type=submit]")
+    page.wait_for_url("**/chat")
+    page.click("button.chip[data-say='/report']")
+    page.wait_for_selector("button.kb:has-text('县12')").click()
+    page.wait_for_selector("button.kb:has-text('存在风险')").click()
+    page.wait_for_selector("li.msg.out:has-text('请用一段话说明进展')")
+    page.fill("#text", "两个技改项目用地尚未落实")
+    page.click("#composer button.primary")
+    page.wait_for_selector("button.kb:has-text('确认提交')").click()
+    page.wait_for_selector("li.msg.out:has-text('已记录')")
+    shot(page, "06-phone-report")
+    context.close()
+
+
+def test_forged_form_posts_are_refused(service: ServiceProcess) -> None:
+    with httpx.Client(base_url=service.url) as client:
+        client.get("/office")  # gets a session cookie and a CSRF token
+        assert client.post("/office/urge", data={"target": "县发改局"}).status_code == 403
+        assert client.post("/office/urge", data={"target": "县发改局", "csrf": "guessed"}).status_code == 403
+    with httpx.Client(base_url=service.url) as stranger:  # no session at all
+        assert stranger.post("/office/round", data={"key": "x", "csrf": ""}).status_code == 403
+
+
+@pytest.mark.timeout(120)
+def test_sign_in_is_required_when_a_platform_is_configured(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with FakeTelegram(enforce_limits=False) as fake:
+        service = ServiceProcess(
+            tmp_path,
+            DUBAN_TELEGRAM_TOKEN=fake.token,
+            DUBAN_TELEGRAM_BASE_URL=fake.base_url,
+            DUBAN_TELEGRAM_BASE_FILE_URL=fake.base_file_url,
+            DUBAN_WEB_DASHBOARD_SECRET="correct horse battery staple",
+        )
+        try:
+            code = re.search(r"^\s+(\S{20})$", service.cli("invite", "县政府政务督查室", "--role", "office"), re.M)
+            assert code is not None
+            fake.user_message(777, f"/start {code.group(1)}", username="duchashi")
+            sent_to(fake, 777, "绑定成功")
+
+            context = browser.new_context(locale="zh-CN")
+            page = context.new_page()
+            page.goto(f"{service.url}/office")
+            assert page.url.endswith("/office/login")
+            assert page.goto(f"{service.url}/").url.endswith("/office/login")  # no sandbox once a platform is set up
+            page.fill("input[name=secret]", "wrong")
+            page.click("text=口令登录")
+            page.wait_for_selector("text=口令不正确")
+            shot(page, "07-login-refused")
+
+            page.fill("input[name=who]", "duchashi")
+            page.click("text=发送登录码")
+            page.wait_for_selector("text=登录码已通过机器人发送")
+            login_code = re.search(r"(\d{6})", sent_to(fake, 777, "登录码"))
+            assert login_code is not None
+            page.fill("input[name=code]", login_code.group(1))
+            page.click("form[action='/office/login/verify'] button")
+            page.wait_for_url("**/office")
+            assert "嘉鱼县" in page.inner_text("h1")
+            shot(page, "08-signed-in")
+            context.close()
+        finally:
+            service.stop()
