@@ -255,6 +255,16 @@ class SandboxRoutes:
             return PlainTextResponse("", status_code=404)
         return HTMLResponse(self.ui.env.get_template("sandbox_message.html.j2").render(m=message))
 
+    async def fragments(self, request: Request) -> Response:
+        """Every message after ``after``, as HTML: what the page missed before its event stream opened."""
+        persona = _persona(request)
+        if persona is None:
+            return PlainTextResponse("", status_code=401)
+        after = int(request.query_params.get("after", "0") or 0)
+        rows = await asyncio.to_thread(self._history, persona, after)
+        template = self.ui.env.get_template("sandbox_message.html.j2")
+        return HTMLResponse("".join(template.render(m=m) for m in rows if m["id"] > after))
+
     def _one(self, persona: str | None, message_id: int) -> dict[str, Any] | None:
         with self.service.runtime.transaction() as session:
             message = session.get(SandboxMessage, message_id)

@@ -68,6 +68,7 @@ def build_web_app(service: Service) -> Starlette:
             Route("/sandbox/events", chat.events, methods=["GET"]),
             Route("/sandbox/messages", chat.messages, methods=["GET"]),
             Route("/sandbox/fragment/{message_id:int}", chat.fragment, methods=["GET"]),
+            Route("/sandbox/fragments", chat.fragments, methods=["GET"]),
             Route("/sandbox/file/{outbox_id:int}", chat.download, methods=["GET"]),
         ]
     else:

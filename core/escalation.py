@@ -203,7 +203,8 @@ class Escalation:
         )
         by_unit: dict[int, list[Obligation]] = defaultdict(list)
         for obligation in rows:
-            obligation.checkpoint = checkpoint
+            # obligation.checkpoint resolves from the identity map: no query, and no write
+            # (assigning it would make every obligation dirty and slow the flush down).
             by_unit[obligation.unit_id].append(obligation)
         return by_unit
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: settings pointing at a temporary SQLite file, a runtime on a manual clock."""
+"""Shared fixtures: settings pointing at this test's own database, a runtime on a manual clock."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hypothesis import settings as hypothesis_settings
 from core.clock import ManualClock
 from core.config import BUNDLED_PLAN, Settings, load_settings
 from core.runtime import Runtime, initialise, open_runtime
+from tests.databases import PostgresTemplate, SqliteTemplate, postgres_available
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -28,12 +29,46 @@ def bundled_text() -> str:
     return BUNDLED_PLAN.read_text(encoding="utf-8")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests in modules marked ``both_databases`` run on SQLite and on PostgreSQL."""
+    if "db_backend" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_databases") is not None
+        metafunc.parametrize("db_backend", ["sqlite", "postgresql"] if both else ["sqlite"], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> SqliteTemplate:
+    return SqliteTemplate(tmp_path_factory.mktemp("template"))
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[PostgresTemplate]:
+    reason = postgres_available()
+    if reason is not None:
+        pytest.skip(reason)
+    template = PostgresTemplate()
+    yield template
+    template.close()
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """The project's config.toml, with the database and files under tmp_path."""
+def db_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of this test's own database: a copy of the prepared template."""
+    if request.param == "postgresql":
+        template: PostgresTemplate = request.getfixturevalue("postgres_template")
+        url = template.copy()
+        yield url
+        template.drop(url)
+    else:
+        yield request.getfixturevalue("sqlite_template").copy_to(tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_backend: str) -> Settings:
+    """The project's config.toml, with this test's database and files under tmp_path."""
     return load_settings(
         environ={
-            "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
+            "DUBAN_DATABASE_URL": db_backend,
             "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
             "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
         }

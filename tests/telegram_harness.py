@@ -16,9 +16,9 @@ from tests.fakes.telegram_api import FakeTelegram, SentMessage
 from tests.support import invite
 
 
-def telegram_settings(tmp_path: Path, fake: FakeTelegram, **extra: str) -> Settings:
+def telegram_settings(tmp_path: Path, fake: FakeTelegram, database_url: str | None = None, **extra: str) -> Settings:
     environ = {
-        "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
+        "DUBAN_DATABASE_URL": database_url or f"sqlite:///{tmp_path / 'duban.sqlite3'}",
         "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
         "DUBAN_TELEGRAM_TOKEN": fake.token,
         "DUBAN_TELEGRAM_BASE_URL": fake.base_url,

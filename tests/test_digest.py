@@ -19,6 +19,8 @@ from tests.support import invite, last_text, make_conversation, outbox, say
 
 OFFICE, LIAISON, TOWN = 31, 32, 33
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def digest(runtime: Runtime) -> Digest:

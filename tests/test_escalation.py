@@ -25,6 +25,8 @@ TOWN = 21  # 簰洲湾镇人民政府's liaison
 
 REFINED_PLAN_TASKS = ["县1", "县3", "县7", "县10", "县25", "县45", "市3", "市24", "市26"]
 
+pytestmark = pytest.mark.both_databases
+
 
 @pytest.fixture
 def escalation(runtime: Runtime) -> Escalation:

@@ -10,6 +10,8 @@ from core.plan_import import ImportRefused, import_plan
 from core.runtime import Runtime, current_plan
 from storage.models import Assignment, AuditLog, Person, StatusReport, Task, Unit, UnitAlias, UnitGroupMember
 
+pytestmark = pytest.mark.both_databases
+
 
 def reimport(runtime: Runtime, text: str, dry_run: bool = False):  # type: ignore[no-untyped-def]
     with runtime.transaction() as session:

@@ -28,11 +28,14 @@ def fake() -> Iterator[FakeTelegram]:
         yield server
 
 
+pytestmark = pytest.mark.both_databases
+
+
 @pytest.fixture
-def limited_settings(tmp_path: Path, fake: FakeTelegram) -> Settings:
+def limited_settings(tmp_path: Path, fake: FakeTelegram, db_backend: str) -> Settings:
     # Telegram's real limits, as the service uses them by default.
     return telegram_settings(
-        tmp_path, fake, DUBAN_TELEGRAM_PER_CHAT_INTERVAL="1.05s", DUBAN_TELEGRAM_MESSAGES_PER_SECOND="29"
+        tmp_path, fake, db_backend, DUBAN_TELEGRAM_PER_CHAT_INTERVAL="1.05s", DUBAN_TELEGRAM_MESSAGES_PER_SECOND="29"
     )
 
 

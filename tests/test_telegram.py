@@ -31,8 +31,8 @@ def fake() -> Iterator[FakeTelegram]:
 
 
 @pytest_asyncio.fixture
-async def bot(tmp_path: Path, fake: FakeTelegram) -> AsyncIterator[Running]:
-    async with running_service(telegram_settings(tmp_path, fake), fake) as running:
+async def bot(tmp_path: Path, fake: FakeTelegram, db_backend: str) -> AsyncIterator[Running]:
+    async with running_service(telegram_settings(tmp_path, fake, db_backend), fake) as running:
         yield running
 
 
@@ -207,10 +207,11 @@ async def test_blocked_user_is_marked_unreachable(bound: Running) -> None:
     assert "unreachable" in states
 
 
-async def test_webhook_refuses_a_forged_call(tmp_path: Path, fake: FakeTelegram) -> None:
+async def test_webhook_refuses_a_forged_call(tmp_path: Path, fake: FakeTelegram, db_backend: str) -> None:
     settings = telegram_settings(
         tmp_path,
         fake,
+        db_backend,
         DUBAN_TELEGRAM_MODE="webhook",
         DUBAN_TELEGRAM_WEBHOOK_SECRET="s3cret-token",
         DUBAN_TELEGRAM_WEBHOOK_URL="https://duban.example/telegram/webhook",
@@ -236,8 +237,8 @@ async def test_webhook_refuses_a_forged_call(tmp_path: Path, fake: FakeTelegram)
         assert "绑定码" in (reply.text or "")
 
 
-async def test_the_scheduler_sends_due_reminders_by_itself(tmp_path: Path, fake: FakeTelegram) -> None:
-    settings = telegram_settings(tmp_path, fake, DUBAN_ESCALATION_RESOLUTION="1s")
+async def test_the_scheduler_sends_due_reminders_by_itself(tmp_path: Path, fake: FakeTelegram, db_backend: str) -> None:
+    settings = telegram_settings(tmp_path, fake, db_backend, DUBAN_ESCALATION_RESOLUTION="1s")
     clock = ManualClock(local(2024, 2, 21, 10))
     async with running_service(settings, fake, clock) as running:
         await running.bind(LIAISON, "县发改局")

@@ -11,14 +11,29 @@
 
   function scrollDown() { list.scrollTop = list.scrollHeight; window.scrollTo(0, document.body.scrollHeight); }
 
+  function lastId() {
+    return Array.from(list.children).reduce(function (most, li) { return Math.max(most, Number(li.dataset.id) || 0); }, 0);
+  }
+
+  async function insertHtml(html) {
+    const holder = document.createElement("template");
+    holder.innerHTML = html.trim();
+    Array.from(holder.content.children).forEach(place);
+  }
+
   async function show(id) {
     const response = await fetch("/sandbox/fragment/" + id, { credentials: "same-origin" });
-    if (!response.ok) return;
-    const html = (await response.text()).trim();
-    if (!html) return;
-    const holder = document.createElement("template");
-    holder.innerHTML = html;
-    const fresh = holder.content.firstElementChild;
+    if (response.ok) { insertHtml(await response.text()); }
+  }
+
+  async function catchUp() {
+    // Whatever arrived between rendering the page and the event stream opening.
+    const response = await fetch("/sandbox/fragments?after=" + lastId(), { credentials: "same-origin" });
+    if (response.ok) { insertHtml(await response.text()); }
+  }
+
+  function place(fresh) {
+    const id = fresh.dataset.id;
     const old = document.getElementById("m" + id);
     if (old) { old.replaceWith(fresh); return scrollDown(); }
     // Ids grow with time: keep the conversation in order even when answers race their questions.
@@ -74,6 +89,7 @@
   });
 
   const events = new EventSource("/sandbox/events");
+  events.onopen = catchUp;
   events.onmessage = function (event) { show(JSON.parse(event.data).id); };
   scrollDown();
 })();

@@ -1,0 +1,342 @@
+"""``python -m bench``: run the benchmarks, print one table, save the figures to bench/results/latest.json.
+
+python -m bench [--scales county,city,province] [--databases sqlite,postgresql]
+                [--only import,tick,fanout,inbound,report] [--quick] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import fanout, inbound, report, tick
+from bench.common import (
+    BENCHMARKS,
+    DATABASES,
+    FULL_SCALES,
+    FULL_SIZES,
+    QUICK_SCALES,
+    QUICK_SIZES,
+    RESULTS_DIR,
+    DatabaseKind,
+    Scale,
+    Sizes,
+    bench_settings,
+    create_database,
+    log,
+    postgres_available,
+)
+from bench.data import FIRST_COUNTY, build, seed_answers
+from bench.results import Figure, Results, seconds
+from core.runtime import open_runtime
+
+#: Targets from the product brief ("Scale") and the benchmark brief.
+TICK_TARGET_S = 1.0
+FANOUT_TARGET = 0.90
+INBOUND_TARGET = 200.0
+REPORT_TARGET_S = 15.0
+REPORT_TARGET_MB = 1024.0
+
+
+def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    chosen = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [c for c in chosen if c not in allowed]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"{what}: choose from {', '.join(allowed)} (got {text!r})")
+    return chosen
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="county,city,province", help="county,city,province")
+    parser.add_argument("--databases", default="sqlite,postgresql", help="sqlite,postgresql")
+    parser.add_argument("--only", default=",".join(BENCHMARKS), help=",".join(BENCHMARKS))
+    parser.add_argument("--quick", action="store_true", help="shrink everything to seconds (a smoke run)")
+    parser.add_argument("--keep", action="store_true", help="keep the databases and files (printed at the end)")
+    args = parser.parse_args(argv)
+    try:
+        args.scales = _list(args.scales, tuple(FULL_SCALES), "--scales")
+        args.databases = _list(args.databases, DATABASES, "--databases")
+        args.only = _list(args.only, BENCHMARKS, "--only")
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    return args
+
+
+def _guard(results: Results, name: str, scale: str, database: str, step: Callable[[], None]) -> None:
+    """Run one benchmark; a failure is recorded as an error cell and the run goes on."""
+    try:
+        step()
+    except Exception as exc:
+        log(f"{name} {scale} {database} FAILED:\n{traceback.format_exc()}")
+        results.add(
+            Figure(name, scale, database, None, "", f"error: {type(exc).__name__}", met=False, shortfall=str(exc))
+        )
+
+
+def run_scale(
+    results: Results, kind: DatabaseKind, scale: Scale, sizes: Sizes, only: tuple[str, ...], workdir: Path, keep: bool
+) -> None:
+    """Build one deployment and run the scale-dependent benchmarks on it."""
+    database = create_database(kind, scale.name, workdir)
+    label = f"{scale.name} ({scale.counties} {'county' if scale.counties == 1 else 'counties'})"
+    try:
+        settings = bench_settings(database, FIRST_COUNTY)
+        runtime = open_runtime(settings)
+        log(f"{kind} {label}: importing, syncing the calendar, binding people")
+        deployment = build(runtime, scale.counties)
+        log(
+            f"{kind} {label}: import {deployment.import_s:.1f}s, calendar {deployment.calendar_s:.1f}s, "
+            f"{deployment.people} people bound in {deployment.bind_s:.1f}s; {deployment.counts}"
+        )
+        results.deployments[f"{kind}/{scale.name}"] = {
+            "counties": scale.counties,
+            "schema_s": deployment.schema_s,
+            "import_s": deployment.import_s,
+            "import_rows": deployment.import_rows,
+            "calendar_s": deployment.calendar_s,
+            "calendar_rows": deployment.calendar_rows,
+            "bind_s": deployment.bind_s,
+            "people": deployment.people,
+            "bindings": deployment.bindings,
+            "rows": deployment.counts,
+        }
+        if "import" in only:
+            rate = deployment.import_rows / deployment.import_s
+            results.add(
+                Figure(
+                    "import",
+                    scale.name,
+                    kind,
+                    deployment.import_s,
+                    "s",
+                    f"{seconds(deployment.import_s)} ({rate:,.0f} rows/s)",
+                    detail={"rows": deployment.import_rows, "rows_per_s": rate, "counties": scale.counties},
+                )
+            )
+            rate = deployment.calendar_rows / deployment.calendar_s
+            results.add(
+                Figure(
+                    "calendar",
+                    scale.name,
+                    kind,
+                    deployment.calendar_s,
+                    "s",
+                    f"{seconds(deployment.calendar_s)} ({rate:,.0f} rows/s)",
+                    detail={"rows": deployment.calendar_rows, "rows_per_s": rate},
+                )
+            )
+            rate = deployment.people / deployment.bind_s
+            results.add(
+                Figure(
+                    "bind people",
+                    scale.name,
+                    kind,
+                    deployment.bind_s,
+                    "s",
+                    f"{seconds(deployment.bind_s)} ({rate:,.0f} people/s)",
+                    detail={"people": deployment.people, "bindings": deployment.bindings, "people_per_s": rate},
+                )
+            )
+
+        if "tick" in only:
+
+            def do_tick() -> None:
+                log(f"{kind} {label}: ticks")
+                figures = tick.run(runtime, sizes.idle_repeats)
+                met = figures.idle_s < TICK_TARGET_S
+                results.add(
+                    Figure(
+                        "tick (idle)",
+                        scale.name,
+                        kind,
+                        figures.idle_s,
+                        "s",
+                        seconds(figures.idle_s),
+                        target=f"< {TICK_TARGET_S:g} s",
+                        met=met,
+                        shortfall=""
+                        if met
+                        else f"{figures.idle_s:.2f} s, {figures.idle_s / TICK_TARGET_S:.1f}× the target",
+                        detail=figures.as_dict(),
+                    )
+                )
+                results.add(
+                    Figure(
+                        "tick (firing)",
+                        scale.name,
+                        kind,
+                        figures.firing_s,
+                        "s",
+                        f"{seconds(figures.firing_s)} ({figures.queued:,} queued)",
+                        target="(info; see README)",
+                        detail=figures.as_dict(),
+                    )
+                )
+
+            _guard(results, "tick (idle)", scale.name, kind, do_tick)
+
+        if "report" in only:
+
+            def do_report() -> None:
+                log(f"{kind} {label}: seeding answers, then the notification")
+                outcomes = seed_answers(runtime)
+                runs = report.run(database, FIRST_COUNTY)
+                baseline = runs["baseline"].peak_rss_mb
+                one = runs["one"]
+                results.add(
+                    Figure(
+                        "report (1 county)",
+                        scale.name,
+                        kind,
+                        one.seconds,
+                        "s",
+                        f"{seconds(one.seconds)}, {one.peak_rss_mb:,.0f} MB",
+                        detail={**one.as_dict(), "baseline_rss_mb": baseline, "answers": outcomes},
+                    )
+                )
+                whole = runs["all"]
+                target = f"< {REPORT_TARGET_S:g} s, < 1 GB (province)"
+                met: bool | None = None
+                shortfall = ""
+                if scale.name == "province":
+                    met = whole.seconds < REPORT_TARGET_S and whole.peak_rss_mb < REPORT_TARGET_MB
+                    if not met:
+                        shortfall = (
+                            f"{whole.seconds:.1f} s ({whole.seconds / REPORT_TARGET_S:.2f}× 15 s), "
+                            f"{whole.peak_rss_mb:,.0f} MB ({whole.peak_rss_mb / REPORT_TARGET_MB:.2f}× 1 GB)"
+                        )
+                results.add(
+                    Figure(
+                        "report (all)",
+                        scale.name,
+                        kind,
+                        whole.seconds,
+                        "s",
+                        f"{seconds(whole.seconds)}, {whole.peak_rss_mb:,.0f} MB",
+                        target=target if scale.name == "province" else "",
+                        met=met,
+                        shortfall=shortfall,
+                        detail={**whole.as_dict(), "baseline_rss_mb": baseline},
+                    )
+                )
+
+            _guard(results, "report (all)", scale.name, kind, do_report)
+
+        runtime.close()
+        if "inbound" in only:
+
+            def do_inbound() -> None:
+                log(f"{kind} {label}: inbound, {sizes.inbound} reports through the running service")
+                figures = asyncio.run(inbound.run(database, FIRST_COUNTY, sizes.inbound))
+                met: bool | None = None
+                shortfall = ""
+                if kind == "sqlite":
+                    met = figures.rate >= INBOUND_TARGET
+                    shortfall = "" if met else f"{figures.rate:.0f}/s, {figures.rate / INBOUND_TARGET:.0%} of 200/s"
+                results.add(
+                    Figure(
+                        "inbound",
+                        scale.name,
+                        kind,
+                        figures.rate,
+                        "/s",
+                        f"{figures.rate:,.0f} /s ({figures.seconds:.1f} s)",
+                        target=f"≥ {INBOUND_TARGET:g}/s (SQLite)",
+                        met=met,
+                        shortfall=shortfall,
+                        detail=figures.as_dict(),
+                    )
+                )
+
+            _guard(results, "inbound", scale.name, kind, do_inbound)
+    finally:
+        if keep:
+            log(f"kept {database.url}")
+        else:
+            database.drop()
+
+
+def run_fanout(results: Results, kind: DatabaseKind, sizes: Sizes, workdir: Path) -> None:
+    def step() -> None:
+        log(f"{kind}: fan-out of {sizes.fanout} reminders (~{sizes.fanout / 29:.0f} s at 29/s)")
+        figures = asyncio.run(fanout.run(kind, workdir, sizes.fanout))
+        met = figures.ratio >= FANOUT_TARGET and figures.count_429 == 0
+        shortfall = (
+            ""
+            if met
+            else (
+                f"{figures.ratio:.1%} of 30/s ({figures.rate:.1f}/s, {FANOUT_TARGET * 30 - figures.rate:.1f}/s short), "
+                f"{figures.count_429} × 429"
+            )
+        )
+        results.add(
+            Figure(
+                "fanout",
+                "-",
+                kind,
+                figures.ratio,
+                "ratio",
+                f"{figures.ratio:.1%} ({figures.rate:.1f}/s), {figures.count_429} × 429",
+                target=f"≥ {FANOUT_TARGET:.0%} of 30/s, 0 × 429",
+                met=met,
+                shortfall=shortfall,
+                detail=figures.as_dict(),
+            )
+        )
+
+    _guard(results, "fanout", "-", kind, step)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    scales = [(QUICK_SCALES if args.quick else FULL_SCALES)[name] for name in args.scales]
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    databases: list[DatabaseKind] = list(args.databases)
+    if "postgresql" in databases and (why := postgres_available()) is not None:
+        print(f"PostgreSQL is not available ({why}); use --databases sqlite", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="duban-bench-"))
+    results = Results()
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    scaled = [b for b in args.only if b != "fanout"]
+    try:
+        for kind in databases:
+            if scaled:
+                for scale in scales:
+                    run_scale(results, kind, scale, sizes, tuple(args.only), workdir, args.keep)
+            if "fanout" in args.only:
+                run_fanout(results, kind, sizes, workdir)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    duration = time.perf_counter() - clock
+    table = results.table(tuple(databases))
+    print(table)
+    print(f"\n{'quick' if args.quick else 'full'} run, {duration / 60:.1f} min; figures in bench/results/latest.json")
+    results.save(
+        RESULTS_DIR / "latest.json",
+        {
+            "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+            "quick": args.quick,
+            "started": started.isoformat(),
+            "duration_s": duration,
+            "scales": {s.name: s.counties for s in scales},
+            "sizes": {"fanout": sizes.fanout, "inbound": sizes.inbound, "idle_repeats": sizes.idle_repeats},
+            "table": table,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

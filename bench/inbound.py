@@ -1,0 +1,104 @@
+"""Inbound: one-line status reports handled per second by the real service (python-telegram-bot, polling).
+
+The service is built with :func:`bot.service.build_service` and run with
+:func:`bot.service.run_service` against :class:`tests.fakes.telegram_api.FakeTelegram`
+(flood limits on).  N liaisons of the service's jurisdiction are bound first
+(real code path); then N updates ``/report 县N 按计划推进 …`` are queued in the
+fake as fast as it takes them, and the clock runs from the first push until
+N new ``status_report`` rows are in the database.  The replies the reports
+queue are delivered by the sender meanwhile, paced at 29/s, and are not waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import create_engine, func, select
+
+from bench.common import INBOUND_AT, Database, bench_settings, stopwatch, telegram_env
+from bench.data import bind_reporters, settle_outbox
+from bot.service import build_service, run_service
+from core.clock import ManualClock, SystemClock
+from core.escalation import Escalation, make_calendar
+from core.runtime import open_runtime
+from jobs.ticks import remind
+from messages import Messages
+from storage.models import InboundUpdate, StatusReport
+from tests.fakes.telegram_api import FakeTelegram
+
+
+@dataclass
+class InboundFigures:
+    reports: int
+    seconds: float
+    rate: float  # status reports recorded per second
+    replies_sent: int  # replies the fake had accepted when the last report was recorded
+    count_429: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _prepare(database: Database, jurisdiction: str, count: int) -> list[tuple[int, str]]:
+    """Bind the reporters and bring the reminders up to the benchmark's clock (they are marked delivered)."""
+    settings = bench_settings(database, jurisdiction)
+    runtime = open_runtime(settings)
+    try:
+        escalation = Escalation(settings, Messages(settings.service.language, settings.tz), make_calendar(settings))
+        remind(runtime, escalation, INBOUND_AT)
+        settle_outbox(runtime)
+        return [(r.user_id, r.text) for r in bind_reporters(runtime, jurisdiction, count)]
+    finally:
+        runtime.close()
+
+
+async def run(database: Database, jurisdiction: str, count: int, timeout: float = 600.0) -> InboundFigures:
+    """Push ``count`` one-line reports and time until all are recorded; see the module docstring."""
+    reporters = await asyncio.to_thread(_prepare, database, jurisdiction, count)
+    counter = create_engine(database.url)  # a plain engine: SQLite reads here take no write lock
+    fake = FakeTelegram(global_per_second=30, per_chat_per_second=1).start()
+    try:
+        settings = bench_settings(
+            database,
+            jurisdiction,
+            **telegram_env(fake.base_url, fake.base_file_url, fake.token, fake.bot_username),
+        )
+        service = build_service(settings, clock=ManualClock(INBOUND_AT), sender_clock=SystemClock())
+        stop = asyncio.Event()
+        ready = asyncio.Event()
+        task = asyncio.create_task(run_service(service, stop, on_ready=lambda _: ready.set()))
+        await asyncio.wait_for(ready.wait(), 60)
+
+        def recorded() -> int:
+            with counter.connect() as connection:
+                return int(connection.scalar(select(func.count()).select_from(StatusReport)) or 0)
+
+        before = await asyncio.to_thread(recorded)
+        try:
+            with stopwatch() as elapsed:
+                for user_id, text in reporters:
+                    fake.user_message(user_id, text)
+                while await asyncio.to_thread(recorded) < before + count:
+                    if elapsed() > timeout:
+                        raise TimeoutError(f"only {await asyncio.to_thread(recorded) - before} of {count} recorded")
+                    await asyncio.sleep(0.02)
+            seconds = elapsed()
+            replies = len(fake.sent)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        with counter.connect() as connection:
+            handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
+        assert handled is not None and handled >= count
+        return InboundFigures(
+            reports=count,
+            seconds=seconds,
+            rate=count / seconds,
+            replies_sent=replies,
+            count_429=fake.count_429,
+        )
+    finally:
+        fake.stop()
+        counter.dispose()
