@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks, print one table, save the figures to bench/results/latest.json.
 
 python -m bench [--scales county,city,province] [--databases sqlite,postgresql]
-                [--only import,tick,fanout,inbound,report] [--quick] [--keep]
+                [--only import,tick,fanout,inbound,report] [--quick] [--keep] [--fake-in-process]
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(BENCHMARKS), help=",".join(BENCHMARKS))
     parser.add_argument("--quick", action="store_true", help="shrink everything to seconds (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and files (printed at the end)")
+    parser.add_argument(
+        "--fake-in-process",
+        action="store_true",
+        help="run the fake Telegram server in the benchmark's process (default: its own process)",
+    )
     args = parser.parse_args(argv)
     try:
         args.scales = _list(args.scales, tuple(FULL_SCALES), "--scales")
@@ -83,9 +88,10 @@ def _guard(results: Results, name: str, scale: str, database: str, step: Callabl
 
 
 def run_scale(
-    results: Results, kind: DatabaseKind, scale: Scale, sizes: Sizes, only: tuple[str, ...], workdir: Path, keep: bool
+    results: Results, kind: DatabaseKind, scale: Scale, sizes: Sizes, args: argparse.Namespace, workdir: Path
 ) -> None:
     """Build one deployment and run the scale-dependent benchmarks on it."""
+    only: tuple[str, ...] = args.only
     database = create_database(kind, scale.name, workdir)
     label = f"{scale.name} ({scale.counties} {'county' if scale.counties == 1 else 'counties'})"
     try:
@@ -236,7 +242,9 @@ def run_scale(
 
             def do_inbound() -> None:
                 log(f"{kind} {label}: inbound, {sizes.inbound} reports through the running service")
-                figures = asyncio.run(inbound.run(database, FIRST_COUNTY, sizes.inbound))
+                figures = asyncio.run(
+                    inbound.run(database, FIRST_COUNTY, sizes.inbound, fake_in_process=args.fake_in_process)
+                )
                 met: bool | None = None
                 shortfall = ""
                 if kind == "sqlite":
@@ -259,16 +267,16 @@ def run_scale(
 
             _guard(results, "inbound", scale.name, kind, do_inbound)
     finally:
-        if keep:
+        if args.keep:
             log(f"kept {database.url}")
         else:
             database.drop()
 
 
-def run_fanout(results: Results, kind: DatabaseKind, sizes: Sizes, workdir: Path) -> None:
+def run_fanout(results: Results, kind: DatabaseKind, sizes: Sizes, workdir: Path, in_process: bool) -> None:
     def step() -> None:
         log(f"{kind}: fan-out of {sizes.fanout} reminders (~{sizes.fanout / 29:.0f} s at 29/s)")
-        figures = asyncio.run(fanout.run(kind, workdir, sizes.fanout))
+        figures = asyncio.run(fanout.run(kind, workdir, sizes.fanout, fake_in_process=in_process))
         met = figures.ratio >= FANOUT_TARGET and figures.count_429 == 0
         shortfall = (
             ""
@@ -313,9 +321,9 @@ def main(argv: list[str] | None = None) -> int:
         for kind in databases:
             if scaled:
                 for scale in scales:
-                    run_scale(results, kind, scale, sizes, tuple(args.only), workdir, args.keep)
+                    run_scale(results, kind, scale, sizes, args, workdir)
             if "fanout" in args.only:
-                run_fanout(results, kind, sizes, workdir)
+                run_fanout(results, kind, sizes, workdir, args.fake_in_process)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,7 @@ The rows are queued with :func:`core.outbox.enqueue` into a fresh database;
 :meth:`jobs.sender.OutboxSender.drain` delivers them through python-telegram-bot
 to :class:`tests.fakes.telegram_api.FakeTelegram`, which enforces Telegram's
 flood limits (30 messages in any second overall, 1 per chat) and answers 429
-past them.  The achieved rate is measured on the fake's side: accepted sends
+past them; it runs in its own process (:mod:`bench.fake_process`).  The achieved rate is measured on the fake's side: accepted sends
 between the first and the last accepted one.
 """
 
@@ -17,12 +17,12 @@ from typing import Any
 
 from bench.common import DatabaseKind, bench_settings, create_database, stopwatch, telegram_env
 from bench.data import FIRST_COUNTY
+from bench.fake_process import start_fake
 from bot.telegram_adapter import TelegramTransport, build_application
 from core.outbox import About, Button, Message, enqueue
 from core.runtime import open_runtime
 from jobs.sender import Delivered, OutboxSender, OutgoingRow, Transport
 from storage.db import upgrade
-from tests.fakes.telegram_api import FakeTelegram
 
 #: Telegram's overall limit, which the fake enforces and the rate is compared with.
 TELEGRAM_LIMIT = 30.0
@@ -96,10 +96,10 @@ class FanoutFigures:
         return asdict(self)
 
 
-async def run(kind: DatabaseKind, workdir: Path, count: int) -> FanoutFigures:
+async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process: bool = False) -> FanoutFigures:
     """Queue ``count`` reminders to distinct chats and deliver them all; see the module docstring."""
     database = create_database(kind, "fanout", workdir)
-    fake = FakeTelegram(global_per_second=int(TELEGRAM_LIMIT), per_chat_per_second=1).start()
+    fake = start_fake(fake_in_process, global_per_second=int(TELEGRAM_LIMIT), per_chat_per_second=1)
     application = None
     runtime = None
     try:
@@ -136,8 +136,7 @@ async def run(kind: DatabaseKind, workdir: Path, count: int) -> FanoutFigures:
         with stopwatch() as elapsed:
             await sender.drain(timeout=count / 10 + 120)
         seconds = elapsed()
-        sent = fake.sent
-        times = sorted(message.at for message in sent)
+        times = sorted(fake.sent_times())
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
         return FanoutFigures(
             messages=count,
@@ -145,9 +144,9 @@ async def run(kind: DatabaseKind, workdir: Path, count: int) -> FanoutFigures:
             rate=rate,
             wall_rate=count / seconds,
             ratio=rate / TELEGRAM_LIMIT,
-            count_429=fake.count_429,
+            count_429=fake.count_429(),
             sender_rate_limited=sender.stats.rate_limited,
-            sent=len({message.chat_id for message in sent}),
+            sent=fake.sent_chats(),
             failed=sender.stats.failed,
             configured_rate=settings.telegram.messages_per_second or 0.0,
             claim_ms=_mean_ms(sender.claim_s),

@@ -4,7 +4,7 @@ The service is built with :func:`bot.service.build_service` and run with
 :func:`bot.service.run_service` against :class:`tests.fakes.telegram_api.FakeTelegram`
 (flood limits on).  N liaisons of the service's jurisdiction are bound first
 (real code path); then N updates ``/report 县N 按计划推进 …`` are queued in the
-fake as fast as it takes them, and the clock runs from the first push until
+fake in one go, and the clock runs from the first push until
 N new ``status_report`` rows are in the database.  The replies the reports
 queue are delivered by the sender meanwhile, paced at 29/s, and are not waited for.
 """
@@ -19,6 +19,7 @@ from sqlalchemy import create_engine, func, select
 
 from bench.common import INBOUND_AT, Database, bench_settings, stopwatch, telegram_env
 from bench.data import bind_reporters, settle_outbox
+from bench.fake_process import start_fake
 from bot.service import build_service, run_service
 from core.clock import ManualClock, SystemClock
 from core.escalation import Escalation, make_calendar
@@ -26,7 +27,6 @@ from core.runtime import open_runtime
 from jobs.ticks import remind
 from messages import Messages
 from storage.models import InboundUpdate, StatusReport
-from tests.fakes.telegram_api import FakeTelegram
 
 
 @dataclass
@@ -54,11 +54,13 @@ def _prepare(database: Database, jurisdiction: str, count: int) -> list[tuple[in
         runtime.close()
 
 
-async def run(database: Database, jurisdiction: str, count: int, timeout: float = 600.0) -> InboundFigures:
+async def run(
+    database: Database, jurisdiction: str, count: int, *, timeout: float = 600.0, fake_in_process: bool = False
+) -> InboundFigures:
     """Push ``count`` one-line reports and time until all are recorded; see the module docstring."""
     reporters = await asyncio.to_thread(_prepare, database, jurisdiction, count)
     counter = create_engine(database.url)  # a plain engine: SQLite reads here take no write lock
-    fake = FakeTelegram(global_per_second=30, per_chat_per_second=1).start()
+    fake = start_fake(fake_in_process, global_per_second=30, per_chat_per_second=1)
     try:
         settings = bench_settings(
             database,
@@ -78,14 +80,13 @@ async def run(database: Database, jurisdiction: str, count: int, timeout: float 
         before = await asyncio.to_thread(recorded)
         try:
             with stopwatch() as elapsed:
-                for user_id, text in reporters:
-                    fake.user_message(user_id, text)
+                await asyncio.to_thread(fake.user_messages, reporters)
                 while await asyncio.to_thread(recorded) < before + count:
                     if elapsed() > timeout:
                         raise TimeoutError(f"only {await asyncio.to_thread(recorded) - before} of {count} recorded")
                     await asyncio.sleep(0.02)
             seconds = elapsed()
-            replies = len(fake.sent)
+            replies = len(await asyncio.to_thread(fake.sent_times))
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
@@ -97,7 +98,7 @@ async def run(database: Database, jurisdiction: str, count: int, timeout: float 
             seconds=seconds,
             rate=count / seconds,
             replies_sent=replies,
-            count_429=fake.count_429,
+            count_429=fake.count_429(),
         )
     finally:
         fake.stop()

@@ -715,7 +715,7 @@ def run(state: CliState) -> None:
     """Start the service: database and plan set up, chat platforms, scheduler, web server."""
     from bot.service import serve_forever
 
-    serve_forever(state.settings)
+    sys.exit(serve_forever(state.settings))
 
 
 if __name__ == "__main__":  # pragma: no cover

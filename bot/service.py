@@ -14,6 +14,8 @@ import logging
 import os
 import signal
 import socket
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,8 @@ import httpx
 import uvicorn
 from telegram.ext import Application
 
+from bot.logs import configure_logging
+from bot.metrics import Metrics
 from bot.sandbox import SandboxHub
 from core.clock import Clock, SystemClock
 from core.config import Settings
@@ -37,6 +41,7 @@ from jobs.ticks import remind, send_digest
 if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
 from messages import Messages
+from storage.locks import AnotherProcess, SchedulerLease, SqliteProcessLock
 
 log = logging.getLogger("duban.service")
 
@@ -52,13 +57,13 @@ class Service:
     escalation: Escalation
     digest: Digest
     sender: OutboxSender
+    metrics: Metrics
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
     http: httpx.AsyncClient | None = None
     sandbox_hub: SandboxHub | None = None
     web_app: Any = None
-    extra_tasks: list[Callable[[asyncio.Event], Any]] = field(default_factory=list)
     port: int | None = None
 
     def remind_now(self) -> int:
@@ -102,11 +107,17 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
             transports.append(RobotTransport(http, settings))
     sandbox_hub = SandboxHub()
     transports.append(SandboxTransport(runtime, sandbox_hub))
+    metrics = Metrics(runtime, conversation)
     sender = OutboxSender(
         runtime.sessions,
         transports,
         worker=f"{socket.gethostname()}:{os.getpid()}",
         clock=sender_clock or SystemClock(),
+        lease=settings.outbox.lease,
+        retry_base=settings.outbox.retry_base.total_seconds(),
+        max_attempts=settings.outbox.max_attempts,
+        on_result=metrics.record_send,
+        shared=runtime.engine.dialect.name == "postgresql",
     )
     if application is not None:
         register_handlers(application, TelegramAdapter(settings, conversation, wake_sender=sender.wake))
@@ -130,6 +141,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         wecom=wecom_adapter,
         http=http,
         sandbox_hub=sandbox_hub,
+        metrics=metrics,
     )
 
 
@@ -141,18 +153,41 @@ async def run_service(
     from bot.web import build_web_app
 
     settings = service.settings
+    single_process = service.runtime.engine.dialect.name == "sqlite"
+    process_lock = SqliteProcessLock(service.runtime.engine) if single_process else None
+    if process_lock is not None:
+        process_lock.acquire()  # AnotherProcess: a second duban run on this SQLite file
+    lease = SchedulerLease(service.runtime.engine)
     await asyncio.to_thread(initialise, service.runtime)
-    sender_task = asyncio.create_task(service.sender.run(stop, requeue_all_in_flight=True), name="outbox")
+    # One process alone may requeue everything left in flight; several share by lease.
+    sender_task = asyncio.create_task(service.sender.run(stop, requeue_all_in_flight=single_process), name="outbox")
 
     async def remind_job(now: Any) -> None:
-        await asyncio.to_thread(remind, service.runtime, service.escalation, now)
+        started = time.monotonic()
+        report = await asyncio.to_thread(remind, service.runtime, service.escalation, now)
+        service.metrics.tick_seconds.observe(time.monotonic() - started)
+        if report.notices:
+            log.info(
+                "reminders queued",
+                extra={
+                    "queued": report.queued,
+                    "rungs": sorted({f"{n.checkpoint}:{n.rung}:{n.role}" for n in report.notices}),
+                },
+            )
         service.sender.wake()
+
+    async def is_scheduler() -> bool:
+        holds = await asyncio.to_thread(lease.holds)
+        service.metrics.scheduler.set(1 if holds else 0)
+        return holds
 
     async def digest_job(now: Any) -> None:
         await asyncio.to_thread(send_digest, service.runtime, service.digest, now)
         service.sender.wake()
 
-    scheduler = build_scheduler(settings, service.runtime.clock, remind=remind_job, digest=digest_job)
+    scheduler = build_scheduler(
+        settings, service.runtime.clock, remind=remind_job, digest=digest_job, guard=is_scheduler
+    )
     scheduler.start()
 
     application = service.telegram
@@ -196,16 +231,17 @@ async def run_service(
             await server_task
         if service.http is not None:
             await service.http.aclose()
+        await asyncio.to_thread(lease.release)
+        if process_lock is not None:
+            process_lock.release()
         service.runtime.close()
 
 
-def serve_forever(settings: Settings) -> None:
-    """``duban run``: build the service and run it until SIGTERM or Ctrl-C."""
+def serve_forever(settings: Settings) -> int:
+    """``duban run``: build the service and run it until SIGTERM or Ctrl-C; returns the exit status."""
+    configure_logging(settings)
 
     async def main() -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        for noisy in ("httpx", "apscheduler", "alembic.runtime.migration"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -220,4 +256,9 @@ def serve_forever(settings: Settings) -> None:
 
         await run_service(service, stop, on_ready=ready)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except AnotherProcess as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
+    return 0

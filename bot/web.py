@@ -38,6 +38,7 @@ def build_web_app(service: Service) -> Starlette:
     office = Dashboard(service, ui)
     routes: list[Any] = [
         Route("/healthz", _health(service), methods=["GET"]),
+        Route("/metrics", _metrics(service), methods=["GET"]),
         Mount("/static", StaticFiles(directory=str(TEMPLATES / "web" / "static")), name="static"),
         Route("/office", office.overview, methods=["GET"]),
         Route("/office/checkpoints", office.checkpoints, methods=["GET"]),
@@ -93,9 +94,28 @@ def _health(service: Service) -> Any:
             await asyncio.to_thread(check)
         except Exception as exc:  # the point of a health check is to say so
             return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ok", "platforms": [t.platform for t in service.transports]})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "platforms": [t.platform for t in service.transports],
+                "scheduler": bool(service.metrics.scheduler._value.get()),
+                "sending": service.sender.in_flight,
+            }
+        )
 
     return health
+
+
+def _metrics(service: Service) -> Any:
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    async def metrics(request: Request) -> Response:
+        import asyncio
+
+        body = await asyncio.to_thread(generate_latest, service.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
 
 
 def _telegram_webhook(service: Service) -> Any:

@@ -80,6 +80,8 @@ class ServiceSettings(Section):
     timezone: str = "Asia/Shanghai"
     language: Literal["zh", "en"] = "zh"
     data_dir: Path = Path("var")
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("timezone")
     @classmethod
@@ -307,6 +309,13 @@ class UploadSettings(Section):
     )
 
 
+class OutboxSettings(Section):
+    # A row claimed by a process that then died is sent again after this long.
+    lease: Duration = timedelta(minutes=2)
+    retry_base: Duration = timedelta(seconds=2)
+    max_attempts: int = Field(default=10, ge=1, le=100)
+
+
 class LimitSettings(Section):
     note_max_chars: int = Field(default=1000, ge=1, le=4000)
 
@@ -339,6 +348,7 @@ class Settings(Section):
     wecom: WecomSettings = WecomSettings()
     web: WebSettings = WebSettings()
     uploads: UploadSettings = UploadSettings()
+    outbox: OutboxSettings = OutboxSettings()
     limits: LimitSettings = LimitSettings()
     binding: BindingSettings = BindingSettings()
     report: ReportSettings = ReportSettings()

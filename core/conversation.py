@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -202,6 +203,8 @@ class Conversation:
         self.m = messages
         # /digest and /export are answered by the reports module; it registers here.
         self.on_office_request = on_office_request
+        # (platform, "handled" | "duplicate") -> count, for the metrics endpoint
+        self.handled: Counter[tuple[str, str]] = Counter()
 
     # --- entry points -------------------------------------------------------
 
@@ -225,12 +228,14 @@ class Conversation:
             with self.sessions() as session, session.begin():
                 if not self._first_delivery(session, incoming, now):
                     self._discard_files(incoming)
+                    self.handled[(incoming.platform, "duplicate")] += 1
                     return Handled(duplicate=True)
                 turn = _Turn(session, incoming, now, current_plan(session, self.settings))
                 self._dispatch(turn)
                 if not turn.files_used:
                     self._discard_files(incoming)
-                return Handled(queued=turn.queued, toast=turn.toast)
+            self.handled[(incoming.platform, "handled")] += 1
+            return Handled(queued=turn.queued, toast=turn.toast)
         except IntegrityError:
             # Two deliveries of one update raced; the other one handled it.
             self._discard_files(incoming)

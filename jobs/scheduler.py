@@ -7,7 +7,6 @@ and a missed wake-up costs nothing because each job looks at the database and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -30,7 +29,7 @@ def build_scheduler(
     *,
     remind: Job,
     digest: Job | None = None,
-    guard: Callable[[], bool] = lambda: True,
+    guard: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIOScheduler:
     """A scheduler that runs the reminder tick every ``resolution`` and the digest each morning.
 
@@ -41,7 +40,7 @@ def build_scheduler(
 
     def wrap(name: str, job: Job) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
-            if not guard():
+            if guard is not None and not await guard():
                 return
             try:
                 await job(clock.now())
@@ -69,8 +68,3 @@ def build_scheduler(
             misfire_grace_time=3600,
         )
     return scheduler
-
-
-async def in_thread(function: Callable[[], object]) -> object:
-    """Run blocking database work off the event loop."""
-    return await asyncio.to_thread(function)

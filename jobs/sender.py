@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Interval, and_, exists, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.clock import Clock, SystemClock
-from storage.models import Identity, OutboxMessage
+from storage.models import Identity, OutboxMessage, RateSlot
 
 log = logging.getLogger("duban.sender")
 
@@ -190,8 +191,11 @@ class OutboxSender:
         retry_cap: float = 600.0,
         max_attempts: int = 10,
         on_result: Callable[[OutgoingRow, str, float], None] | None = None,
+        shared: bool = False,
     ) -> None:
         self.sessions = sessions
+        # Several processes (PostgreSQL): pace through the database, not only in memory.
+        self.shared = shared
         self.transports = {t.platform: t for t in transports}
         self.pacers = {t.platform: Pacer(t.limits) for t in transports}
         self.worker = worker
@@ -281,14 +285,20 @@ class OutboxSender:
         row = await asyncio.to_thread(self._claim, platform, blocked)
         if row is None:
             return min(soonest, 1.0)
-        pacer.record(row.chat_id)
         transport = self.transports[platform]
+        if self.shared and transport.limits.per_second:
+            wait = await asyncio.to_thread(self._reserve_slot, platform, 1.0 / transport.limits.per_second)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        pacer.record(row.chat_id)
         started = time.monotonic()
         self._in_flight += 1
         try:
             result = await transport.send(row)
         except RetryLater as exc:
             pacer.pause(exc.seconds)
+            if self.shared:
+                await asyncio.to_thread(self._pause_slot, platform, exc.seconds)
             self.stats.rate_limited += 1
             await asyncio.to_thread(self._requeue, row, exc.seconds, str(exc), count_attempt=False)
             self._report(row, "rate_limited", started)
@@ -347,6 +357,20 @@ class OutboxSender:
             )
             if blocked_chats:
                 candidate = candidate.where(OutboxMessage.chat_id.not_in(blocked_chats))
+            if self.shared:
+                # Another process may be sending to the same chat: leave its chats alone for a moment.
+                interval = self.transports[platform].limits.per_chat_interval
+                other = aliased(OutboxMessage)
+                candidate = candidate.where(
+                    ~exists().where(
+                        other.platform == platform,
+                        other.chat_id == OutboxMessage.chat_id,
+                        or_(
+                            other.state == "sending",
+                            and_(other.state == "sent", other.sent_at > now - timedelta(seconds=interval)),
+                        ),
+                    )
+                )
             row_id = session.scalar(candidate)
             if row_id is None:
                 return None
@@ -367,6 +391,31 @@ class OutboxSender:
             if claimed is None:
                 return None
             return OutgoingRow(*claimed)
+
+    def _reserve_slot(self, platform: str, interval: float) -> float:
+        """Take the platform's next send slot, shared by all processes; seconds to wait for it."""
+        step = literal(timedelta(seconds=interval), Interval())
+        with self.sessions() as session, session.begin():
+            session.execute(pg_insert(RateSlot).values(platform=platform, next_at=func.now()).on_conflict_do_nothing())
+            mine, now = session.execute(
+                update(RateSlot)
+                .where(RateSlot.platform == platform)
+                .values(next_at=func.greatest(RateSlot.next_at, func.clock_timestamp()) + step)
+                .returning(RateSlot.next_at - step, func.clock_timestamp())
+            ).one()
+        return max(0.0, (mine - now).total_seconds())
+
+    def _pause_slot(self, platform: str, seconds: float) -> None:
+        with self.sessions() as session, session.begin():
+            session.execute(
+                update(RateSlot)
+                .where(RateSlot.platform == platform)
+                .values(
+                    next_at=func.greatest(
+                        RateSlot.next_at, func.clock_timestamp() + literal(timedelta(seconds=seconds), Interval())
+                    )
+                )
+            )
 
     def _mark_sent(self, row: OutgoingRow, result: Delivered) -> None:
         now = self.clock.now()
@@ -426,8 +475,6 @@ class OutboxSender:
 
 def outbox_depth(session: Session, now: datetime) -> dict[str, Any]:
     """Queued rows per platform and the age of the oldest (for metrics and the dashboard)."""
-    from sqlalchemy import func
-
     rows = session.execute(
         select(OutboxMessage.platform, OutboxMessage.state, func.count(), func.min(OutboxMessage.created_at)).group_by(
             OutboxMessage.platform, OutboxMessage.state

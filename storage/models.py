@@ -526,3 +526,17 @@ class LoginCode(Base):
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RateSlot(Base):
+    """The next moment a platform may be sent to, shared by every process (PostgreSQL deployments).
+
+    Each send moves ``next_at`` on by one interval in one atomic UPDATE, so
+    several processes together keep to the platform's overall rate; a 429
+    pushes it past ``retry_after`` for all of them.
+    """
+
+    __tablename__ = "rate_slot"
+
+    platform: Mapped[str] = mapped_column(String(20), primary_key=True)
+    next_at: Mapped[datetime] = mapped_column()

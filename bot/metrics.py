@@ -1,0 +1,75 @@
+"""Prometheus metrics of one service process, served at ``/metrics``.
+
+Counters and histograms are updated where things happen (sends, ticks); the
+outbox depth and age and the count of handled updates are read when scraped.
+The registry belongs to the service instance, not to the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from jobs.sender import OutgoingRow, outbox_depth
+
+if TYPE_CHECKING:
+    from core.conversation import Conversation
+    from core.runtime import Runtime
+
+
+class _Live(Collector):
+    """Figures read at scrape time: outbox depth and age, updates handled."""
+
+    def __init__(self, runtime: Runtime, conversation: Conversation) -> None:
+        self.runtime = runtime
+        self.conversation = conversation
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        depth = GaugeMetricFamily(
+            "duban_outbox_messages", "Outbox rows by platform and state", labels=["platform", "state"]
+        )
+        age = GaugeMetricFamily(
+            "duban_outbox_oldest_queued_seconds", "Age of the oldest queued row", labels=["platform"]
+        )
+        with self.runtime.sessions() as session:
+            figures = outbox_depth(session, self.runtime.clock.now())
+        for platform, states in figures.items():
+            for state, count in states.items():
+                if state != "oldest_age_seconds":
+                    depth.add_metric([platform, state], count)
+            age.add_metric([platform], states.get("oldest_age_seconds", 0.0))
+        yield depth
+        yield age
+        handled = CounterMetricFamily("duban_updates", "Incoming updates handled", labels=["platform", "result"])
+        for (platform, result), count in sorted(self.conversation.handled.items()):
+            handled.add_metric([platform, result], count)
+        yield handled
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime, conversation: Conversation) -> None:
+        self.registry = CollectorRegistry()
+        self.sends = Counter("duban_sends", "Outbox sends by outcome", ["platform", "outcome"], registry=self.registry)
+        self.send_seconds = Histogram(
+            "duban_send_seconds",
+            "Time for one platform call",
+            ["platform"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.tick_seconds = Histogram(
+            "duban_tick_seconds",
+            "Duration of a reminder tick",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.scheduler = Gauge("duban_scheduler", "1 when this process runs the scheduled jobs", registry=self.registry)
+        self.registry.register(_Live(runtime, conversation))
+
+    def record_send(self, row: OutgoingRow, outcome: str, seconds: float) -> None:
+        self.sends.labels(row.platform, outcome).inc()
+        self.send_seconds.labels(row.platform).observe(seconds)
