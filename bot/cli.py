@@ -32,6 +32,7 @@ from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
 from core.simulation import Timeline, load_answers, run_simulation
 from core.tasks import task_label
+from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
 from storage.queries import find_unit
@@ -597,7 +598,9 @@ def checkpoint_add(
                 count = session.scalar(
                     select(func.count()).select_from(Obligation).where(Obligation.checkpoint_id == added.id)
                 )
-        except (CheckpointError, ValueError) as exc:
+        except CheckpointError as exc:
+            fail(f"无法新增: {exc.explain(Messages(settings.service.language, settings.tz))}")
+        except ValueError as exc:  # a malformed --due offset or --ladder
             fail(f"无法新增: {exc}")
     click.echo(f"已新增 {key}「{title}」,截止 {due_at.astimezone(settings.tz):%Y-%m-%d %H:%M},需报送 {count} 项。")
 
@@ -630,6 +633,8 @@ def simulate(state: CliState, start: str, end: str, answers: Path | None, as_jso
             begin = parse_local_datetime(start, settings, default_hour=0)
             finish = parse_local_datetime(end, settings, default_hour=23, default_minute=59)
             answer_list = load_answers(answers, settings) if answers else []
+        except CheckpointError as exc:
+            fail(exc.explain(Messages(settings.service.language, settings.tz)))
         except ValueError as exc:
             fail(str(exc))
         timeline = run_simulation(runtime, begin, finish, answer_list)
@@ -681,7 +686,6 @@ def print_timeline(timeline: Timeline, settings: Settings) -> None:
 def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: str, output: Path | None) -> None:
     """Write the notification (通报) of a round, or the year view, as HTML, XLSX or Markdown."""
     from core.documents import export
-    from messages import Messages
 
     if bool(checkpoint_key) == whole_year:
         fail("请指定 --checkpoint ID 或 --year 之一")

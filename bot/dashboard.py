@@ -373,8 +373,8 @@ class Dashboard:
                 bool(form.get("document")),
                 self._actor(info),
             )
-        except (CheckpointError, ValueError) as exc:
-            return self._back("/office/checkpoints", f"无法新增:{exc}", "warn")
+        except CheckpointError as exc:
+            return self._back("/office/checkpoints", f"无法新增:{exc.explain(self.m)}", "warn")
         return self._back(f"/office/checkpoint/{key}", "已新增督查轮次,提醒将按升级规则自动发出。")
 
     def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str) -> str:

@@ -102,7 +102,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         http = httpx.AsyncClient(timeout=15.0, trust_env=False)
         if settings.wecom.enabled:
             wecom_client = build_wecom_client(settings, http)
-            transports.append(WeComTransport(wecom_client, settings))
+            transports.append(WeComTransport(wecom_client, settings, messages))
         if settings.wecom.robot_keys:
             transports.append(RobotTransport(http, settings))
     sandbox_hub = SandboxHub()
@@ -193,7 +193,7 @@ async def run_service(
     application = service.telegram
     if application is not None:
         await application.initialize()
-        await set_up_bot(application, settings)
+        await set_up_bot(application, settings, service.messages)
         await application.start()
         if application.updater is not None:
             await application.updater.start_polling(allowed_updates=["message", "edited_message", "callback_query"])

@@ -33,21 +33,14 @@ from core.config import Settings
 from core.conversation import COMMANDS, Conversation, Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
+from messages import Messages
 
 log = logging.getLogger("duban.telegram")
 PLATFORM = "telegram"
 
-# The command menu (setMyCommands); Telegram command names are ASCII only,
-# the Chinese aliases work as plain text.
-MENU: list[tuple[str, str]] = [
-    ("tasks", "本单位任务及报送状态"),
-    ("report", "报送进展"),
-    ("whoami", "查看绑定信息"),
-    ("help", "用法"),
-    ("cancel", "取消正在进行的报送"),
-    ("overdue", "逾期未报送(督查室)"),
-    ("digest", "督办日报(督查室)"),
-]
+# The command menu (setMyCommands), described by the "menu" labels of the messages;
+# Telegram command names are ASCII only, the Chinese aliases work as plain text.
+MENU = ("tasks", "report", "whoami", "help", "cancel", "overdue", "digest")
 
 
 def build_application(settings: Settings, *, webhook: bool | None = None) -> Application:  # type: ignore[type-arg]
@@ -209,9 +202,9 @@ def verify_webhook_secret(settings: Settings, header: str | None) -> bool:
     return hmac.compare_digest((header or "").encode(), secret.get_secret_value().encode())
 
 
-async def set_up_bot(application: Application, settings: Settings) -> None:  # type: ignore[type-arg]
+async def set_up_bot(application: Application, settings: Settings, messages: Messages) -> None:  # type: ignore[type-arg]
     """The command menu, and the webhook (or its removal, for polling)."""
-    await application.bot.set_my_commands([BotCommand(name, text) for name, text in MENU])
+    await application.bot.set_my_commands([BotCommand(name, messages.label("menu", name)) for name in MENU])
     telegram = settings.telegram
     if telegram.mode == "webhook":
         secret = telegram.webhook_secret.get_secret_value() if telegram.webhook_secret else None

@@ -21,12 +21,22 @@ from sqlalchemy.orm import Session
 from core.config import CheckpointSettings, Ladder, Settings
 from core.ladder import ladder_to_json
 from core.tasks import parse_task_ref
+from messages import Messages
 from storage.models import Assignment as AssignmentRow
 from storage.models import AuditLog, Checkpoint, Obligation, Plan, Task
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be created as asked; the message says why."""
+    """A checkpoint that cannot be created as asked; ``code`` names the reason for the message templates."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+    def explain(self, messages: Messages) -> str:
+        """The reason in the office's language."""
+        return messages.label("round_error", self.code).replace("{detail}", self.detail)
 
 
 @dataclass(frozen=True)
@@ -162,10 +172,10 @@ def parse_task_scope(text: str) -> str | list[str]:
             continue
         ref = parse_task_ref(part)
         if ref is None:
-            raise CheckpointError(f"无法识别的任务编号: {part}")
+            raise CheckpointError("bad_task", part)
         keys.append(f"{ref[0].value}-{ref[1]}")
     if not keys:
-        raise CheckpointError("没有指定任务")
+        raise CheckpointError("no_tasks")
     return keys
 
 
@@ -185,19 +195,19 @@ def add_adhoc_checkpoint(
 ) -> Checkpoint:
     """An ad-hoc round (专项督查) added by the office at run time."""
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", key):
-        raise CheckpointError("编号只能用小写字母、数字、- 和 _,最长40个字符")
+        raise CheckpointError("bad_key", key)
     if session.scalar(select(Checkpoint.id).where(Checkpoint.plan_id == plan.id, Checkpoint.key == key)):
-        raise CheckpointError(f"编号 {key} 已被使用")
+        raise CheckpointError("key_used", key)
     if due_at <= now:
-        raise CheckpointError("截止时间必须晚于现在")
+        raise CheckpointError("due_past")
     if not title.strip():
-        raise CheckpointError("请给这一轮督查一个标题")
+        raise CheckpointError("no_title")
     spec = CheckpointSpec(key, title.strip(), due_at, owed_by, tasks, satisfied_by, ladder)
     savepoint = session.begin_nested()  # an empty round is refused without a trace
     checkpoint = upsert_checkpoint(session, plan, spec, source="adhoc", now=now)
     if not session.scalar(select(Obligation.id).where(Obligation.checkpoint_id == checkpoint.id).limit(1)):
         savepoint.rollback()
-        raise CheckpointError("所选任务没有任何单位需要报送")
+        raise CheckpointError("empty")
     savepoint.commit()
     session.add(
         AuditLog(

@@ -480,8 +480,8 @@ class Conversation:
             unit=unit.name,
             now=now,
             groups=[
-                {"title": "牵头任务" if self.m.language == "zh" else "Lead tasks", "tasks": groups["lead"]},
-                {"title": "责任任务" if self.m.language == "zh" else "Shared tasks", "tasks": groups["responsible"]},
+                {"title": self.m.label("group", "lead"), "tasks": groups["lead"]},
+                {"title": self.m.label("group", "responsible"), "tasks": groups["responsible"]},
             ],
             total=len(assignments),
             owed=owed,
@@ -893,7 +893,7 @@ class Conversation:
         self._stage_files(turn, data)
         if task is None:
             data["task_ids"] = [t.id for t in sorted(tasks, key=lambda t: (t.annex != "county", t.number))]
-            prompt = self.m.render("error", code="checkpoint", detail="这条提醒包含多项任务,请选择您报送的是哪一项:")
+            prompt = self.m.render("pick_which")
             self._show_task_menu(turn, data=data, page=1, prompt=prompt)
             return True
         data["task_id"] = task.id
@@ -934,10 +934,10 @@ class Conversation:
         return f"{turn.incoming.platform}:{turn.incoming.user_id}"
 
     def _cmd_accept(self, turn: _Turn, args: str) -> None:
-        self._review(turn, args, "accepted", "/accept 任务编号 单位名称")
+        self._review(turn, args, "accepted", self.m.label("usage", "accept"))
 
     def _cmd_return(self, turn: _Turn, args: str) -> None:
-        self._review(turn, args, "returned", "/return 任务编号 单位名称 退回原因")
+        self._review(turn, args, "returned", self.m.label("usage", "return"))
 
     def _review(self, turn: _Turn, args: str, decision: str, usage: str) -> None:
         assert turn.identity is not None and turn.plan is not None
@@ -995,7 +995,7 @@ class Conversation:
                     "key": checkpoint.key,
                     "title": checkpoint.title,
                     "due": checkpoint.due_at,
-                    "satisfied": "报送文件" if checkpoint.satisfied_by == "document" else "报送进展",
+                    "satisfied": self.m.label("satisfied", checkpoint.satisfied_by),
                     "answered": counts.get("answered", 0) + counts.get("accepted", 0),
                     "total": sum(counts.values()),
                 }
@@ -1003,7 +1003,7 @@ class Conversation:
         self._reply(turn, self.m.render("checkpoints", checkpoints=rows))
 
     def _cmd_round(self, turn: _Turn, args: str) -> None:
-        usage = "/round 编号 截止日期(如 2024-07-10 或 2024-07-10T17:30) 任务(all、county、city 或 41,43,市12) 标题"
+        usage = self.m.label("usage", "round")
         assert turn.plan is not None and turn.identity is not None
         parts = args.split(maxsplit=3)
         if len(parts) < 4:
@@ -1023,8 +1023,8 @@ class Conversation:
                 tasks=scope,
                 actor=f"{turn.incoming.platform}:{turn.incoming.user_id}",
             )
-        except (CheckpointError, ValueError) as exc:
-            self._error(turn, "checkpoint", str(exc))
+        except CheckpointError as exc:
+            self._error(turn, "checkpoint", exc.explain(self.m))
             return
         obligations = turn.session.execute(
             select(func.count(), func.count(func.distinct(Obligation.unit_id))).where(
@@ -1066,14 +1066,14 @@ def parse_local_datetime(text: str, settings: Settings, *, default_hour: int = 1
     cleaned = text.strip().replace("/", "-")
     match = re.fullmatch(r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2}):(\d{2}))?", cleaned)
     if not match:
-        raise ValueError(f"无法识别的日期“{text}”,请写成 2024-07-10 或 2024-07-10T17:30")
+        raise CheckpointError("bad_date", text)
     year, month, day = (int(g) for g in match.groups()[:3])
     hour = int(match.group(4)) if match.group(4) else default_hour
     minute = int(match.group(5)) if match.group(5) else (0 if match.group(4) else default_minute)
     try:
         return datetime(year, month, day, hour, minute, tzinfo=settings.tz)
     except ValueError as exc:
-        raise ValueError(f"无效的日期“{text}”") from exc
+        raise CheckpointError("bad_date", text) from exc
 
 
 def identities_for_person(session: Session, person_id: int) -> list[Identity]:

@@ -53,10 +53,9 @@ def grouped_items(owed: list[Obligation], now: datetime, messages: Messages) -> 
                 "state": obligation.state,
             }
         )
-    zh = messages.language == "zh"
     return [
-        {"title": "牵头任务" if zh else "Lead tasks", "entries": groups["lead"]},
-        {"title": "责任任务" if zh else "Shared tasks", "entries": groups["responsible"]},
+        {"title": messages.label("group", "lead"), "entries": groups["lead"]},
+        {"title": messages.label("group", "responsible"), "entries": groups["responsible"]},
     ]
 
 

@@ -49,23 +49,26 @@ class OfficeRequests:
     ) -> list[int] | str:
         from core.documents import export
 
-        if not args:
-            keys = session.scalars(
+        keys = list(
+            session.scalars(
                 select(Checkpoint.key)
                 .where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None))
                 .order_by(Checkpoint.due_at)
-            ).all()
-            return f"用法:/export 轮次编号 [xlsx|html|md],或 /export year。可选轮次:{'、'.join(keys)}"
-        key = args[0]
+            )
+        )
+        key = args[0] if args else ""
         fmt = args[1].lower() if len(args) > 1 else "xlsx"
-        if fmt not in EXPORT_FORMATS:
-            return f"格式只能是 {'、'.join(EXPORT_FORMATS)}"
+        if key not in [*keys, "year"] or fmt not in EXPORT_FORMATS:
+            return self.m.render(
+                "export_usage",
+                usage=self.m.label("usage", "export"),
+                keys=keys,
+                bad_format=fmt not in EXPORT_FORMATS,
+                formats=EXPORT_FORMATS,
+            )
         folder = self.settings.path(self.settings.service.data_dir) / "exports"
         folder.mkdir(parents=True, exist_ok=True)
-        try:
-            path = export(session, self.settings, self.m, plan, None if key == "year" else key, fmt, now, folder)
-        except ValueError as exc:
-            return str(exc)
+        path = export(session, self.settings, self.m, plan, None if key == "year" else key, fmt, now, folder)
         queued = enqueue(
             session,
             platform=incoming.platform,

@@ -70,7 +70,7 @@ def urge(
     """催办: an immediate, recorded reminder to a unit's liaisons (or every unit owing a task)."""
     target = target.strip()
     if not target:
-        raise OfficeRefusal("usage", "/urge 单位名称 或 /urge 任务编号")
+        raise OfficeRefusal("usage", messages.label("usage", "urge"))
     ref = parse_task_ref(target)
     task = find_task(session, plan.id, ref[0].value, ref[1]) if ref else None
     if task is not None:
@@ -128,13 +128,11 @@ def decide(
     if unit is None:
         raise OfficeRefusal("unknown_unit", unit_name)
     if decision == "returned" and not reason.strip():
-        raise OfficeRefusal("usage", "/return 任务编号 单位名称 退回原因")
+        raise OfficeRefusal("usage", messages.label("usage", "return"))
     obligation = latest_reviewable(session, task.id, unit.id, decision)
     if obligation is None:
         label = task_label(task.annex, task.number, messages.language)
-        raise OfficeRefusal(
-            "nothing_to_review", f"{label} {unit.name}", limit="通过" if decision == "accepted" else "退回"
-        )
+        raise OfficeRefusal("nothing_to_review", f"{label} {unit.name}", limit=messages.label("review_verb", decision))
     review(session, obligation, decision=decision, reason=reason.strip(), person_id=person_id, now=now, actor=actor)
     identities = [identity for _, identity in identities_of_unit(session, [unit.id], REPORTER_ROLES)]
     notice = messages.render(

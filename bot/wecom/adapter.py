@@ -41,6 +41,7 @@ from core.config import Settings
 from core.conversation import Conversation, Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
+from messages import Messages
 
 log = logging.getLogger("duban.wecom")
 PLATFORM = "wecom"
@@ -231,15 +232,11 @@ def _card(text: str, buttons: list[dict[str, str]], task_id: str) -> dict[str, A
     }
 
 
-def _text_menu(text: str, buttons: list[dict[str, str]]) -> str:
+def _text_menu(messages: Messages, text: str, buttons: list[dict[str, str]]) -> str:
     """More buttons than a card holds: list them; the core understands the typed answers."""
-    lines = [text, ""]
-    lines += [f"· {b['text']}" for b in buttons if not b["data"].endswith(("|x|",)) and "|p|" not in b["data"]]
-    if any("|p|" in b["data"] for b in buttons):
-        lines.append("回复任务编号(如 21、市3)选择;回复“下一页”或“上一页”翻页;发送“取消”放弃。")
-    else:
-        lines.append("回复对应文字选择;发送“取消”放弃。")
-    return "\n".join(lines)
+    options = [b["text"] for b in buttons if not b["data"].endswith("|x|") and "|p|" not in b["data"]]
+    paged = any("|p|" in b["data"] for b in buttons)
+    return messages.render("typed_menu", text=text, options=options, paged=paged)
 
 
 class WeComTransport:
@@ -247,8 +244,9 @@ class WeComTransport:
 
     platform = PLATFORM
 
-    def __init__(self, client: WeComClient, settings: Settings) -> None:
+    def __init__(self, client: WeComClient, settings: Settings, messages: Messages) -> None:
         self.client = client
+        self.messages = messages
         wecom = settings.wecom
         self.limits = SendLimits(
             per_second=20.0,
@@ -300,7 +298,7 @@ class WeComTransport:
             )
             return first or sent
         if buttons:
-            text = _text_menu(text, buttons)
+            text = _text_menu(self.messages, text, buttons)
         if payload.get("format") == "markdown":
             return await self._check(row, await self.client.send_markdown(row.chat_id, text))
         return await self._check(row, await self.client.send_text(row.chat_id, text))
