@@ -330,6 +330,9 @@ class ReportSettings(Section):
     # A unit is named in the 通报 when its on-time rate is below this, or it has missing items.
     name_below: float = Field(default=0.6, ge=0, le=1)
     name_if_missing: bool = True
+    # After each round's deadline the office is sent its 通报 (XLSX) on the morning this long after it.
+    send_after: Duration = timedelta(days=1)
+    send_automatically: bool = True
 
 
 class Settings(Section):

@@ -9,6 +9,7 @@ inside a unit's block unless that one block is itself too long.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,11 +20,12 @@ from sqlalchemy.orm import Session
 from core.config import PersonRole, Settings
 from core.notices import days_late, task_view
 from core.outbox import TEXT_LIMITS, About, Message, enqueue, split_text
-from core.workdays import WorkCalendar
+from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
 from storage.models import Binding, Checkpoint, DigestRun, Identity, Obligation, Plan, RungRun, Task, Unit
 from storage.queries import OPEN_STATES, identities_with_role
 
+log = logging.getLogger("duban.digest")
 RUNG_ORDER = [PersonRole.LIAISON.value, PersonRole.HEAD.value, PersonRole.OFFICE.value, PersonRole.LEADER.value]
 
 
@@ -222,7 +224,11 @@ class Digest:
     def send_scheduled(self, session: Session, plan: Plan, now: datetime) -> list[int]:
         """The working-morning digest; nothing on a non-working day; once per day whatever restarts."""
         local_day = now.astimezone(self.settings.tz).date()
-        if not self.calendar.is_workday(local_day):
+        try:
+            if not self.calendar.is_workday(local_day):
+                return []
+        except CalendarNotCovered as exc:
+            log.error("no digest today: %s", exc)
             return []
         view = self.build(session, plan, now)
         ids = self.queue(

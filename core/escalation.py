@@ -13,6 +13,7 @@ Rungs older than ``catch_up_within`` are skipped without sending.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,10 +28,12 @@ from core.ladder import RungTime, ladder_from_json, rung_schedule
 from core.notices import days_late, queue_unit_notice
 from core.outbox import About, Message, enqueue_to_identities
 from core.tasks import task_label
-from core.workdays import WorkCalendar
+from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
 from storage.models import Binding, Checkpoint, Identity, Obligation, RungRun, Task, Unit
 from storage.queries import OPEN_STATES, identities_of_unit, identities_with_role
+
+log = logging.getLogger("duban.escalation")
 
 
 @dataclass
@@ -68,6 +71,7 @@ class TickReport:
     now: datetime
     notices: list[Notice] = field(default_factory=list)
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (checkpoint, rung, role)
+    notifications: list[int] = field(default_factory=list)  # outbox ids of 通报 files sent after a deadline
 
     @property
     def queued(self) -> int:
@@ -105,12 +109,12 @@ class Escalation:
 
     def next_fire_after(self, session: Session, moment: datetime) -> datetime | None:
         """The earliest rung time after ``moment`` over all live checkpoints (for simulations)."""
-        times = [
-            rung.fires_at
-            for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None)))
-            for rung in self.schedule(checkpoint)
-            if rung.fires_at > moment
-        ]
+        times = []
+        for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None))):
+            try:
+                times += [rung.fires_at for rung in self.schedule(checkpoint) if rung.fires_at > moment]
+            except CalendarNotCovered:
+                continue  # reported by the tick
         return min(times, default=None)
 
     def tick(self, session: Session, now: datetime, *, deliver: bool = True) -> TickReport:
@@ -124,7 +128,13 @@ class Escalation:
         )
         due: list[tuple[Checkpoint, list[RungTime]]] = []
         for checkpoint in checkpoints:
-            fired = [rung for rung in self.schedule(checkpoint) if rung.fires_at <= now]
+            try:
+                schedule = self.schedule(checkpoint)
+            except CalendarNotCovered as exc:
+                # One round in an uncovered year must not stop every other round's reminders.
+                log.error("no reminders for this round: %s", exc, extra={"checkpoint": checkpoint.key})
+                continue
+            fired = [rung for rung in schedule if rung.fires_at <= now]
             if fired:
                 due.append((checkpoint, fired))
         if not due:

@@ -10,29 +10,40 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from core.digest import Digest
 from core.escalation import Escalation, TickReport
+from core.quarter_end import send_notifications
 from core.runtime import Runtime
 from storage.models import Plan
 
 
+def newest_plans(session: Session) -> list[Plan]:
+    """Each jurisdiction's newest plan: the ones the service is running."""
+    newest = select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
+    return list(
+        session.scalars(
+            select(Plan).join(newest, (Plan.jurisdiction_id == newest.c.jurisdiction_id) & (Plan.year == newest.c.year))
+        )
+    )
+
+
 def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickReport:
-    """Queue every reminder and escalation due by ``now`` (idempotent)."""
+    """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
     with runtime.transaction() as session:
-        return escalation.tick(session, now)
+        report = escalation.tick(session, now)
+        for plan in newest_plans(session):
+            report.notifications += send_notifications(
+                session, escalation.settings, escalation.m, escalation.calendar, plan, now
+            )
+        return report
 
 
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:
     """The working-morning overdue digest, for every jurisdiction's newest plan (nothing on days off)."""
     with runtime.transaction() as session:
-        newest = (
-            select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
-        )
-        plans = session.scalars(
-            select(Plan).join(newest, (Plan.jurisdiction_id == newest.c.jurisdiction_id) & (Plan.year == newest.c.year))
-        ).all()
         queued: list[int] = []
-        for plan in plans:
+        for plan in newest_plans(session):
             queued += digest.send_scheduled(session, plan, now)
         return queued
