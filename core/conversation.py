@@ -323,7 +323,7 @@ class Conversation:
                     code,
                     detail,
                     limit=self.settings.uploads.max_bytes // (1024 * 1024),
-                    allowed="、".join(self.settings.uploads.allowed_types),
+                    allowed=self.m.label("sep", "list").join(self.settings.uploads.allowed_types),
                 )
                 return
         if incoming.callback:
@@ -398,7 +398,7 @@ class Conversation:
                 unit=binding.unit.name,
                 role_label=self.m.label("role", binding.role),
                 replaced=[
-                    f"{b.unit.name}{self.m.label('role', b.role)}"
+                    f"{b.unit.name}{self.m.label('sep', 'unit_role')}{self.m.label('role', b.role)}"
                     for b in result.replaced or []
                     if b.unit_id != binding.unit_id
                 ],
@@ -430,7 +430,13 @@ class Conversation:
         revoked = unbind(turn.session, turn.identity, now=turn.now)
         self._clear_state(turn)
         self._reply(
-            turn, self.m.render("unbound", units=[f"{b.unit.name}{self.m.label('role', b.role)}" for b in revoked])
+            turn,
+            self.m.render(
+                "unbound",
+                units=[
+                    f"{b.unit.name}{self.m.label('sep', 'unit_role')}{self.m.label('role', b.role)}" for b in revoked
+                ],
+            ),
         )
 
     # --- liaison: tasks ------------------------------------------------------------------
@@ -546,7 +552,7 @@ class Conversation:
             self._error(turn, "unknown_task", ref_text)
             return None
         if self._unit_for_task(turn, task) is None:
-            units = "、".join(u.name for u in turn.reporter_units)
+            units = self.m.label("sep", "list").join(u.name for u in turn.reporter_units)
             self._error(turn, "not_your_task", task_label(task.annex, task.number, self.m.language), units=units)
             return None
         return task
@@ -590,7 +596,7 @@ class Conversation:
                 turn,
                 self.m.render(
                     "tasks",
-                    unit="、".join(u.name for u in turn.reporter_units),
+                    unit=self.m.label("sep", "list").join(u.name for u in turn.reporter_units),
                     now=turn.now,
                     groups=[],
                     total=0,

@@ -219,7 +219,9 @@ def test_a_whole_year_for_a_unit_that_never_answers(
     assert all(not row.late for row in mine)
 
 
-def test_the_notification_goes_to_the_office_the_morning_after_the_deadline(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_the_notification_goes_to_the_office_the_morning_after_the_deadline(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     clock.set(local(2024, 3, 1, 8, 59))
     remind(runtime, escalation, clock.now())
     assert outbox(runtime, OFFICE, kind="notification") == []
@@ -233,13 +235,24 @@ def test_the_notification_goes_to_the_office_the_morning_after_the_deadline(runt
     assert len(outbox(runtime, OFFICE, kind="notification")) == 1, "once, whatever the ticks"
 
 
-def test_a_round_in_a_year_the_calendar_does_not_know_stops_no_other(runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation) -> None:
+def test_a_round_in_a_year_the_calendar_does_not_know_stops_no_other(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
     from core.checkpoints import add_adhoc_checkpoint
     from core.runtime import current_plan
 
     with runtime.transaction() as session:
         plan = current_plan(session, runtime.settings)
         assert plan is not None
-        add_adhoc_checkpoint(session, plan, key="far", title="远期督查", due_at=local(2031, 3, 3, 18), now=clock.now(), tasks=["county-1"], actor="test")
+        add_adhoc_checkpoint(
+            session,
+            plan,
+            key="far",
+            title="远期督查",
+            due_at=local(2031, 3, 3, 18),
+            now=clock.now(),
+            tasks=["county-1"],
+            actor="test",
+        )
     rows = to(tick_at(runtime, escalation, clock, local(2024, 2, 22, 9)), LIAISON)
     assert [row.rung for row in rows] == ["-7d"]

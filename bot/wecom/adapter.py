@@ -292,7 +292,7 @@ class WeComTransport:
             first = None
             if len(text) > 120:  # a card shows little text: send the text, then the card
                 first = await self._check(row, await self.client.send_text(row.chat_id, text))
-                text = "请选择:" if "\n" not in text else text.partition("\n")[0]
+                text = self.messages.label("button", "choose") if "\n" not in text else text.partition("\n")[0]
             sent = await self._check(
                 row, await self.client.send_template_card(row.chat_id, _card(text, buttons, f"duban-{row.id}"))
             )
