@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from core.binding import issue_code
+from core.binding import invite as invite_unit
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.config import ConfigError, Ladder, PersonRole, Rung, Settings, load_settings
 from core.conversation import parse_local_datetime
@@ -35,7 +35,7 @@ from core.tasks import task_label
 from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
-from storage.queries import find_unit
+from storage.queries import checkpoint_state_counts, find_unit
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
 ROLE_NAMES = {"liaison": "联络员", "head": "单位负责人", "office": "督查室", "leader": "分管领导"}
@@ -460,16 +460,10 @@ def invite(state: CliState, unit_name: str, role: str, as_json: bool) -> None:
     """Issue a one-time binding code for UNIT and print how to use it."""
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
-        unit = find_unit(session, plan.jurisdiction_id, unit_name)
-        if unit is None:
+        issued = invite_unit(session, settings, unit_name, role, now=runtime.clock.now(), created_by="cli")
+        if issued is None:
             fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
-        issued = issue_code(
-            session, unit, PersonRole(role), now=runtime.clock.now(), ttl=settings.binding.code_ttl, created_by="cli"
-        )
-        unit_name = unit.name
+        unit_name = issued.unit.name
     link = (
         f"https://t.me/{settings.telegram.bot_username}?start={issued.code}" if settings.telegram.bot_username else None
     )
@@ -516,13 +510,7 @@ def checkpoint_list(state: CliState, as_json: bool) -> None:
             fail("还没有导入方案: duban import PATH")
         rows = []
         for item in live_checkpoints(session, plan.id):
-            counts = dict(
-                session.execute(
-                    select(Obligation.state, func.count())
-                    .where(Obligation.checkpoint_id == item.id, Obligation.active.is_(True))
-                    .group_by(Obligation.state)
-                ).all()
-            )
+            counts = checkpoint_state_counts(session, item.id)
             rows.append(
                 {
                     "id": item.key,

@@ -18,15 +18,15 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
-from core.binding import issue_code
+from core.binding import invite
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
 from core.runtime import current_plan
 from jobs.sender import outbox_depth
-from storage.models import AuditLog, Identity, Obligation, OutboxMessage
-from storage.queries import find_unit
+from storage.models import AuditLog, Identity, OutboxMessage
+from storage.queries import checkpoint_state_counts
 
 if TYPE_CHECKING:
     from bot.service import Service
@@ -89,13 +89,7 @@ class Dashboard:
                 return {"plan": None, "now": now}
             checkpoints = []
             for checkpoint in live_checkpoints(session, plan.id):
-                counts = dict(
-                    session.execute(
-                        select(Obligation.state, func.count())
-                        .where(Obligation.checkpoint_id == checkpoint.id, Obligation.active.is_(True))
-                        .group_by(Obligation.state)
-                    ).all()
-                )
+                counts = checkpoint_state_counts(session, checkpoint.id)
                 total = sum(counts.values())
                 answered = counts.get("answered", 0) + counts.get("accepted", 0)
                 checkpoints.append(
@@ -412,19 +406,8 @@ class Dashboard:
         )
 
     def _invite(self, unit_name: str, role: str, actor: str) -> tuple[str, str, str] | None:
-        if role not in {r.value for r in PersonRole}:
-            return None
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
-            unit = find_unit(session, plan.jurisdiction_id, unit_name) if plan else None
-            if unit is None:
-                return None
-            issued = issue_code(
-                session,
-                unit,
-                PersonRole(role),
-                now=self.service.runtime.clock.now(),
-                ttl=self.settings.binding.code_ttl,
-                created_by=actor,
+            issued = invite(
+                session, self.settings, unit_name, role, now=self.service.runtime.clock.now(), created_by=actor
             )
-            return issued.code, unit.name, self.m.local(issued.expires_at)
+            return (issued.code, issued.unit.name, self.m.local(issued.expires_at)) if issued else None

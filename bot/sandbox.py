@@ -31,7 +31,7 @@ from starlette.responses import (
     StreamingResponse,
 )
 
-from core.binding import issue_code
+from core.binding import invite
 from core.config import PersonRole
 from core.conversation import Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
@@ -198,23 +198,11 @@ class SandboxRoutes:
         return response
 
     def _quick_code(self, unit_name: str, role: str) -> str | None:
-        from storage.queries import find_unit
-
-        if role not in {r.value for r in PersonRole}:
-            return None
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
-            unit = find_unit(session, plan.jurisdiction_id, unit_name) if plan else None
-            if unit is None:
-                return None
-            return issue_code(
-                session,
-                unit,
-                PersonRole(role),
-                now=self.service.runtime.clock.now(),
-                ttl=self.settings.binding.code_ttl,
-                created_by="sandbox",
-            ).code
+            issued = invite(
+                session, self.settings, unit_name, role, now=self.service.runtime.clock.now(), created_by="sandbox"
+            )
+            return issued.code if issued else None
 
     async def leave(self, request: Request) -> Response:
         form = await request.form()

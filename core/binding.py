@@ -18,7 +18,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.config import PersonRole
+from core.config import PersonRole, Settings
 from storage.models import AuditLog, Binding, BindingCode, Identity, Person, Unit
 from storage.queries import active_bindings, find_identity
 
@@ -158,3 +158,19 @@ def unbind(session: Session, identity: Identity, *, now: datetime) -> list[Bindi
             )
         )
     return revoked
+
+
+def invite(
+    session: Session, settings: Settings, unit_name: str, role: str, *, now: datetime, created_by: str
+) -> IssuedCode | None:
+    """A code for a unit named as people write it (name or alias) in the configured jurisdiction; None if unknown."""
+    from core.runtime import current_plan
+    from storage.queries import find_unit
+
+    if role not in {r.value for r in PersonRole}:
+        return None
+    plan = current_plan(session, settings)
+    unit = find_unit(session, plan.jurisdiction_id, unit_name) if plan else None
+    if unit is None:
+        return None
+    return issue_code(session, unit, PersonRole(role), now=now, ttl=settings.binding.code_ttl, created_by=created_by)

@@ -61,6 +61,7 @@ from storage.models import (
 from storage.queries import (
     OPEN_STATES,
     active_bindings,
+    checkpoint_state_counts,
     find_identity,
     find_task,
     identities_with_role,
@@ -989,13 +990,7 @@ class Conversation:
         assert turn.plan is not None
         rows = []
         for checkpoint in live_checkpoints(turn.session, turn.plan.id):
-            counts = dict(
-                turn.session.execute(
-                    select(Obligation.state, func.count())
-                    .where(Obligation.checkpoint_id == checkpoint.id, Obligation.active.is_(True))
-                    .group_by(Obligation.state)
-                ).all()
-            )
+            counts = checkpoint_state_counts(turn.session, checkpoint.id)
             rows.append(
                 {
                     "key": checkpoint.key,

@@ -22,8 +22,8 @@ from core.notices import days_late, task_view
 from core.outbox import TEXT_LIMITS, About, Message, enqueue, split_text
 from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
-from storage.models import Binding, Checkpoint, DigestRun, Identity, Obligation, Plan, RungRun, Task, Unit
-from storage.queries import OPEN_STATES, identities_with_role
+from storage.models import Binding, DigestRun, Identity, Plan, RungRun
+from storage.queries import identities_with_role, overdue_rows
 
 log = logging.getLogger("duban.digest")
 RUNG_ORDER = [PersonRole.LIAISON.value, PersonRole.HEAD.value, PersonRole.OFFICE.value, PersonRole.LEADER.value]
@@ -66,21 +66,7 @@ class Digest:
         self.calendar = calendar
 
     def build(self, session: Session, plan: Plan, now: datetime) -> DigestView:
-        rows = session.execute(
-            select(Obligation, Task, Checkpoint, Unit)
-            .join(Task, Task.id == Obligation.task_id)
-            .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
-            .join(Unit, Unit.id == Obligation.unit_id)
-            .where(
-                Checkpoint.plan_id == plan.id,
-                Checkpoint.cancelled_at.is_(None),
-                Checkpoint.due_at < now,
-                Obligation.active.is_(True),
-                Obligation.state.in_(OPEN_STATES),
-                Task.active.is_(True),
-            )
-            .order_by(Unit.id, Checkpoint.due_at, Task.annex.desc(), Task.number)
-        ).all()
+        rows = overdue_rows(session, plan.id, now)
         checkpoint_ids = {checkpoint.id for _, _, checkpoint, _ in rows}
         reached: dict[int, str] = {}
         for checkpoint_id, role in session.execute(

@@ -21,8 +21,8 @@ from core.outbox import About, Message, enqueue_to_identities
 from core.reporting import latest_reviewable, review
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
-from storage.models import AuditLog, Binding, Checkpoint, Identity, Obligation, Plan, Task, Unit
-from storage.queries import OPEN_STATES, find_task, find_unit, identities_of_unit, unit_obligations
+from storage.models import AuditLog, Binding, Identity, Obligation, Plan, Task, Unit
+from storage.queries import OPEN_STATES, find_task, find_unit, identities_of_unit, overdue_rows, unit_obligations
 
 REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
 
@@ -152,21 +152,7 @@ def decide(
 
 def overdue_view(session: Session, messages: Messages, plan: Plan, now: datetime) -> dict[str, Any]:
     """Who owes what now, past due, grouped by unit (for /overdue and the dashboard)."""
-    rows = session.execute(
-        select(Obligation, Task, Checkpoint, Unit)
-        .join(Task, Task.id == Obligation.task_id)
-        .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
-        .join(Unit, Unit.id == Obligation.unit_id)
-        .where(
-            Checkpoint.plan_id == plan.id,
-            Checkpoint.cancelled_at.is_(None),
-            Checkpoint.due_at < now,
-            Obligation.active.is_(True),
-            Obligation.state.in_(OPEN_STATES),
-            Task.active.is_(True),
-        )
-        .order_by(Unit.id, Checkpoint.due_at, Task.annex.desc(), Task.number)
-    ).all()
+    rows = overdue_rows(session, plan.id, now)
     reachable = {
         unit_id
         for (unit_id,) in session.execute(

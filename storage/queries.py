@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
 from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Task, Unit, UnitAlias
@@ -111,3 +112,33 @@ def unit_obligations(
 
 def person(session: Session, person_id: int) -> Person | None:
     return session.get(Person, person_id)
+
+
+def overdue_rows(session: Session, plan_id: int, now: datetime) -> list[tuple[Obligation, Task, Checkpoint, Unit]]:
+    """Every open obligation of a plan past its deadline, by unit, deadline and task."""
+    rows = session.execute(
+        select(Obligation, Task, Checkpoint, Unit)
+        .join(Task, Task.id == Obligation.task_id)
+        .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+        .join(Unit, Unit.id == Obligation.unit_id)
+        .where(
+            Checkpoint.plan_id == plan_id,
+            Checkpoint.cancelled_at.is_(None),
+            Checkpoint.due_at < now,
+            Obligation.active.is_(True),
+            Obligation.state.in_(OPEN_STATES),
+            Task.active.is_(True),
+        )
+        .order_by(Unit.id, Checkpoint.due_at, Task.annex.desc(), Task.number)
+    )
+    return [(o, t, c, u) for o, t, c, u in rows]
+
+
+def checkpoint_state_counts(session: Session, checkpoint_id: int) -> dict[str, int]:
+    """How many of a checkpoint's active obligations are in each state."""
+    rows = session.execute(
+        select(Obligation.state, func.count())
+        .where(Obligation.checkpoint_id == checkpoint_id, Obligation.active.is_(True))
+        .group_by(Obligation.state)
+    )
+    return {state: count for state, count in rows}

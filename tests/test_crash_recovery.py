@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +14,8 @@ from core.config import load_settings
 from core.outbox import Message, enqueue
 from core.runtime import initialise, open_runtime
 from tests.fakes.telegram_api import FakeTelegram
+from tests.processes import ROOT, start_service, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 CHATS = list(range(7000, 7120))
 
 
@@ -34,21 +31,6 @@ def service_env(tmp_path: Path, fake: FakeTelegram) -> dict[str, str]:
         "DUBAN_WEB_PORT": "0",
         "PTB_TIMEDELTA": "true",
     }
-
-
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
-        )
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.mark.timeout(120)
@@ -72,7 +54,7 @@ def test_killed_mid_fan_out_loses_nothing_and_repeats_at_most_one(tmp_path: Path
         runtime.close()
         log = tmp_path / "service.log"
 
-        first = start(env, log)
+        first = start_service(env, log)
         try:
             wait_until(lambda: len(fake.sent) >= 30, 30, "the fan-out to start")
         finally:
@@ -81,7 +63,7 @@ def test_killed_mid_fan_out_loses_nothing_and_repeats_at_most_one(tmp_path: Path
         at_kill = len(fake.sent)
         assert at_kill < len(CHATS), "killed too late to test anything"
 
-        second = start(env, log)
+        second = start_service(env, log)
         try:
             wait_until(lambda: {m.chat_id for m in fake.sent} >= set(CHATS), 60, "every chat to get its reminder")
         finally:

@@ -23,8 +23,8 @@ from core.runtime import current_plan, open_runtime
 from storage.models import Assignment, OutboxMessage, RungRun, Task, Unit
 from tests.databases import PostgresTemplate
 from tests.fakes.telegram_api import FakeTelegram
+from tests.processes import ROOT, start_service, wait_until
 
-ROOT = Path(__file__).resolve().parent.parent
 PER_UNIT = 3
 
 
@@ -104,21 +104,6 @@ def bind_liaisons(database_url: str) -> tuple[list[int], datetime]:
     return chats, now + timedelta(seconds=10)
 
 
-def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as handle:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], env=env, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT
-        )
-
-
-def wait_until(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(150)
 def test_three_processes_share_the_fan_out_and_survive_one_killed(
     tmp_path: Path, postgres_template: PostgresTemplate
@@ -127,7 +112,7 @@ def test_three_processes_share_the_fan_out_and_survive_one_killed(
     chats, fires_at = bind_liaisons(database_url)
     log = tmp_path / "services.log"
     with FakeTelegram(global_per_second=30, per_chat_per_second=1) as fake:
-        processes = [start(service_env(database_url, tmp_path, fake, f"p{n}"), log) for n in range(3)]
+        processes = [start_service(service_env(database_url, tmp_path, fake, f"p{n}"), log) for n in range(3)]
         try:
             wait_until(lambda: len(fake.sent) >= 30, 60, f"the fan-out to start (rung at {fires_at:%H:%M:%S})")
             processes[0].send_signal(signal.SIGKILL)
@@ -168,7 +153,7 @@ def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
         "DUBAN_WEB_PORT": "0",
     }
     log = tmp_path / "first.log"
-    first = start(env, log)
+    first = start_service(env, log)
     try:
         wait_until(lambda: "已启动" in log.read_text(errors="replace"), 30, "the first process")
         second = subprocess.run(
@@ -190,7 +175,7 @@ def test_health_and_metrics_endpoints(tmp_path: Path) -> None:
         "DUBAN_WEB_PORT": "0",
     }
     log = tmp_path / "service.log"
-    process = start(env, log)
+    process = start_service(env, log)
     try:
         wait_until(lambda: "已启动" in log.read_text(errors="replace"), 30, "the service")
         url = next(word for word in log.read_text().split() if word.startswith("http://"))
