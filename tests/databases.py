@@ -55,11 +55,13 @@ def _admin_connection():  # type: ignore[no-untyped-def]
 
 
 def postgres_available() -> str | None:
-    """None when a server answers, else why not."""
+    """None when a server answers, else why not.  A missing driver is an error, not a reason to skip."""
+    import psycopg
+
     try:
         with _admin_connection() as connection:
             connection.execute("SELECT 1")
-    except Exception as exc:  # any failure means: no PostgreSQL here
+    except psycopg.OperationalError as exc:
         return f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc}"
     return None
 
