@@ -166,6 +166,10 @@ class _Turn:
     queued: list[int] = field(default_factory=list)
     toast: str | None = None
     files_used: bool = False
+    # answers already looked up in this turn (each would otherwise be a query again)
+    known_state: ConversationState | None = None
+    state_looked_up: bool = False
+    task_units: dict[int, Unit | None] = field(default_factory=dict)
 
     @property
     def reporter_units(self) -> list[Unit]:
@@ -497,14 +501,17 @@ class Conversation:
     # --- liaison: reporting ----------------------------------------------------------------
 
     def _state(self, turn: _Turn) -> ConversationState | None:
-        incoming = turn.incoming
-        return turn.session.scalar(
-            select(ConversationState).where(
-                ConversationState.platform == incoming.platform,
-                ConversationState.chat_id == incoming.chat_id,
-                ConversationState.user_id == incoming.user_id,
+        if not turn.state_looked_up:
+            incoming = turn.incoming
+            turn.known_state = turn.session.scalar(
+                select(ConversationState).where(
+                    ConversationState.platform == incoming.platform,
+                    ConversationState.chat_id == incoming.chat_id,
+                    ConversationState.user_id == incoming.user_id,
+                )
             )
-        )
+            turn.state_looked_up = True
+        return turn.known_state
 
     def _set_state(self, turn: _Turn, name: str, data: dict[str, Any]) -> ConversationState:
         assert name in REPORT_STATES, name
@@ -515,6 +522,7 @@ class Conversation:
                 platform=incoming.platform, chat_id=incoming.chat_id, user_id=incoming.user_id, version=0, data={}
             )
             turn.session.add(state)
+            turn.known_state = state
         state.state = name
         state.version = (state.version or 0) + 1
         state.data = dict(data)
@@ -530,6 +538,7 @@ class Conversation:
             Path(staged["staged_path"]).unlink(missing_ok=True)
         turn.session.delete(state)
         turn.session.flush()
+        turn.known_state = None
         return True
 
     def _cmd_cancel(self, turn: _Turn, _args: str) -> None:
@@ -539,11 +548,22 @@ class Conversation:
             self._reply(turn, self.m.render("nothing_to_cancel"))
 
     def _unit_for_task(self, turn: _Turn, task: Task) -> Unit | None:
-        unit_ids = {u.id: u for u in turn.reporter_units}
-        for assignment in task.assignments:
-            if assignment.active and assignment.unit_id in unit_ids:
-                return unit_ids[assignment.unit_id]
-        return None
+        """Which of the person's units is assigned this task (None: not theirs)."""
+        if task.id not in turn.task_units:
+            units = {u.id: u for u in turn.reporter_units}
+            unit_id = (
+                turn.session.scalar(
+                    select(Assignment.unit_id)
+                    .where(
+                        Assignment.task_id == task.id, Assignment.unit_id.in_(list(units)), Assignment.active.is_(True)
+                    )
+                    .limit(1)
+                )
+                if units
+                else None
+            )
+            turn.task_units[task.id] = units.get(unit_id) if unit_id is not None else None
+        return turn.task_units[task.id]
 
     def _resolve_task(self, turn: _Turn, ref_text: str) -> Task | None:
         """A task the person may report on, or None after replying why not."""
@@ -751,6 +771,7 @@ class Conversation:
         state = self._state(turn)
         if state is not None:
             turn.session.delete(state)
+            turn.known_state = None
         turn.files_used = True
         checkpoint = recorded.checkpoint
         self._reply(

@@ -97,7 +97,18 @@ class Recorded:
 
 
 def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
-    """The unit's live obligations for a task, earliest due first."""
+    """The unit's live obligations for a task, earliest due first.
+
+    Remembered for the rest of the session's unit of work: one report asks
+    several questions of the same list, and its objects change in place.
+    """
+    memo: dict[tuple[int, int], list[Obligation]] = session.info.setdefault("open_obligations", {})
+    if (task_id, unit_id) not in memo:
+        memo[(task_id, unit_id)] = _load_open_obligations(session, task_id, unit_id)
+    return memo[(task_id, unit_id)]
+
+
+def _load_open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
     return list(
         session.scalars(
             select(Obligation)
