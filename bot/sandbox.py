@@ -230,9 +230,11 @@ class SandboxRoutes:
     def _history(self, persona: str, after: int) -> list[dict[str, Any]]:
         with self.service.runtime.transaction() as session:
             rows = session.scalars(
-                select(SandboxMessage).where(SandboxMessage.chat_id == persona).order_by(SandboxMessage.id)
+                select(SandboxMessage)
+                .where(SandboxMessage.chat_id == persona, SandboxMessage.id > after)
+                .order_by(SandboxMessage.id)
             ).all()
-            return [_message_json(m) for m in rows if m.id > after or (after and m.edited_at is not None)]
+            return [_message_json(m) for m in rows]
 
     async def fragment(self, request: Request) -> Response:
         """One message as HTML, for the page to insert or replace when the event stream names it."""
@@ -259,13 +261,6 @@ class SandboxRoutes:
             if message is None or message.chat_id != persona:
                 return None
             return _message_json(message)
-
-    async def messages(self, request: Request) -> Response:
-        persona = _persona(request)
-        if persona is None:
-            return JSONResponse([], status_code=401)
-        after = int(request.query_params.get("after", "0") or 0)
-        return JSONResponse(await asyncio.to_thread(self._history, persona, after))
 
     async def events(self, request: Request) -> Response:
         persona = _persona(request)

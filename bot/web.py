@@ -67,7 +67,6 @@ def build_web_app(service: Service) -> Starlette:
             Route("/sandbox/send", chat.send, methods=["POST"]),
             Route("/sandbox/press", chat.press, methods=["POST"]),
             Route("/sandbox/events", chat.events, methods=["GET"]),
-            Route("/sandbox/messages", chat.messages, methods=["GET"]),
             Route("/sandbox/fragment/{message_id:int}", chat.fragment, methods=["GET"]),
             Route("/sandbox/fragments", chat.fragments, methods=["GET"]),
             Route("/sandbox/file/{outbox_id:int}", chat.download, methods=["GET"]),

@@ -120,6 +120,9 @@ def test_three_processes_share_the_fan_out_and_survive_one_killed(
             wait_until(lambda: {m.chat_id for m in fake.sent} >= set(chats), 60, "every liaison to be reminded")
             time.sleep(1.0)  # anything still to come would be a repeat
         finally:
+            if processes[0].poll() is None:  # the test failed before killing it
+                processes[0].kill()
+                processes[0].wait(10)
             for process in processes[1:]:
                 process.send_signal(signal.SIGTERM)
             exits = [process.wait(20) for process in processes[1:]]
