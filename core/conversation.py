@@ -242,11 +242,25 @@ class Conversation:
             self.handled[(incoming.platform, "handled")] += 1
             return Handled(queued=turn.queued, toast=turn.toast)
         except IntegrityError:
-            # Two deliveries of one update raced; the other one handled it.
             self._discard_files(incoming)
+            if not self._seen(incoming):
+                raise  # not a raced duplicate: a real fault, to be seen
+            # Two deliveries of one update raced; the other one handled it.
             return Handled(duplicate=True)
 
     # --- plumbing ----------------------------------------------------------------
+
+    def _seen(self, incoming: Incoming) -> bool:
+        with self.sessions() as session:
+            return (
+                session.scalar(
+                    select(InboundUpdate.id).where(
+                        InboundUpdate.platform == incoming.platform,
+                        InboundUpdate.update_key == incoming.update_key[:200],
+                    )
+                )
+                is not None
+            )
 
     @staticmethod
     def _first_delivery(session: Session, incoming: Incoming, now: datetime) -> bool:
