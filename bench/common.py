@@ -34,9 +34,9 @@ PG_BASE_URL = os.environ.get("BENCH_PG_URL", "postgresql://duban:duban@127.0.0.1
 PG_PREFIX = "duban_bench_"
 
 
-def local(*args: int) -> datetime:
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
     """An Asia/Shanghai moment, e.g. ``local(2024, 2, 22, 9)``."""
-    return datetime(*args, tzinfo=TZ)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, tzinfo=TZ)
 
 
 #: The bundled notice was issued on 2024-02-22; the moments every benchmark uses.
@@ -47,6 +47,8 @@ IDLE_BEFORE = local(2024, 2, 22, 8, 30)
 FIRING_AT = local(2024, 2, 22, 9, 0)
 #: The inbound benchmark's clock: after that rung was dealt with, before the next (-3d, 02-26).
 INBOUND_AT = local(2024, 2, 22, 10, 0)
+#: The first quarter's 通报 goes to every county's office the first working morning after 03-25 18:00.
+QUARTER_END_AT = local(2024, 3, 26, 9, 1)
 #: The quarterly notification is generated a week after the first quarter's deadline (03-25 18:00).
 REPORT_AT = local(2024, 4, 1, 9, 0)
 REPORT_CHECKPOINT = "2024-q1"
@@ -69,12 +71,13 @@ class Sizes:
     """The sizes of the message-driven benchmarks."""
 
     fanout: int
-    inbound: int
+    inbound: int  # reports per batch
+    inbound_batches: int
     idle_repeats: int
 
 
-FULL_SIZES = Sizes(fanout=3000, inbound=1000, idle_repeats=5)
-QUICK_SIZES = Sizes(fanout=300, inbound=100, idle_repeats=3)
+FULL_SIZES = Sizes(fanout=3000, inbound=1000, inbound_batches=3, idle_repeats=5)
+QUICK_SIZES = Sizes(fanout=300, inbound=100, inbound_batches=1, idle_repeats=3)
 
 
 # --- databases -----------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bench.common import IMPORTED_AT, REPORT_CHECKPOINT, stopwatch
@@ -284,7 +284,7 @@ def seed_answers(runtime: Runtime) -> dict[str, int]:
         report_ids: list[int] = []
         for start in range(0, len(reports), 5000):
             report_ids += session.scalars(
-                StatusReport.__table__.insert().returning(StatusReport.id, sort_by_parameter_order=True),
+                insert(StatusReport).returning(StatusReport.id, sort_by_parameter_order=True),
                 reports[start : start + 5000],
             ).all()
         updates = [
@@ -312,7 +312,7 @@ def seed_answers(runtime: Runtime) -> dict[str, int]:
             if state in ("accepted", "returned")
         ]
         if reviews:
-            session.execute(Review.__table__.insert(), reviews)
+            session.execute(insert(Review), reviews)
     return outcomes
 
 

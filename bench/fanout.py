@@ -1,15 +1,20 @@
 """Fan-out: N reminders to N distinct chats through the real OutboxSender + TelegramTransport.
 
+The sender and its transports are the ones :func:`bot.service.build_service`
+builds (so on PostgreSQL it paces through the database, as the service does).
 The rows are queued with :func:`core.outbox.enqueue` into a fresh database;
-:meth:`jobs.sender.OutboxSender.drain` delivers them through python-telegram-bot
-to :class:`tests.fakes.telegram_api.FakeTelegram`, which enforces Telegram's
+:meth:`jobs.sender.OutboxSender.run` (the service's delivery loop) sends them
+through python-telegram-bot to :class:`tests.fakes.telegram_api.FakeTelegram`,
+which enforces Telegram's
 flood limits (30 messages in any second overall, 1 per chat) and answers 429
-past them; it runs in its own process (:mod:`bench.fake_process`).  The achieved rate is measured on the fake's side: accepted sends
-between the first and the last accepted one.
+past them; it runs in its own process (:mod:`bench.fake_process`).  The
+achieved rate is measured on the fake's side: accepted sends between the
+first and the last accepted one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,10 +23,9 @@ from typing import Any
 from bench.common import DatabaseKind, bench_settings, create_database, stopwatch, telegram_env
 from bench.data import FIRST_COUNTY
 from bench.fake_process import start_fake
-from bot.telegram_adapter import TelegramTransport, build_application
+from bot.service import build_service
 from core.outbox import About, Button, Message, enqueue
-from core.runtime import open_runtime
-from jobs.sender import Delivered, OutboxSender, OutgoingRow, Transport
+from jobs.sender import Delivered, OutboxSender, OutgoingRow
 from storage.db import upgrade
 
 #: Telegram's overall limit, which the fake enforces and the rate is compared with.
@@ -36,40 +40,52 @@ _TEXT = (
 )
 
 
-class _TimedTransport:
-    """Delegates to the real transport and records how long each send took (seconds)."""
+class _Timings:
+    """How long the sender's steps took per message (filled by :func:`_instrument`)."""
 
-    def __init__(self, inner: Transport) -> None:
-        self.inner = inner
-        self.platform = inner.platform
-        self.limits = inner.limits
-        self.seconds: list[float] = []
+    def __init__(self) -> None:
+        self.claim: list[float] = []
+        self.reserve: list[float] = []
+        self.send: list[float] = []
+        self.mark: list[float] = []
 
-    async def send(self, row: OutgoingRow) -> Delivered:
+
+def _instrument(sender: OutboxSender, transport: Any) -> _Timings:
+    """Time the real sender's steps by wrapping them on these two instances (a measurement probe only).
+
+    The database steps run in worker threads; the send is a coroutine.  A step
+    the sender does not have (another version of it) is simply not timed.
+    """
+    timings = _Timings()
+
+    def timed(name: str, into: list[float]) -> None:
+        inner = getattr(sender, name, None)
+        if inner is None:
+            return
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with stopwatch() as elapsed:
+                result = inner(*args, **kwargs)
+            if result is not None or name != "_claim":
+                into.append(elapsed())
+            return result
+
+        setattr(sender, name, wrapper)
+
+    timed("_claim", timings.claim)
+    timed("_reserve_slot", timings.reserve)
+    timed("_mark_sent", timings.mark)
+    send = transport.send
+
+    async def timed_send(row: OutgoingRow) -> Delivered:
         with stopwatch() as elapsed:
             try:
-                return await self.inner.send(row)
+                return await send(row)
             finally:
-                self.seconds.append(elapsed())
+                timings.send.append(elapsed())
 
-
-class _TimedSender(OutboxSender):
-    """The real sender; its two database steps per message are timed (they run in worker threads)."""
-
-    claim_s: list[float]
-    mark_s: list[float]
-
-    def _claim(self, platform: str, blocked_chats: list[str]) -> OutgoingRow | None:
-        with stopwatch() as elapsed:
-            row = super()._claim(platform, blocked_chats)
-        if row is not None:
-            self.claim_s.append(elapsed())
-        return row
-
-    def _mark_sent(self, row: OutgoingRow, result: Delivered) -> None:
-        with stopwatch() as elapsed:
-            super()._mark_sent(row, result)
-        self.mark_s.append(elapsed())
+    transport.send = timed_send
+    return timings
 
 
 def _mean_ms(values: list[float]) -> float:
@@ -88,7 +104,9 @@ class FanoutFigures:
     sent: int
     failed: int
     configured_rate: float
+    shared: bool  # the sender paces through the database (the service does so on PostgreSQL)
     claim_ms: float  # mean time of the sender's claim transaction per message
+    reserve_ms: float  # mean time of the shared rate-slot transaction (PostgreSQL), 0 when not used
     send_ms: float  # mean time of one Bot API call through python-telegram-bot
     mark_ms: float  # mean time of the mark-sent transaction
 
@@ -101,14 +119,16 @@ async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process:
     database = create_database(kind, "fanout", workdir)
     fake = start_fake(fake_in_process, global_per_second=int(TELEGRAM_LIMIT), per_chat_per_second=1)
     application = None
-    runtime = None
+    service = None
     try:
         settings = bench_settings(
             database,
             FIRST_COUNTY,
             **telegram_env(fake.base_url, fake.base_file_url, fake.token, fake.bot_username),
         )
-        runtime = open_runtime(settings)
+        # The sender and transport exactly as `duban run` builds them (pacing, sharing, leases).
+        service = build_service(settings)
+        runtime = service.runtime
         upgrade(runtime.engine)
         now = datetime.now(UTC)
         with runtime.transaction() as session:
@@ -126,16 +146,25 @@ async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process:
                         buttons=[[Button(f"报送 县{task}", f"rt|{task}|1")]],
                     ),
                     now=now,
-                    about=About(checkpoint_id=None, unit_id=None, task_ids=(), rung="-7d"),
+                    about=About(rung="-7d"),
                 )
-        application = build_application(settings)
+        application = service.telegram
+        assert application is not None
         await application.initialize()
-        transport = _TimedTransport(TelegramTransport(application, settings))
-        sender = _TimedSender(runtime.sessions, [transport], worker="bench-fanout")
-        sender.claim_s, sender.mark_s = [], []
+        sender = service.sender
+        transport = next(t for t in service.transports if t.platform == "telegram")
+        timings = _instrument(sender, transport)
+        stop = asyncio.Event()
         with stopwatch() as elapsed:
-            await sender.drain(timeout=count / 10 + 120)
+            # The service's own delivery loop (``drain`` is not used: see bench/README.md).
+            delivery = asyncio.create_task(sender.run(stop))
+            while sender.stats.sent + sender.stats.failed < count:
+                if delivery.done() or elapsed() > count / 10 + 120:
+                    raise TimeoutError(f"{sender.stats.sent} of {count} sent")
+                await asyncio.sleep(0.05)
         seconds = elapsed()
+        stop.set()
+        await delivery
         times = sorted(fake.sent_times())
         rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
         return FanoutFigures(
@@ -149,14 +178,16 @@ async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process:
             sent=fake.sent_chats(),
             failed=sender.stats.failed,
             configured_rate=settings.telegram.messages_per_second or 0.0,
-            claim_ms=_mean_ms(sender.claim_s),
-            send_ms=_mean_ms(transport.seconds),
-            mark_ms=_mean_ms(sender.mark_s),
+            shared=bool(getattr(sender, "shared", False)),
+            claim_ms=_mean_ms(timings.claim),
+            reserve_ms=_mean_ms(timings.reserve),
+            send_ms=_mean_ms(timings.send),
+            mark_ms=_mean_ms(timings.mark),
         )
     finally:
         if application is not None:
             await application.shutdown()
-        if runtime is not None:
-            runtime.close()
+        if service is not None:
+            service.runtime.close()
         fake.stop()
         database.drop()

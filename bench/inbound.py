@@ -4,20 +4,22 @@ The service is built with :func:`bot.service.build_service` and run with
 :func:`bot.service.run_service` against :class:`tests.fakes.telegram_api.FakeTelegram`
 (flood limits on).  N liaisons of the service's jurisdiction are bound first
 (real code path); then N updates ``/report 县N 按计划推进 …`` are queued in the
-fake in one go, and the clock runs from the first push until
-N new ``status_report`` rows are in the database.  The replies the reports
+fake in one go, and the clock runs from that push until N new
+``status_report`` rows are in the database.  This is done for a few batches
+of N (each from other liaisons) and the median rate is the figure.  The replies the reports
 queue are delivered by the sender meanwhile, paced at 29/s, and are not waited for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from bench.common import INBOUND_AT, Database, bench_settings, stopwatch, telegram_env
+from bench.common import INBOUND_AT, Database, bench_settings, median, stopwatch, telegram_env
 from bench.data import bind_reporters, settle_outbox
 from bench.fake_process import start_fake
 from bot.service import build_service, run_service
@@ -31,10 +33,13 @@ from storage.models import InboundUpdate, StatusReport
 
 @dataclass
 class InboundFigures:
-    reports: int
-    seconds: float
-    rate: float  # status reports recorded per second
-    replies_sent: int  # replies the fake had accepted when the last report was recorded
+    reports: int  # per batch
+    batches: int
+    rate: float  # median over the batches of status reports recorded per second
+    rates: list[float]
+    seconds: list[float]
+    replies_sent: list[int]  # replies the fake accepted during each batch (the sender runs meanwhile)
+    cpu: list[float]  # this process's CPU seconds per wall second during each batch (2 cores: at most 2)
     count_429: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -55,10 +60,20 @@ def _prepare(database: Database, jurisdiction: str, count: int) -> list[tuple[in
 
 
 async def run(
-    database: Database, jurisdiction: str, count: int, *, timeout: float = 600.0, fake_in_process: bool = False
+    database: Database,
+    jurisdiction: str,
+    count: int,
+    *,
+    batches: int = 1,
+    timeout: float = 600.0,
+    fake_in_process: bool = False,
 ) -> InboundFigures:
-    """Push ``count`` one-line reports and time until all are recorded; see the module docstring."""
-    reporters = await asyncio.to_thread(_prepare, database, jurisdiction, count)
+    """Push ``batches`` × ``count`` one-line reports, a batch at a time, timing each; see the module docstring.
+
+    Every report comes from a different liaison.  The next batch is pushed as
+    soon as the previous one is recorded (its replies may still be queued).
+    """
+    reporters = await asyncio.to_thread(_prepare, database, jurisdiction, count * batches)
     counter = create_engine(database.url)  # a plain engine: SQLite reads here take no write lock
     fake = start_fake(fake_in_process, global_per_second=30, per_chat_per_second=1)
     try:
@@ -77,27 +92,39 @@ async def run(
             with counter.connect() as connection:
                 return int(connection.scalar(select(func.count()).select_from(StatusReport)) or 0)
 
-        before = await asyncio.to_thread(recorded)
+        seconds: list[float] = []
+        replies: list[int] = []
+        cpu: list[float] = []
         try:
-            with stopwatch() as elapsed:
-                await asyncio.to_thread(fake.user_messages, reporters)
-                while await asyncio.to_thread(recorded) < before + count:
-                    if elapsed() > timeout:
-                        raise TimeoutError(f"only {await asyncio.to_thread(recorded) - before} of {count} recorded")
-                    await asyncio.sleep(0.02)
-            seconds = elapsed()
-            replies = len(await asyncio.to_thread(fake.sent_times))
+            for batch in range(batches):
+                before = await asyncio.to_thread(recorded)
+                sent_before = len(await asyncio.to_thread(fake.sent_times))
+                cpu_before = time.process_time()
+                with stopwatch() as elapsed:
+                    await asyncio.to_thread(fake.user_messages, reporters[batch * count : (batch + 1) * count])
+                    while await asyncio.to_thread(recorded) < before + count:
+                        if elapsed() > timeout:
+                            done = await asyncio.to_thread(recorded) - before
+                            raise TimeoutError(f"only {done} of {count} recorded")
+                        await asyncio.sleep(0.02)
+                seconds.append(elapsed())
+                cpu.append((time.process_time() - cpu_before) / elapsed())
+                replies.append(len(await asyncio.to_thread(fake.sent_times)) - sent_before)
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
         with counter.connect() as connection:
             handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
-        assert handled is not None and handled >= count
+        assert handled is not None and handled >= count * batches
+        rates = [count / s for s in seconds]
         return InboundFigures(
             reports=count,
+            batches=batches,
+            rate=median(rates),
+            rates=rates,
             seconds=seconds,
-            rate=count / seconds,
             replies_sent=replies,
+            cpu=cpu,
             count_429=fake.count_429(),
         )
     finally:

@@ -18,6 +18,7 @@ ROW_ORDER = (
     "bind people",
     "tick (idle)",
     "tick (firing)",
+    "tick (quarter end)",
     "fanout",
     "inbound",
     "report (1 county)",
@@ -49,6 +50,8 @@ class Results:
     notes: list[str] = field(default_factory=list)
 
     def add(self, figure: Figure) -> None:
+        """Record a figure, with the machine's 1-minute load average at that moment (the machine may be shared)."""
+        figure.detail.setdefault("loadavg_1m", round(os.getloadavg()[0], 2))
         self.figures.append(figure)
 
     def table(self, databases: tuple[str, ...] = DATABASES) -> str:
@@ -63,13 +66,13 @@ class Results:
             row = [key[0], key[1]]
             target = ""
             for database in databases:
-                figure = cells[key].get(database)
-                if figure is None:
+                found: Figure | None = cells[key].get(database)
+                if found is None:
                     row.append("")
                     continue
-                mark = " ✗" if figure.met is False else ""
-                row.append(figure.text + mark)
-                target = target or figure.target
+                mark = " ✗" if found.met is False else ""
+                row.append(found.text + mark)
+                target = target or found.target
             row.append(target)
             rows.append(row)
         widths = [max(_width(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -83,6 +86,10 @@ class Results:
             lines.append("✗ = target missed:")
             for figure in missed:
                 lines.append(f"  {figure.benchmark} / {figure.scale} / {figure.database}: {figure.shortfall}")
+        if self.notes:
+            lines.append("")
+            lines.append("notes:")
+            lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def save(self, path: Path, meta: dict[str, Any]) -> None:
