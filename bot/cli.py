@@ -88,8 +88,13 @@ def _database_ready(state: CliState) -> Iterator[Runtime]:
     default=None,
     help="Configuration file (default: $DUBAN_CONFIG or the project's config.toml).",
 )
+@click.option(
+    "--jurisdiction",
+    default=None,
+    help="Whose plan the command is about, where one service holds several (default: [plan] jurisdiction).",
+)
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None) -> None:
+def main(ctx: click.Context, config_path: Path | None, jurisdiction: str | None) -> None:
     """duban (督办): supervise a year's responsibility plan over chat."""
     # python-telegram-bot 22: read time periods (retry_after …) as timedelta, the
     # behaviour it will default to, instead of warning on every 429.
@@ -98,6 +103,8 @@ def main(ctx: click.Context, config_path: Path | None) -> None:
         settings = load_settings(config_path)
     except ConfigError as exc:
         fail(f"配置错误 / configuration error:\n{exc}", 2)
+    if jurisdiction:
+        settings = settings.model_copy(update={"plan": settings.plan.model_copy(update={"jurisdiction": jurisdiction})})
     state = CliState(settings)
     ctx.obj = state
     ctx.call_on_close(state.close)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -23,7 +24,7 @@ from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpo
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
-from core.runtime import current_plan
+from core.runtime import plan_for_person
 from jobs.sender import outbox_depth
 from storage.models import AuditLog, Identity, OutboxMessage
 from storage.queries import checkpoint_state_counts
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from bot.service import Service
     from bot.webui import SessionInfo, WebUI
 
+VIEWER: ContextVar[int | None] = ContextVar("duban_dashboard_viewer", default=None)
 EXPORT_NAME = re.compile(r"^(?P<key>[a-z0-9][a-z0-9_-]{0,39})\.(?P<fmt>xlsx|html|md)$")
 
 
@@ -47,7 +49,12 @@ class Dashboard:
     async def _guard(self, request: Request) -> Response | None:
         if not await self.ui.office_allowed(request):
             return RedirectResponse("/office/login", status_code=303)
+        # The signed-in person's county (one service may hold a province); worker threads inherit it.
+        VIEWER.set((await self.ui.session(request)).person_id)
         return None
+
+    def _plan(self, session: Any) -> Any:
+        return plan_for_person(session, self.settings, VIEWER.get())
 
     async def _guard_form(self, request: Request) -> tuple[Any, Response | None]:
         refused = await self._guard(request)
@@ -84,7 +91,7 @@ class Dashboard:
     def _overview(self) -> dict[str, Any]:
         now = self.service.runtime.clock.now()
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             if plan is None:
                 return {"plan": None, "now": now}
             checkpoints = []
@@ -145,7 +152,7 @@ class Dashboard:
         from core.notification import build_notification
 
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             if plan is None:
                 return None
             try:
@@ -170,7 +177,7 @@ class Dashboard:
         folder = self.settings.path(self.settings.service.data_dir) / "exports" / uuid.uuid4().hex[:8]
         folder.mkdir(parents=True, exist_ok=True)
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             if plan is None:
                 return None
             try:
@@ -196,7 +203,7 @@ class Dashboard:
 
     def _people(self) -> dict[str, Any]:
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             if plan is None:
                 return {"bound": [], "unbound": [], "units": []}
             data = who_view(session, self.settings, self.m, plan)
@@ -287,7 +294,7 @@ class Dashboard:
 
     def _urge(self, target: str, actor: str) -> Any:
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             assert plan is not None
             return urge(
                 session,
@@ -336,7 +343,7 @@ class Dashboard:
 
     def _review(self, task: str, unit: str, decision: str, reason: str, info: SessionInfo) -> Any:
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             assert plan is not None
             return decide(
                 session,
@@ -374,7 +381,7 @@ class Dashboard:
     def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str) -> str:
         now = self.service.runtime.clock.now()
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
+            plan = self._plan(session)
             assert plan is not None
             checkpoint = add_adhoc_checkpoint(
                 session,

@@ -308,8 +308,7 @@ class SandboxRoutes:
             return JSONResponse({"error": "forbidden"}, status_code=403)
         message_id = str(form.get("message_id") or "")
         data = str(form.get("data") or "")[:200]
-        handled = await asyncio.to_thread(
-            self.service.conversation.handle,
+        handled = await self.service.runner.handle(
             Incoming(
                 platform=PLATFORM,
                 user_id=persona,
@@ -357,8 +356,7 @@ class SandboxRoutes:
     ) -> None:
         message_id = await asyncio.to_thread(self._record_in, persona, text, reply_to, files)
         self.hub.publish(persona, message_id)
-        await asyncio.to_thread(
-            self.service.conversation.handle,
+        await self.service.runner.handle(
             Incoming(
                 platform=PLATFORM,
                 user_id=persona,

@@ -26,6 +26,7 @@ from telegram.ext import Application
 
 from bot.logs import configure_logging
 from bot.metrics import Metrics
+from bot.runner import ConversationRunner
 from bot.sandbox import SandboxHub
 from core.clock import Clock, SystemClock
 from core.config import Settings
@@ -58,6 +59,7 @@ class Service:
     digest: Digest
     sender: OutboxSender
     metrics: Metrics
+    runner: ConversationRunner
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
@@ -119,15 +121,16 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         on_result=metrics.record_send,
         shared=runtime.engine.dialect.name == "postgresql",
     )
+    runner = ConversationRunner(conversation, single_writer=runtime.engine.dialect.name == "sqlite")
     if application is not None:
-        register_handlers(application, TelegramAdapter(settings, conversation, wake_sender=sender.wake))
+        register_handlers(application, TelegramAdapter(settings, runner, wake_sender=sender.wake))
     wecom_adapter = None
     if http is not None and wecom_client is not None:
         crypto = build_crypto(settings)
         if crypto is None:
             log.warning("WeCom callback not configured (callback_token, encoding_aes_key): replies cannot be received")
         else:
-            wecom_adapter = WeComAdapter(settings, conversation, wecom_client, crypto, wake_sender=sender.wake)
+            wecom_adapter = WeComAdapter(settings, runner, wecom_client, crypto, wake_sender=sender.wake)
     return Service(
         settings=settings,
         runtime=runtime,
@@ -142,6 +145,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         http=http,
         sandbox_hub=sandbox_hub,
         metrics=metrics,
+        runner=runner,
     )
 
 
@@ -219,18 +223,20 @@ async def run_service(
         await stop.wait()
     finally:
         log.info("stopping")
+        # First nothing new comes in, then the send in flight completes, then the clients close.
         server.should_exit = True
         scheduler.shutdown(wait=False)
-        if application is not None:
-            if application.updater is not None and application.updater.running:
-                await application.updater.stop()
-            await application.stop()
-            await application.shutdown()
-        await sender_task  # the send in flight completes before we exit
+        if application is not None and application.updater is not None and application.updater.running:
+            await application.updater.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await server_task
+        await sender_task
+        if application is not None:
+            await application.stop()
+            await application.shutdown()
         if service.http is not None:
             await service.http.aclose()
+        await asyncio.to_thread(service.runner.close)
         await asyncio.to_thread(lease.release)
         if process_lock is not None:
             process_lock.release()

@@ -29,8 +29,9 @@ from telegram import (
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
+from bot.runner import ConversationRunner
 from core.config import Settings
-from core.conversation import COMMANDS, Conversation, Incoming, IncomingFile, file_refusal
+from core.conversation import COMMANDS, Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
 from messages import Messages
@@ -82,9 +83,10 @@ def register_handlers(application: Application, adapter: TelegramAdapter) -> Non
 class TelegramAdapter:
     """Translates Telegram updates for the conversation core; downloads files it will keep."""
 
-    def __init__(self, settings: Settings, conversation: Conversation, *, wake_sender: Any = None) -> None:
+    def __init__(self, settings: Settings, runner: ConversationRunner, *, wake_sender: Any = None) -> None:
         self.settings = settings
-        self.conversation = conversation
+        self.runner = runner
+        self.conversation = runner.conversation
         self.wake_sender = wake_sender or (lambda: None)
 
     async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -107,7 +109,7 @@ class TelegramAdapter:
             username=user.username or "",
             edited=update.edited_message is not None,
         )
-        await asyncio.to_thread(self.conversation.handle, incoming)
+        await self.runner.handle(incoming)
         self.wake_sender()
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -125,7 +127,7 @@ class TelegramAdapter:
             display_name=query.from_user.full_name,
             username=query.from_user.username or "",
         )
-        handled = await asyncio.to_thread(self.conversation.handle, incoming)
+        handled = await self.runner.handle(incoming)
         self.wake_sender()
         try:
             # Stops the button's spinner; not a message, so not an outbox row.

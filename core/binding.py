@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import PersonRole, Settings
-from storage.models import AuditLog, Binding, BindingCode, Identity, Person, Unit
+from storage.models import AuditLog, Binding, BindingCode, Identity, Person, Plan, Unit
 from storage.queries import active_bindings, find_identity
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -161,15 +161,22 @@ def unbind(session: Session, identity: Identity, *, now: datetime) -> list[Bindi
 
 
 def invite(
-    session: Session, settings: Settings, unit_name: str, role: str, *, now: datetime, created_by: str
+    session: Session,
+    settings: Settings,
+    unit_name: str,
+    role: str,
+    *,
+    now: datetime,
+    created_by: str,
+    plan: Plan | None = None,
 ) -> IssuedCode | None:
-    """A code for a unit named as people write it (name or alias) in the configured jurisdiction; None if unknown."""
+    """A code for a unit named as people write it (name or alias) in the plan's (or the configured) jurisdiction."""
     from core.runtime import current_plan
     from storage.queries import find_unit
 
     if role not in {r.value for r in PersonRole}:
         return None
-    plan = current_plan(session, settings)
+    plan = plan or current_plan(session, settings)
     unit = find_unit(session, plan.jurisdiction_id, unit_name) if plan else None
     if unit is None:
         return None

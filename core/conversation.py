@@ -65,6 +65,7 @@ from storage.queries import (
     find_identity,
     find_task,
     identities_with_role,
+    newest_plan,
     person_identities,
     unit_obligations,
 )
@@ -235,7 +236,7 @@ class Conversation:
                     self._discard_files(incoming)
                     self.handled[(incoming.platform, "duplicate")] += 1
                     return Handled(duplicate=True)
-                turn = _Turn(session, incoming, now, current_plan(session, self.settings))
+                turn = _Turn(session, incoming, now, None)
                 self._dispatch(turn)
                 if not turn.files_used:
                     self._discard_files(incoming)
@@ -319,6 +320,12 @@ class Conversation:
                 and incoming.chat_id == incoming.user_id
             ):
                 turn.identity.chat_id = incoming.chat_id
+        # A province deployment holds many counties: the person's own county's plan is the one meant.
+        turn.plan = (
+            newest_plan(turn.session, turn.bindings[0].unit.jurisdiction_id)
+            if turn.bindings
+            else current_plan(turn.session, self.settings)
+        )
         command, args = self._parse_command(incoming.text)
 
         if command == "start" and args:
@@ -409,6 +416,7 @@ class Conversation:
         assert result.binding is not None and result.identity is not None
         turn.identity = result.identity
         turn.bindings = active_bindings(turn.session, result.identity.person_id)
+        turn.plan = newest_plan(turn.session, result.binding.unit.jurisdiction_id)
         binding = result.binding
         self._reply(
             turn,

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.checkpoints import resync_plan
+from core.checkpoints import resync_plan, sync_config_checkpoints
 from core.config import Settings
 from core.plan_parser import Annex, ParsedPlan, ParsedTask, Problem, Role, parse_plan
 from core.units import UnitDirectory
@@ -213,6 +213,17 @@ def _sync_aliases_and_groups(
                 members.add((phrase, unit.id))
 
 
+def ensure_office_unit(session: Session, settings: Settings, plan: Plan) -> Unit:
+    """The supervision office is a unit too: office-role people bind to it."""
+    name = settings.office.unit
+    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id, Unit.name == name))
+    if unit is None:
+        unit = Unit(jurisdiction_id=plan.jurisdiction_id, name=name, kind="other")
+        session.add(unit)
+        session.flush()
+    return unit
+
+
 def import_plan(
     session: Session,
     settings: Settings,
@@ -311,6 +322,9 @@ def import_plan(
                 assignment.active = False
     session.flush()
     resync_plan(session, plan)
+    if first_import:  # a new county starts on the configured calendar at once
+        ensure_office_unit(session, settings, plan)
+        sync_config_checkpoints(session, settings, plan, now)
 
     session.add(
         AuditLog(

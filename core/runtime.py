@@ -16,9 +16,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.checkpoints import sync_config_checkpoints
 from core.clock import Clock, SystemClock
 from core.config import Settings
-from core.plan_import import ImportResult, import_plan
+from core.plan_import import ImportResult, ensure_office_unit, import_plan
 from storage.db import make_engine, session_factory, transaction, upgrade
-from storage.models import Jurisdiction, Plan, Unit
+from storage.models import Binding, Jurisdiction, Plan, Unit
+from storage.queries import newest_plan, newest_plans
 
 
 @dataclass
@@ -53,17 +54,6 @@ def current_plan(session: Session, settings: Settings, jurisdiction: str | None 
     )
 
 
-def ensure_office_unit(session: Session, settings: Settings, plan: Plan) -> Unit:
-    """The supervision office is a unit too: office-role people bind to it."""
-    name = settings.office.unit
-    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == plan.jurisdiction_id, Unit.name == name))
-    if unit is None:
-        unit = Unit(jurisdiction_id=plan.jurisdiction_id, name=name, kind="other")
-        session.add(unit)
-        session.flush()
-    return unit
-
-
 def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> ImportResult | None:
     """Create or upgrade the schema, import the configured plan into an empty database,
     and bring the plan's checkpoints in line with the configuration."""
@@ -82,9 +72,23 @@ def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> Import
                 now=runtime.clock.now(),
                 actor="init",
             )
-        plan = current_plan(session, settings)
-        if plan is not None:
+        # Every jurisdiction's plan follows config.toml's calendar, on every start.
+        for plan in newest_plans(session):
             ensure_office_unit(session, settings, plan)
-            # The configured calendar follows config.toml on every start.
             sync_config_checkpoints(session, settings, plan, runtime.clock.now())
     return result
+
+
+def plan_for_person(session: Session, settings: Settings, person_id: int | None) -> Plan | None:
+    """The plan of the jurisdiction a person is bound in; the configured one for nobody in particular."""
+    if person_id is not None:
+        jurisdiction_id = session.scalar(
+            select(Unit.jurisdiction_id)
+            .join(Binding, Binding.unit_id == Unit.id)
+            .where(Binding.person_id == person_id, Binding.revoked_at.is_(None))
+            .order_by(Binding.id)
+            .limit(1)
+        )
+        if jurisdiction_id is not None:
+            return newest_plan(session, jurisdiction_id)
+    return current_plan(session, settings)

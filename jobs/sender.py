@@ -105,17 +105,27 @@ class Pacer:
     def __init__(self, limits: SendLimits, now: Callable[[], float] = time.monotonic) -> None:
         self.limits = limits
         self._now = now
-        self._last_send = float("-inf")
+        self._next_slot = float("-inf")
         self._chat_last: dict[str, float] = {}
         self._chat_windows: dict[str, deque[float]] = {}
         self.paused_until = float("-inf")
 
-    def global_wait(self) -> float:
+    def pause_wait(self) -> float:
+        """Seconds until a 429 pause is over (0 when there is none)."""
+        return max(0.0, self.paused_until - self._now())
+
+    def reserve(self) -> float:
+        """Take the next send slot of the overall rate; seconds to wait for it.
+
+        Slots are a schedule (each one interval after the last), not a gap
+        after the previous send, so the time spent claiming and sending a
+        message overlaps the wait instead of adding to it.
+        """
         now = self._now()
-        wait = self.paused_until - now
+        slot = max(now, self._next_slot, self.paused_until)
         if self.limits.per_second:
-            wait = max(wait, self._last_send + 1.0 / self.limits.per_second - now)
-        return max(0.0, wait)
+            self._next_slot = slot + 1.0 / self.limits.per_second
+        return slot - now
 
     def chat_wait(self, chat_id: str) -> float:
         now = self._now()
@@ -144,7 +154,6 @@ class Pacer:
 
     def record(self, chat_id: str) -> None:
         now = self._now()
-        self._last_send = now
         self._chat_last[chat_id] = now
         if self.limits.per_chat_windows:
             longest = max(seconds for _, seconds in self.limits.per_chat_windows)
@@ -244,13 +253,14 @@ class OutboxSender:
         deadline = time.monotonic() + timeout
         for platform in self.transports:
             while True:
-                outcome = await self._step(platform)
-                if outcome is None:
-                    if not await asyncio.to_thread(self._has_pending, platform):
-                        break
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"outbox for {platform} not drained in {timeout}s")
-                    await asyncio.sleep(0.02)
+                wait = await self._step(platform)
+                if wait is None:  # sent one: there may be more
+                    continue
+                if not await asyncio.to_thread(self._has_pending, platform):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"outbox for {platform} not drained in {timeout}s")
+                await asyncio.sleep(min(wait, 0.05))
 
     async def _platform_loop(self, platform: str, stop: asyncio.Event) -> None:
         event = self._wake.setdefault(platform, asyncio.Event())
@@ -278,18 +288,21 @@ class OutboxSender:
     async def _step(self, platform: str) -> float | None:
         """Send one row; None when one was sent, else seconds to wait before looking again."""
         pacer = self.pacers[platform]
-        wait = pacer.global_wait()
-        if wait > 0:
-            await asyncio.sleep(wait)
+        pause = pacer.pause_wait()
+        if pause > 0:
+            await asyncio.sleep(pause)
         blocked, soonest = pacer.blocked_chats()
         row = await asyncio.to_thread(self._claim, platform, blocked)
         if row is None:
             return min(soonest, 1.0)
         transport = self.transports[platform]
         if self.shared and transport.limits.per_second:
+            # Several processes: the database holds the one schedule of slots.
             wait = await asyncio.to_thread(self._reserve_slot, platform, 1.0 / transport.limits.per_second)
-            if wait > 0:
-                await asyncio.sleep(wait)
+        else:
+            wait = pacer.reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
         pacer.record(row.chat_id)
         started = time.monotonic()
         self._in_flight += 1

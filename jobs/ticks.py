@@ -9,24 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
-
 from core.digest import Digest
 from core.escalation import Escalation, TickReport
 from core.quarter_end import send_notifications
 from core.runtime import Runtime
-from storage.models import Plan
-
-
-def newest_plans(session: Session) -> list[Plan]:
-    """Each jurisdiction's newest plan: the ones the service is running."""
-    newest = select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
-    return list(
-        session.scalars(
-            select(Plan).join(newest, (Plan.jurisdiction_id == newest.c.jurisdiction_id) & (Plan.year == newest.c.year))
-        )
-    )
+from storage.queries import newest_plans
 
 
 def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickReport:

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, joinedload
 
-from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Task, Unit, UnitAlias
+from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Plan, Task, Unit, UnitAlias
 
 OPEN_STATES = ("owed", "returned")
 
@@ -142,3 +142,20 @@ def checkpoint_state_counts(session: Session, checkpoint_id: int) -> dict[str, i
         .group_by(Obligation.state)
     )
     return {state: count for state, count in rows}
+
+
+def newest_plan(session: Session, jurisdiction_id: int) -> Plan | None:
+    """The plan a jurisdiction is running: its newest year."""
+    return session.scalar(
+        select(Plan).where(Plan.jurisdiction_id == jurisdiction_id).order_by(Plan.year.desc()).limit(1)
+    )
+
+
+def newest_plans(session: Session) -> list[Plan]:
+    """Each jurisdiction's newest plan: every plan the service is running."""
+    newest = select(Plan.jurisdiction_id, func.max(Plan.year).label("year")).group_by(Plan.jurisdiction_id).subquery()
+    return list(
+        session.scalars(
+            select(Plan).join(newest, (Plan.jurisdiction_id == newest.c.jurisdiction_id) & (Plan.year == newest.c.year))
+        )
+    )

@@ -27,6 +27,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from bot.runner import ConversationRunner
 from bot.wecom.callback import WeComInbound, parse_callback
 from bot.wecom.client import (
     RobotClient,
@@ -38,7 +39,7 @@ from bot.wecom.client import (
 )
 from bot.wecom.crypto import CallbackRejected, WeComCrypto
 from core.config import Settings
-from core.conversation import Conversation, Incoming, IncomingFile, file_refusal
+from core.conversation import Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
 from messages import Messages
@@ -81,7 +82,7 @@ class WeComAdapter:
     def __init__(
         self,
         settings: Settings,
-        conversation: Conversation,
+        runner: ConversationRunner,
         client: WeComClient,
         crypto: WeComCrypto,
         *,
@@ -89,7 +90,8 @@ class WeComAdapter:
         now: Any = time.time,
     ) -> None:
         self.settings = settings
-        self.conversation = conversation
+        self.runner = runner
+        self.conversation = runner.conversation
         self.client = client
         self.crypto = crypto
         self.wake_sender = wake_sender or (lambda: None)
@@ -145,7 +147,7 @@ class WeComAdapter:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return PlainTextResponse("")
-        await asyncio.to_thread(self.conversation.handle, incoming)
+        await self.runner.handle(incoming)
         self.wake_sender()
         return PlainTextResponse("")
 
@@ -179,7 +181,7 @@ class WeComAdapter:
     async def _with_file(self, inbound: WeComInbound, incoming: Incoming) -> None:
         try:
             files = await self._download(incoming)
-            await asyncio.to_thread(self.conversation.handle, Incoming(**{**incoming.__dict__, "files": tuple(files)}))
+            await self.runner.handle(Incoming(**{**incoming.__dict__, "files": tuple(files)}))
             self.wake_sender()
         except Exception:  # a failed download must not take the server down; WeCom will not retry
             log.exception("could not handle a WeCom file message")
