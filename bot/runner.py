@@ -1,27 +1,17 @@
-"""Running the conversation core, which blocks on the database, off the event loop.
-
-On SQLite every handler goes through one thread: writers queue in Python
-instead of contending for the database's write lock (where SQLite's busy
-handler sleeps in milliseconds).  On PostgreSQL several threads work at once.
-"""
+"""Running the conversation core, which blocks on the database, off the event loop."""
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-
 from core.conversation import Conversation, Handled, Incoming
+from storage.threads import DatabaseThreads
 
 
 class ConversationRunner:
-    def __init__(self, conversation: Conversation, *, single_writer: bool) -> None:
+    """Hands each incoming update to the conversation core on a database thread."""
+
+    def __init__(self, conversation: Conversation, threads: DatabaseThreads) -> None:
         self.conversation = conversation
-        self._executor = ThreadPoolExecutor(
-            max_workers=1 if single_writer else 8, thread_name_prefix="duban-conversation"
-        )
+        self.threads = threads
 
     async def handle(self, incoming: Incoming) -> Handled:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.conversation.handle, incoming)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        return await self.threads.run(self.conversation.handle, incoming)

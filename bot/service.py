@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
 from messages import Messages
 from storage.locks import AnotherProcess, SchedulerLease, SqliteProcessLock
+from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.service")
 
@@ -60,6 +61,7 @@ class Service:
     sender: OutboxSender
     metrics: Metrics
     runner: ConversationRunner
+    threads: DatabaseThreads
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
@@ -110,6 +112,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
     sandbox_hub = SandboxHub()
     transports.append(SandboxTransport(runtime, sandbox_hub))
     metrics = Metrics(runtime, conversation)
+    threads = DatabaseThreads.for_engine(runtime.engine)
     sender = OutboxSender(
         runtime.sessions,
         transports,
@@ -120,8 +123,9 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         max_attempts=settings.outbox.max_attempts,
         on_result=metrics.record_send,
         shared=runtime.engine.dialect.name == "postgresql",
+        threads=threads,
     )
-    runner = ConversationRunner(conversation, single_writer=runtime.engine.dialect.name == "sqlite")
+    runner = ConversationRunner(conversation, threads)
     if application is not None:
         register_handlers(application, TelegramAdapter(settings, runner, wake_sender=sender.wake))
     wecom_adapter = None
@@ -146,6 +150,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         sandbox_hub=sandbox_hub,
         metrics=metrics,
         runner=runner,
+        threads=threads,
     )
 
 
@@ -168,7 +173,7 @@ async def run_service(
 
     async def remind_job(now: Any) -> None:
         started = time.monotonic()
-        report = await asyncio.to_thread(remind, service.runtime, service.escalation, now)
+        report = await service.threads.run(remind, service.runtime, service.escalation, now)
         service.metrics.tick_seconds.observe(time.monotonic() - started)
         if report.notices:
             log.info(
@@ -181,12 +186,12 @@ async def run_service(
         service.sender.wake()
 
     async def is_scheduler() -> bool:
-        holds = await asyncio.to_thread(lease.holds)
+        holds = await service.threads.run(lease.holds)
         service.metrics.scheduler.set(1 if holds else 0)
         return holds
 
     async def digest_job(now: Any) -> None:
-        await asyncio.to_thread(send_digest, service.runtime, service.digest, now)
+        await service.threads.run(send_digest, service.runtime, service.digest, now)
         service.sender.wake()
 
     scheduler = build_scheduler(
@@ -236,7 +241,7 @@ async def run_service(
             await application.shutdown()
         if service.http is not None:
             await service.http.aclose()
-        await asyncio.to_thread(service.runner.close)
+        await asyncio.to_thread(service.threads.close)
         await asyncio.to_thread(lease.release)
         if process_lock is not None:
             process_lock.release()

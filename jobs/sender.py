@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.clock import Clock, SystemClock
 from storage.models import Identity, OutboxMessage, RateSlot
+from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.sender")
 
@@ -201,8 +202,11 @@ class OutboxSender:
         max_attempts: int = 10,
         on_result: Callable[[OutgoingRow, str, float], None] | None = None,
         shared: bool = False,
+        threads: DatabaseThreads | None = None,
     ) -> None:
         self.sessions = sessions
+        # The service passes its database threads (one on SQLite: see storage.threads).
+        self._blocking: Callable[..., Awaitable[Any]] = threads.run if threads is not None else asyncio.to_thread
         # Several processes (PostgreSQL): pace through the database, not only in memory.
         self.shared = shared
         self.transports = {t.platform: t for t in transports}
@@ -238,7 +242,7 @@ class OutboxSender:
     async def run(self, stop: asyncio.Event, *, requeue_all_in_flight: bool = False) -> None:
         """Deliver until ``stop`` is set; finishes the send in progress before returning."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.recover, everything=requeue_all_in_flight)
+        await self._blocking(self.recover, everything=requeue_all_in_flight)
         loops = [asyncio.create_task(self._platform_loop(p, stop), name=f"outbox-{p}") for p in self.transports]
         try:
             await asyncio.gather(*loops)
@@ -249,14 +253,14 @@ class OutboxSender:
     async def drain(self, *, timeout: float = 30.0) -> None:
         """Send until nothing deliverable is left (tests and one-shot use)."""
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self.recover, everything=True)
+        await self._blocking(self.recover, everything=True)
         deadline = time.monotonic() + timeout
         for platform in self.transports:
             while True:
                 wait = await self._step(platform)
                 if wait is None:  # sent one: there may be more
                     continue
-                if not await asyncio.to_thread(self._has_pending, platform):
+                if not await self._blocking(self._has_pending, platform):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"outbox for {platform} not drained in {timeout}s")
@@ -275,7 +279,7 @@ class OutboxSender:
                 continue
             idle_checks += 1
             if idle_checks % 30 == 0:
-                await asyncio.to_thread(self.recover)
+                await self._blocking(self.recover)
             event.clear()
             stopping = asyncio.create_task(stop.wait())
             woken = asyncio.create_task(event.wait())
@@ -292,13 +296,13 @@ class OutboxSender:
         if pause > 0:
             await asyncio.sleep(pause)
         blocked, soonest = pacer.blocked_chats()
-        row = await asyncio.to_thread(self._claim, platform, blocked)
+        row = await self._blocking(self._claim, platform, blocked)
         if row is None:
             return min(soonest, 1.0)
         transport = self.transports[platform]
         if self.shared and transport.limits.per_second:
             # Several processes: the database holds the one schedule of slots.
-            wait = await asyncio.to_thread(self._reserve_slot, platform, 1.0 / transport.limits.per_second)
+            wait = await self._blocking(self._reserve_slot, platform, 1.0 / transport.limits.per_second)
         else:
             wait = pacer.reserve()
         if wait > 0:
@@ -311,26 +315,26 @@ class OutboxSender:
         except RetryLater as exc:
             pacer.pause(exc.seconds)
             if self.shared:
-                await asyncio.to_thread(self._pause_slot, platform, exc.seconds)
+                await self._blocking(self._pause_slot, platform, exc.seconds)
             self.stats.rate_limited += 1
-            await asyncio.to_thread(self._requeue, row, exc.seconds, str(exc), count_attempt=False)
+            await self._blocking(self._requeue, row, exc.seconds, str(exc), count_attempt=False)
             self._report(row, "rate_limited", started)
         except TransientFailure as exc:
             self.stats.retried += 1
             delay = min(self.retry_cap, self.retry_base * 2 ** max(0, row.attempts - 1))
             if row.attempts >= self.max_attempts:
-                await asyncio.to_thread(self._fail, row, f"gave up after {row.attempts} attempts: {exc}", False)
+                await self._blocking(self._fail, row, f"gave up after {row.attempts} attempts: {exc}", False)
                 self._report(row, "failed", started)
             else:
-                await asyncio.to_thread(self._requeue, row, delay, str(exc), count_attempt=True)
+                await self._blocking(self._requeue, row, delay, str(exc), count_attempt=True)
                 self._report(row, "retry", started)
         except PermanentFailure as exc:
             self.stats.failed += 1
-            await asyncio.to_thread(self._fail, row, str(exc), exc.unreachable)
+            await self._blocking(self._fail, row, str(exc), exc.unreachable)
             self._report(row, "unreachable" if exc.unreachable else "failed", started)
         else:
             self.stats.sent += 1
-            await asyncio.to_thread(self._mark_sent, row, result)
+            await self._blocking(self._mark_sent, row, result)
             self._report(row, "sent", started)
         finally:
             self._in_flight -= 1
