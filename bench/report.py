@@ -24,6 +24,7 @@ class ReportRun:
     mode: str
     counties: int
     seconds: float
+    build_s: float
     html_s: float
     xlsx_s: float
     peak_rss_mb: float
@@ -50,6 +51,7 @@ def _child(database: Database, jurisdiction: str, mode: str) -> ReportRun:
         mode=mode,
         counties=figures["counties"],
         seconds=figures["seconds"],
+        build_s=figures["build"],
         html_s=figures["html"],
         xlsx_s=figures["xlsx"],
         peak_rss_mb=figures["peak_rss_kb"] / 1024,

@@ -16,6 +16,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +38,7 @@ CellKind = Literal["text", "wrap", "int", "pct", "days", "datetime", "light", "c
 LABELS_TEMPLATE = "_report_labels.j2"
 _WRAP_MAX_WIDTH = 48
 _DEFAULT_MAX_WIDTH = 36
+_MEASURE = max(_WRAP_MAX_WIDTH, _DEFAULT_MAX_WIDTH)
 
 
 def _labels(messages: Messages) -> Any:
@@ -64,8 +66,15 @@ def render_markdown(view: View, messages: Messages) -> str:
 # --- XLSX ----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8192)
 def display_width(text: str) -> int:
-    """Columns a text takes in a spreadsheet: CJK and other wide characters count double."""
+    """Columns a text takes in a spreadsheet: CJK and other wide characters count double.
+
+    Cached: a notification repeats the same unit names, labels and dates
+    thousands of times.
+    """
+    if text.isascii():
+        return len(text)
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
@@ -162,8 +171,14 @@ class _Table:
             sheet.write_string(row, column, shown, fmt)
         if kind == "wrap":
             self.caps[column] = _WRAP_MAX_WIDTH
-        longest = max((display_width(line) for line in shown.splitlines()), default=0)
-        self.widths[column] = max(self.widths[column], longest)
+        # A column is never wider than its cap, and n characters are at least n
+        # columns wide: measuring the first _MEASURE characters of a line is enough.
+        if "\n" in shown:
+            longest = max((display_width(line[:_MEASURE]) for line in shown.splitlines()), default=0)
+        else:
+            longest = display_width(shown[:_MEASURE])
+        if longest > self.widths[column]:
+            self.widths[column] = longest
 
     def finish(self, *, freeze_columns: int = 0) -> None:
         sheet = self.sheet
@@ -185,7 +200,15 @@ def _number(value: int | float | None) -> Cell:
 def write_xlsx(view: View, path: Path, messages: Messages) -> None:
     """Write the workbook: 概况/任务/单位/通报单位/明细 for a notification, 概况/单位年度 for a year."""
     labels = _labels(messages)
-    book = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False, "strings_to_formulas": False})
+    # A notification's sheets are written strictly row by row, so XlsxWriter may
+    # flush each row as it goes (a province county's detail sheet is ~5,000 rows);
+    # the year view's two merged header rows are not, and the year view is small.
+    options = {
+        "strings_to_numbers": False,
+        "strings_to_formulas": False,
+        "constant_memory": isinstance(view, Notification),
+    }
+    book = xlsxwriter.Workbook(str(path), options)
     try:
         formats = _Formats(book, labels, messages.tz)
         if isinstance(view, Notification):
@@ -381,33 +404,17 @@ def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat) -> str
     return f"{stem}.{fmt}"
 
 
-def export(
-    session: Session,
-    settings: Settings,
-    messages: Messages,
-    plan: Plan,
-    checkpoint_key: str | None,
-    fmt: FileFormat,
-    now: datetime,
-    path: Path | str | None = None,
-) -> Path:
-    """Build the notification (or, with ``checkpoint_key=None``, the year view) and write it.
+def build_view(session: Session, settings: Settings, plan: Plan, checkpoint_key: str | None, now: datetime) -> View:
+    """The notification of ``checkpoint_key`` at ``now``, or with ``checkpoint_key=None`` the year view."""
+    if checkpoint_key is None:
+        return build_year(session, settings, plan, now)
+    return build_notification(session, settings, plan, checkpoint_key, now)
 
-    ``path`` may be a file, an existing directory (the default name is used in
-    it) or None (the default name in the current directory).  The file is
-    written to a temporary name first and moved into place.  Returns the path.
-    """
+
+def write_view(view: View, fmt: FileFormat, messages: Messages, target: Path) -> Path:
+    """Write ``view`` as ``fmt`` to the file ``target``, atomically (a temporary name, then moved)."""
     if fmt not in ("html", "xlsx", "md"):
         raise ValueError(f"unknown format {fmt!r}: use html, xlsx or md")
-    view: View = (
-        build_year(session, settings, plan, now)
-        if checkpoint_key is None
-        else build_notification(session, settings, plan, checkpoint_key, now)
-    )
-    name = default_name(plan, checkpoint_key, fmt)
-    target = Path(path) if path is not None else Path.cwd() / name
-    if target.is_dir():
-        target = target / name
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}", dir=target.parent)
     os.close(handle)
@@ -422,3 +429,28 @@ def export(
     finally:
         staged.unlink(missing_ok=True)
     return target
+
+
+def export(
+    session: Session,
+    settings: Settings,
+    messages: Messages,
+    plan: Plan,
+    checkpoint_key: str | None,
+    fmt: FileFormat,
+    now: datetime,
+    path: Path | str | None = None,
+) -> Path:
+    """Build the notification (or, with ``checkpoint_key=None``, the year view) and write it.
+
+    ``path`` may be a file, an existing directory (the default name is used in
+    it) or None (the default name in the current directory).  Returns the path.
+    """
+    if fmt not in ("html", "xlsx", "md"):
+        raise ValueError(f"unknown format {fmt!r}: use html, xlsx or md")
+    view = build_view(session, settings, plan, checkpoint_key, now)
+    name = default_name(plan, checkpoint_key, fmt)
+    target = Path(path) if path is not None else Path.cwd() / name
+    if target.is_dir():
+        target = target / name
+    return write_view(view, fmt, messages, target)

@@ -47,11 +47,12 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
+from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, selectinload
 
 from core.checkpoints import live_checkpoints
 from core.config import ReportSettings, Settings
@@ -273,6 +274,21 @@ class Notification(_AsDict):
     items: list[Item]
     status_order: list[str] = field(default_factory=lambda: list(STATUS_ORDER))
 
+    @cached_property
+    def _items_by_unit(self) -> dict[str, list[Item]]:
+        grouped: dict[str, list[Item]] = defaultdict(list)
+        for item in self.items:
+            grouped[item.unit].append(item)
+        return dict(grouped)
+
+    def items_of(self, unit: str) -> list[Item]:
+        """The unit's obligations, in the order of ``items``.
+
+        Indexed once: templates look up every listed unit, and filtering
+        ``items`` per unit is quadratic at province scale.
+        """
+        return self._items_by_unit.get(unit, [])
+
 
 @dataclass(frozen=True)
 class YearCheckpoint(_AsDict):
@@ -424,14 +440,15 @@ def _live_obligations(session: Session, checkpoint_ids: Sequence[int]) -> list[O
         session.scalars(
             select(Obligation)
             .join(Task, Task.id == Obligation.task_id)
-            .options(joinedload(Obligation.task), joinedload(Obligation.unit))
+            # selectin, not joined: each task and unit is loaded once, not once per obligation.
+            .options(selectinload(Obligation.task), selectinload(Obligation.unit))
             .where(
                 Obligation.checkpoint_id.in_(list(checkpoint_ids)),
                 Obligation.active.is_(True),
                 Task.active.is_(True),
             )
             .order_by(Obligation.id)
-        ).unique()
+        )
     )
 
 
@@ -504,9 +521,14 @@ def build_notification(
     by_unit: dict[int, list[Obligation]] = defaultdict(list)
     unit_items: dict[int, list[Item]] = defaultdict(list)
     tasks: dict[int, Task] = {}
+    # Per task, not per obligation: a province county has ~50 obligations a task.
+    derived: dict[int, tuple[str, str, str]] = {}
     for obligation in sorted(obligations, key=lambda o: (_task_order(o.task), o.role != "lead", o.unit.name)):
         task = obligation.task
         tasks[task.id] = task
+        if task.id not in derived:
+            derived[task.id] = (task_label(task.annex, task.number), short_title(task.text), area_of(task))
+        label, title, area = derived[task.id]
         outcome = outcome_of(obligation, due_at, now)
         last = reports.get(obligation.last_report_id) if obligation.last_report_id is not None else None
         accepted = obligation.state == "accepted"
@@ -514,12 +536,11 @@ def build_notification(
         on_time = None if outcome in ("missing", "pending", "returned") else outcome == "on_time"
         delay = _delay_days(obligation, due_at) if outcome == "late" else None
         overdue = (days_late(due_at, now) or None) if outcome in ("missing", "returned") else None
-        label = task_label(task.annex, task.number)
         item = Item(
             task_key=task.key,
             task_label=label,
-            title=short_title(task.text),
-            area=area_of(task),
+            title=title,
+            area=area,
             unit=obligation.unit.name,
             role=obligation.role,
             state=obligation.state,
