@@ -260,9 +260,10 @@ class Escalation:
         context: dict[str, Any],
         deliver: bool,
     ) -> list[Notice]:
-        recipients: dict[int, int] = defaultdict(int)
-        for binding, _identity in identities_of_unit(session, by_unit, (role.value,)):
-            recipients[binding.unit_id] += 1
+        # One query for every unit's people, handed to queue_unit_notice (not re-read per unit).
+        recipients: dict[int, list[Identity]] = defaultdict(list)
+        for binding, identity in identities_of_unit(session, by_unit, (role.value,)):
+            recipients[binding.unit_id].append(identity)
         notices = []
         for unit_id, owed in by_unit.items():
             unit = owed[0].unit
@@ -278,6 +279,7 @@ class Escalation:
                     dedup=f"rung:{checkpoint.id}:{rung.key}:{role.value}:{unit_id}",
                     now=now,
                     roles=(role.value,),
+                    identities=recipients[unit_id],
                     extra=context,
                     about=About(
                         checkpoint_id=checkpoint.id,
@@ -287,7 +289,9 @@ class Escalation:
                         late=bool(context["late"]),
                     ),
                 )
-            notices.append(self._notice(checkpoint, rung, role, [unit], owed, recipients.get(unit_id, 0), context, ids))
+            notices.append(
+                self._notice(checkpoint, rung, role, [unit], owed, len(recipients.get(unit_id, [])), context, ids)
+            )
         return notices
 
     def _unit_summaries(self, by_unit: dict[int, list[Obligation]], reachable: set[int]) -> list[dict[str, Any]]:

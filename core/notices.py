@@ -18,7 +18,7 @@ from core.outbox import About, Button, Message, enqueue_to_identities
 from core.plan_import import short_title
 from core.tasks import task_label
 from messages import Messages
-from storage.models import Obligation, Task, Unit
+from storage.models import Identity, Obligation, Task, Unit
 from storage.queries import identities_of_unit
 
 REPORT_BUTTON_LIMIT = 6
@@ -81,10 +81,15 @@ def queue_unit_notice(
     dedup: str,
     now: datetime,
     roles: tuple[str, ...] = (PersonRole.LIAISON.value,),
+    identities: list[Identity] | None = None,
     extra: dict[str, Any] | None = None,
     about: About | None = None,
 ) -> list[int]:
-    """Queue a message listing what a unit owes to its people in ``roles``; returns the outbox ids."""
+    """Queue a message listing what a unit owes to its people in ``roles``; returns the outbox ids.
+
+    ``identities``, when the caller has already loaded the unit's people in
+    ``roles``, saves reading them again.
+    """
     tasks = [o.task for o in owed]
     first = tasks[0]
     text = messages.render(
@@ -101,6 +106,7 @@ def queue_unit_notice(
         unit_id=unit.id,
         task_ids=tuple(t.id for t in tasks),
     )
-    identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
+    if identities is None:
+        identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
     message = Message(text=text, buttons=report_buttons(tasks, about.checkpoint_id, messages))
     return enqueue_to_identities(session, identities, kind=kind, dedup_key=dedup, message=message, now=now, about=about)

@@ -1,7 +1,7 @@
 """The scheduled jobs as plain functions of "now": what the scheduler calls, and what tests call.
 
 Each takes the time as an argument (the scheduler passes its clock's reading),
-does its work in one transaction, and returns what it did.  None of them keeps
+does its work in transactions of its own, and returns what it did.  None of them keeps
 state between calls: the database is the record of what was sent.
 """
 
@@ -13,6 +13,7 @@ from core.digest import Digest
 from core.escalation import Escalation, TickReport
 from core.quarter_end import send_notifications
 from core.runtime import Runtime
+from storage.models import Plan
 from storage.queries import newest_plans
 
 
@@ -20,11 +21,18 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
     """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
     with runtime.transaction() as session:
         report = escalation.tick(session, now)
-        for plan in newest_plans(session):
-            report.notifications += send_notifications(
-                session, escalation.settings, escalation.m, escalation.calendar, plan, now
-            )
-        return report
+        plan_ids = [plan.id for plan in newest_plans(session)]
+    # One transaction per county for the 通报: when a round closes everywhere at
+    # once each county writes a file, and one transaction over all of them would
+    # hold SQLite's write lock (and every chat reply) for the whole province.
+    for plan_id in plan_ids:
+        with runtime.transaction() as session:
+            plan = session.get(Plan, plan_id)
+            if plan is not None:
+                report.notifications += send_notifications(
+                    session, escalation.settings, escalation.m, escalation.calendar, plan, now
+                )
+    return report
 
 
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:
