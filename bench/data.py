@@ -123,11 +123,23 @@ def build(runtime: Runtime, counties: int) -> Deployment:
                 deployment.plan_ids.append(result.plan_id)
     deployment.import_s = elapsed()
     with runtime.transaction() as session:
+        # A county's first import also creates its office unit, checkpoints and obligations.
         deployment.import_rows = _count(
-            session, Jurisdiction, Plan, Task, Unit, UnitAlias, UnitGroupMember, Assignment, AuditLog
+            session,
+            Jurisdiction,
+            Plan,
+            Task,
+            Unit,
+            UnitAlias,
+            UnitGroupMember,
+            Assignment,
+            AuditLog,
+            Checkpoint,
+            Obligation,
         )
 
-    # 2. the configured calendar: what `initialise` does for the configured jurisdiction, for every county.
+    # 2. the start-up sync: what `initialise` does for every county's plan at each start
+    #    (office unit, configured checkpoints, their obligations), here with nothing to change.
     with stopwatch() as elapsed:
         for plan_id in deployment.plan_ids:
             with runtime.transaction() as session:

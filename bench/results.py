@@ -14,7 +14,7 @@ from bench.common import DATABASES
 #: Order of the table's rows.
 ROW_ORDER = (
     "import",
-    "calendar",
+    "start-up sync",
     "bind people",
     "tick (idle)",
     "tick (firing)",

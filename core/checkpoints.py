@@ -11,6 +11,7 @@ checkpoints at start-up; the office adds ad-hoc rounds at run time.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -96,24 +97,32 @@ def sync_obligations(session: Session, checkpoint: Checkpoint) -> int:
         for task_id, unit_id, role in rows:
             if role in roles and tasks[task_id].active:
                 wanted[(task_id, unit_id)] = role
+    # Plain rows, not ORM objects: every start re-checks every county's
+    # obligations (547,300 at province scale) and nearly always changes nothing.
     existing = {
-        (o.task_id, o.unit_id): o
-        for o in session.scalars(select(Obligation).where(Obligation.checkpoint_id == checkpoint.id))
+        (task_id, unit_id): (obligation_id, active, role)
+        for obligation_id, task_id, unit_id, active, role in session.execute(
+            select(Obligation.id, Obligation.task_id, Obligation.unit_id, Obligation.active, Obligation.role).where(
+                Obligation.checkpoint_id == checkpoint.id
+            )
+        )
     }
     new_rows = []
+    revived: dict[str, list[int]] = defaultdict(list)
     for key, role in wanted.items():
-        obligation = existing.get(key)
-        if obligation is None:
+        found = existing.get(key)
+        if found is None:
             new_rows.append({"checkpoint_id": checkpoint.id, "task_id": key[0], "unit_id": key[1], "role": role})
-        elif not obligation.active or obligation.role != role:
-            obligation.active = True
-            obligation.role = role
+        elif not found[1] or found[2] != role:
+            revived[role].append(found[0])
     if new_rows:
         session.execute(
             Obligation.__table__.insert(),
             [{**row, "state": "owed", "active": True, "updated_at": checkpoint.created_at} for row in new_rows],
         )
-    stale = [o.id for key, o in existing.items() if key not in wanted and o.active]
+    for role, ids in revived.items():
+        session.execute(update(Obligation).where(Obligation.id.in_(ids)).values(active=True, role=role))
+    stale = [found[0] for key, found in existing.items() if key not in wanted and found[1]]
     if stale:
         session.execute(update(Obligation).where(Obligation.id.in_(stale)).values(active=False))
     return len(wanted)
