@@ -21,11 +21,34 @@ from core.config import PersonRole, Settings
 from core.outbox import Message, enqueue
 from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
-from storage.models import Plan, RungRun
+from storage.models import Checkpoint, Plan, RungRun
 from storage.queries import identities_with_role
 
 log = logging.getLogger("duban.quarter_end")
 RUNG = "notification"
+
+
+def plans_with_closed_rounds(session: Session, plan_ids: list[int], now: datetime) -> list[int]:
+    """Of ``plan_ids``, those with a live round past its deadline whose 通报 is not recorded yet.
+
+    One query for the whole service, so the minute tick opens a transaction
+    only for the counties that may have a notification to send.
+    """
+    if not plan_ids:
+        return []
+    recorded = select(RungRun.id).where(RungRun.checkpoint_id == Checkpoint.id, RungRun.rung_key == RUNG).exists()
+    rows = session.scalars(
+        select(Checkpoint.plan_id)
+        .where(
+            Checkpoint.plan_id.in_(plan_ids),
+            Checkpoint.cancelled_at.is_(None),
+            Checkpoint.due_at <= now,
+            ~recorded,
+        )
+        .distinct()
+    )
+    wanted = set(rows)
+    return [plan_id for plan_id in plan_ids if plan_id in wanted]
 
 
 def send_notifications(

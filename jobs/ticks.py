@@ -11,7 +11,7 @@ from datetime import datetime
 
 from core.digest import Digest
 from core.escalation import Escalation, TickReport
-from core.quarter_end import send_notifications
+from core.quarter_end import plans_with_closed_rounds, send_notifications
 from core.runtime import Runtime
 from storage.models import Plan
 from storage.queries import newest_plans
@@ -21,7 +21,7 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
     """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
     with runtime.transaction() as session:
         report = escalation.tick(session, now)
-        plan_ids = [plan.id for plan in newest_plans(session)]
+        plan_ids = plans_with_closed_rounds(session, [plan.id for plan in newest_plans(session)], now)
     # One transaction per county for the 通报: when a round closes everywhere at
     # once each county writes a file, and one transaction over all of them would
     # hold SQLite's write lock (and every chat reply) for the whole province.

@@ -12,11 +12,13 @@ from core.clock import ManualClock
 from core.config import PersonRole
 from core.conversation import Conversation, IncomingFile
 from core.escalation import Escalation, make_calendar
+from core.quarter_end import plans_with_closed_rounds
 from core.reporting import StagedFile
 from core.runtime import Runtime
 from jobs.ticks import remind
 from messages import Messages
 from storage.models import OutboxMessage, RungRun
+from storage.queries import newest_plans
 from tests.conftest import local
 from tests.support import invite, make_conversation, outbox, say
 
@@ -233,6 +235,23 @@ def test_the_notification_goes_to_the_office_the_morning_after_the_deadline(
     assert document.suffix == ".xlsx" and document.read_bytes()[:2] == b"PK"
     remind(runtime, escalation, local(2024, 3, 2, 9))
     assert len(outbox(runtime, OFFICE, kind="notification")) == 1, "once, whatever the ticks"
+
+
+def test_only_counties_with_a_closed_round_not_yet_notified_are_visited(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
+    with runtime.transaction() as session:
+        [plan_id] = [plan.id for plan in newest_plans(session)]
+
+    def visited(at: datetime) -> list[int]:
+        with runtime.transaction() as session:
+            return plans_with_closed_rounds(session, [plan_id], at)
+
+    assert visited(local(2024, 2, 29, 17)) == [], "nothing past its deadline yet"
+    assert visited(local(2024, 3, 1, 8, 59)) == [plan_id], "the refined plan closed, its 通报 not sent"
+    remind(runtime, escalation, local(2024, 3, 1, 9, 0))
+    assert visited(local(2024, 3, 1, 9, 1)) == [], "sent and recorded"
+    assert visited(local(2024, 3, 26, 9)) == [plan_id], "the first quarter closed"
 
 
 def test_a_round_in_a_year_the_calendar_does_not_know_stops_no_other(
