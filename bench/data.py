@@ -378,4 +378,4 @@ def settle_outbox(runtime: Runtime) -> int:
         result = session.execute(
             update(OutboxMessage).where(OutboxMessage.state == "queued").values(state="sent", sent_at=IMPORTED_AT)
         )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return int(result.rowcount or 0)

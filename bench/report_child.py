@@ -62,7 +62,7 @@ def main(url: str, jurisdiction: str, mode: str, out: str) -> None:
             timings["build"] += time.perf_counter() - began
             for fmt in ("html", "xlsx"):
                 began = time.perf_counter()
-                path = write_view(view, fmt, messages, target / default_name(plan, REPORT_CHECKPOINT, fmt))  # type: ignore[arg-type]
+                path = write_view(view, fmt, messages, target / default_name(plan, REPORT_CHECKPOINT, fmt))
                 timings[fmt] += time.perf_counter() - began
                 files += 1
                 written += path.stat().st_size

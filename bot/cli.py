@@ -680,7 +680,7 @@ def print_timeline(timeline: Timeline, settings: Settings) -> None:
 @click.pass_obj
 def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: str, output: Path | None) -> None:
     """Write the notification (通报) of a round, or the year view, as HTML, XLSX or Markdown."""
-    from core.documents import export
+    from core.documents import export, file_format
 
     if bool(checkpoint_key) == whole_year:
         fail("请指定 --checkpoint ID 或 --year 之一")
@@ -696,7 +696,7 @@ def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: s
                 Messages(settings.service.language, settings.tz),
                 plan,
                 None if whole_year else checkpoint_key,
-                fmt,
+                file_format(fmt),
                 runtime.clock.now(),
                 output,
             )

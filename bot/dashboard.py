@@ -75,7 +75,7 @@ class Dashboard:
     def _back(path: str, message: str, kind: str = "ok") -> RedirectResponse:
         return RedirectResponse(f"{path}?flash={quote(message)}&kind={kind}", status_code=303)
 
-    def _flash(self, request: Request) -> dict[str, str]:
+    def _flash(self, request: Request) -> dict[str, Any]:
         flash = request.query_params.get("flash", "")[:500]
         kind = request.query_params.get("kind", "ok")
         return {"flash": flash, "flash_kind": kind if kind in ("ok", "warn", "error") else "ok"}
@@ -172,7 +172,7 @@ class Dashboard:
         return FileResponse(path, filename=path.name)
 
     def _export(self, key: str, fmt: str) -> Any:
-        from core.documents import export
+        from core.documents import export, file_format
 
         folder = self.settings.path(self.settings.service.data_dir) / "exports" / uuid.uuid4().hex[:8]
         folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ class Dashboard:
                     self.m,
                     plan,
                     None if key == "year" else key,
-                    fmt,
+                    file_format(fmt),
                     self.service.runtime.clock.now(),
                     folder,
                 )

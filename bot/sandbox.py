@@ -14,7 +14,7 @@ import asyncio
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,7 +59,7 @@ class SandboxHub:
         for queue in list(self._listeners.get(chat_id, ())):
             queue.put_nowait(message_id)
 
-    async def listen(self, chat_id: str) -> AsyncIterator[int]:
+    async def listen(self, chat_id: str) -> AsyncGenerator[int, None]:
         queue: asyncio.Queue[int] = asyncio.Queue()
         self._listeners[chat_id].add(queue)
         try:
@@ -187,11 +187,12 @@ class SandboxRoutes:
         if not code:
             if not self.quick_join:
                 return RedirectResponse("/?error=code", status_code=303)
-            code = await asyncio.to_thread(
+            issued = await asyncio.to_thread(
                 self._quick_code, str(form.get("unit") or ""), str(form.get("role") or "liaison")
             )
-            if code is None:
+            if issued is None:
                 return RedirectResponse("/?error=unit", status_code=303)
+            code = issued
         await self._say(persona, name, f"/start {code}")
         response = RedirectResponse("/chat", status_code=303)
         response.set_cookie(PERSONA_COOKIE, persona, httponly=True, samesite="lax", max_age=30 * 86400)

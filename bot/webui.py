@@ -101,7 +101,7 @@ class WebUI:
 
     async def session(self, request: Request) -> SessionInfo:
         if "duban_session_info" in request.scope:
-            return request.scope["duban_session_info"]  # type: ignore[no-any-return]
+            return request.scope["duban_session_info"]
         info = await asyncio.to_thread(self._load_or_create, request.cookies.get(SESSION_COOKIE, ""))
         request.scope["duban_session_info"] = info
         return info

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from core.config import CheckpointSettings, Ladder, Settings
@@ -117,7 +117,7 @@ def sync_obligations(session: Session, checkpoint: Checkpoint) -> int:
             revived[role].append(found[0])
     if new_rows:
         session.execute(
-            Obligation.__table__.insert(),
+            insert(Obligation),
             [{**row, "state": "owed", "active": True, "updated_at": checkpoint.created_at} for row in new_rows],
         )
     for role, ids in revived.items():

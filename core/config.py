@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from core.durations import Offset, parse_duration, parse_offset
 from core.units import UnitDirectory, UnitKind
@@ -392,7 +393,7 @@ class Settings(Section):
         return moment if moment.tzinfo else moment.replace(tzinfo=self.tz)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     location = [str(part) for part in error["loc"]]
     if location and location[0] in Settings.model_fields and len(location) > 1:
         head = f"[{location[0]}] {'.'.join(location[1:])}"

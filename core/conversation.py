@@ -480,17 +480,17 @@ class Conversation:
         """The unit's tasks, lead and responsible apart, each with its state in its current checkpoint."""
         obligations = unit_obligations(session, unit.id)
         current: dict[int, Obligation] = {}
-        for obligation in obligations:  # earliest due first
-            chosen = current.get(obligation.task_id)
-            if chosen is None or (chosen.state not in OPEN_STATES and obligation.state in OPEN_STATES):
-                current[obligation.task_id] = obligation
+        for candidate in obligations:  # earliest due first
+            chosen = current.get(candidate.task_id)
+            if chosen is None or (chosen.state not in OPEN_STATES and candidate.state in OPEN_STATES):
+                current[candidate.task_id] = candidate
         assignments = session.execute(
             select(Assignment, Task)
             .join(Task, Task.id == Assignment.task_id)
             .where(Assignment.unit_id == unit.id, Assignment.active.is_(True), Task.active.is_(True))
             .order_by(Task.annex.desc(), Task.number)
         ).all()
-        groups = {"lead": [], "responsible": []}
+        groups: dict[str, list[dict[str, Any]]] = {"lead": [], "responsible": []}
         owed = 0
         for assignment, task in assignments:
             obligation = current.get(task.id)

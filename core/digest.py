@@ -166,7 +166,7 @@ class Digest:
 
     def targets(self, session: Session, plan: Plan) -> list[tuple[str, str, int | None]]:
         """(platform, chat id, person id) of every office-role identity and configured group chat."""
-        targets = [
+        targets: list[tuple[str, str, int | None]] = [
             (identity.platform, identity.chat_id, identity.person_id)
             for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)
             if identity.reachable

@@ -32,6 +32,7 @@ from messages import Messages
 from storage.models import Plan
 
 FileFormat = Literal["html", "xlsx", "md"]
+FILE_FORMATS: tuple[FileFormat, ...] = ("xlsx", "html", "md")
 View = Notification | YearView
 CellKind = Literal["text", "wrap", "int", "pct", "days", "datetime", "light", "center"]
 
@@ -404,6 +405,14 @@ def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat) -> str
     return f"{stem}.{fmt}"
 
 
+def file_format(text: str) -> FileFormat:
+    """``text`` as a file format; :class:`ValueError` when it is none of ``FILE_FORMATS``."""
+    for fmt in FILE_FORMATS:
+        if text == fmt:
+            return fmt
+    raise ValueError(f"unknown format {text!r}: use html, xlsx or md")
+
+
 def build_view(session: Session, settings: Settings, plan: Plan, checkpoint_key: str | None, now: datetime) -> View:
     """The notification of ``checkpoint_key`` at ``now``, or with ``checkpoint_key=None`` the year view."""
     if checkpoint_key is None:
@@ -413,8 +422,7 @@ def build_view(session: Session, settings: Settings, plan: Plan, checkpoint_key:
 
 def write_view(view: View, fmt: FileFormat, messages: Messages, target: Path) -> Path:
     """Write ``view`` as ``fmt`` to the file ``target``, atomically (a temporary name, then moved)."""
-    if fmt not in ("html", "xlsx", "md"):
-        raise ValueError(f"unknown format {fmt!r}: use html, xlsx or md")
+    fmt = file_format(fmt)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}", dir=target.parent)
     os.close(handle)
@@ -446,8 +454,7 @@ def export(
     ``path`` may be a file, an existing directory (the default name is used in
     it) or None (the default name in the current directory).  Returns the path.
     """
-    if fmt not in ("html", "xlsx", "md"):
-        raise ValueError(f"unknown format {fmt!r}: use html, xlsx or md")
+    fmt = file_format(fmt)
     view = build_view(session, settings, plan, checkpoint_key, now)
     name = default_name(plan, checkpoint_key, fmt)
     target = Path(path) if path is not None else Path.cwd() / name

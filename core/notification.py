@@ -88,7 +88,7 @@ def _plain(value: Any) -> Any:
 class _AsDict:
     def as_dict(self) -> dict[str, Any]:
         """The dataclass as plain JSON-serialisable data."""
-        return _plain(asdict(self))  # type: ignore[call-overload, no-any-return]
+        return _plain(asdict(self))  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class OfficeRequests:
     ) -> list[int] | str:
         if what == "digest":
             view = self.digest.build(session, plan, now)
-            target = [(incoming.platform, incoming.chat_id, None)]
+            target: list[tuple[str, str, int | None]] = [(incoming.platform, incoming.chat_id, None)]
             return self.digest.queue(
                 session,
                 view,
@@ -47,7 +47,7 @@ class OfficeRequests:
     def _export(
         self, session: Session, plan: Plan, incoming: Incoming, args: list[str], now: datetime
     ) -> list[int] | str:
-        from core.documents import export
+        from core.documents import export, file_format
 
         keys = list(
             session.scalars(
@@ -68,7 +68,9 @@ class OfficeRequests:
             )
         folder = self.settings.path(self.settings.service.data_dir) / "exports"
         folder.mkdir(parents=True, exist_ok=True)
-        path = export(session, self.settings, self.m, plan, None if key == "year" else key, fmt, now, folder)
+        path = export(
+            session, self.settings, self.m, plan, None if key == "year" else key, file_format(fmt), now, folder
+        )
         queued = enqueue(
             session,
             platform=incoming.platform,

@@ -115,9 +115,9 @@ def compute_diff(
     existing: dict[tuple[str, int], Task] = {}
     current: dict[tuple[str, int], dict[str, str]] = {}
     if plan is not None:
-        for task in session.scalars(select(Task).where(Task.plan_id == plan.id)):
-            existing[(task.annex, task.number)] = task
-            current[(task.annex, task.number)] = {}
+        for row in session.scalars(select(Task).where(Task.plan_id == plan.id)):
+            existing[(row.annex, row.number)] = row
+            current[(row.annex, row.number)] = {}
         rows = session.execute(
             select(Task.annex, Task.number, Unit.name, Assignment.role)
             .join(Assignment, Assignment.task_id == Task.id)
@@ -192,8 +192,8 @@ def _sync_aliases_and_groups(
         target = directory.canonical(canonical)
         if target in units and alias != target:
             wanted[(units[target].id, alias)] = "config"
-    for task in parsed.tasks:
-        for unit, alias in task.aliases.items():
+    for parsed_task in parsed.tasks:
+        for unit, alias in parsed_task.aliases.items():
             if unit in units and alias != unit:
                 wanted.setdefault((units[unit].id, alias), "document")
     unit_ids = [u.id for u in units.values()]
@@ -207,10 +207,10 @@ def _sync_aliases_and_groups(
     }
     for phrase, listed in directory.groups.items():
         for name in listed:
-            unit = units.get(directory.canonical(name))
-            if unit is not None and (phrase, unit.id) not in members:
-                session.add(UnitGroupMember(jurisdiction_id=jurisdiction.id, phrase=phrase, unit_id=unit.id))
-                members.add((phrase, unit.id))
+            member = units.get(directory.canonical(name))
+            if member is not None and (phrase, member.id) not in members:
+                session.add(UnitGroupMember(jurisdiction_id=jurisdiction.id, phrase=phrase, unit_id=member.id))
+                members.add((phrase, member.id))
 
 
 def ensure_office_unit(session: Session, settings: Settings, plan: Plan) -> Unit:
@@ -295,10 +295,10 @@ def import_plan(
     session.flush()
 
     by_task: dict[int, dict[int, Assignment]] = {}
-    for assignment in session.scalars(
+    for row in session.scalars(
         select(Assignment).join(Task, Task.id == Assignment.task_id).where(Task.plan_id == plan.id)
     ):
-        by_task.setdefault(assignment.task_id, {})[assignment.unit_id] = assignment
+        by_task.setdefault(row.task_id, {})[row.unit_id] = row
     for parsed_task in parsed.tasks:
         task = tasks[(parsed_task.annex.value, parsed_task.number)]
         present = by_task.get(task.id, {})
@@ -306,13 +306,13 @@ def import_plan(
             units[unit].id: (role, parsed_task.via_group.get(unit)) for unit, role in parsed_task.units()
         }
         for unit_id, (role, via) in wanted.items():
-            assignment = present.get(unit_id)
-            if assignment is None:
+            found = present.get(unit_id)
+            if found is None:
                 session.add(Assignment(task_id=task.id, unit_id=unit_id, role=role.value, via_group=via, active=True))
             else:
-                assignment.role = role.value
-                assignment.via_group = via
-                assignment.active = True
+                found.role = role.value
+                found.via_group = via
+                found.active = True
         for unit_id, assignment in present.items():
             if unit_id not in wanted:
                 assignment.active = False

@@ -23,9 +23,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Interval, and_, exists, func, literal, or_, select, update
+from sqlalchemy import CursorResult, Interval, and_, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -484,7 +484,7 @@ class OutboxSender:
             result = session.execute(
                 update(OutboxMessage).where(condition).values(state="queued", claimed_by=None, next_attempt_at=now)
             )
-            count = result.rowcount or 0
+            count = cast("CursorResult[Any]", result).rowcount or 0
         if count:
             log.warning("requeued %d outbox rows left in flight", count)
         return count

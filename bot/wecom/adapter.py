@@ -153,30 +153,33 @@ class WeComAdapter:
 
     def to_incoming(self, inbound: WeComInbound) -> Incoming | None:
         """What the core understands; None for events it has no use for (entering the app …)."""
-        base = {
-            "platform": PLATFORM,
-            "user_id": inbound.from_user,
-            "chat_id": inbound.from_user,
-            "update_key": inbound.dedup_key,
-            "message_id": inbound.msg_id,
-            "display_name": inbound.from_user,
-            "username": inbound.from_user,
-        }
-        if inbound.kind == "text":
-            return Incoming(**base, text=inbound.content or "")
-        if inbound.kind == "event" and inbound.event == "template_card_event" and inbound.event_key:
+
+        def incoming(**what: Any) -> Incoming:
             return Incoming(
-                **base,
+                platform=PLATFORM,
+                user_id=inbound.from_user,
+                chat_id=inbound.from_user,
+                update_key=inbound.dedup_key,
+                message_id=inbound.msg_id,
+                display_name=inbound.from_user,
+                username=inbound.from_user,
+                **what,
+            )
+
+        if inbound.kind == "text":
+            return incoming(text=inbound.content or "")
+        if inbound.kind == "event" and inbound.event == "template_card_event" and inbound.event_key:
+            return incoming(
                 callback=inbound.event_key,
                 button_message_id=f"card|{inbound.response_code}" if inbound.response_code else None,
             )
         if inbound.kind in ("file", "image"):
             name = inbound.file_name or f"{inbound.media_id}.{'jpg' if inbound.kind == 'image' else 'bin'}"
             # WeCom does not say the size up front; the download checks it.
-            return Incoming(**base, files=(IncomingFile(file_id=inbound.media_id or "", file_name=name, size=0),))
+            return incoming(files=(IncomingFile(file_id=inbound.media_id or "", file_name=name, size=0),))
         if inbound.kind == "event":
             return None
-        return Incoming(**base, text="")
+        return incoming(text="")
 
     async def _with_file(self, inbound: WeComInbound, incoming: Incoming) -> None:
         try:
