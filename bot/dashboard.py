@@ -8,7 +8,6 @@ carries the session's CSRF token.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import uuid
 from contextvars import ContextVar
@@ -85,7 +84,7 @@ class Dashboard:
     async def overview(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await asyncio.to_thread(self._overview)
+        data = await self.service.threads.run(self._overview)
         return await self.ui.page(request, "office.html.j2", **data, **self._flash(request))
 
     def _overview(self) -> dict[str, Any]:
@@ -136,14 +135,14 @@ class Dashboard:
     async def checkpoints(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await asyncio.to_thread(self._overview)
+        data = await self.service.threads.run(self._overview)
         return await self.ui.page(request, "office_checkpoints.html.j2", **data, **self._flash(request))
 
     async def checkpoint(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
         key = request.path_params["key"]
-        notification = await asyncio.to_thread(self._notification, key)
+        notification = await self.service.threads.run(self._notification, key)
         if notification is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
         return await self.ui.page(request, "office_checkpoint.html.j2", n=notification, **self._flash(request))
@@ -166,7 +165,7 @@ class Dashboard:
         match = EXPORT_NAME.match(request.path_params["name"])
         if match is None:
             return PlainTextResponse("bad name", status_code=404)
-        path = await asyncio.to_thread(self._export, match["key"], match["fmt"])
+        path = await self.service.threads.run(self._export, match["key"], match["fmt"])
         if path is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
         return FileResponse(path, filename=path.name)
@@ -197,7 +196,7 @@ class Dashboard:
     async def people(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await asyncio.to_thread(self._people)
+        data = await self.service.threads.run(self._people)
         issued = {k: request.query_params.get(k, "") for k in ("code", "unit", "role", "expires")}
         return await self.ui.page(request, "office_people.html.j2", **data, issued=issued, **self._flash(request))
 
@@ -218,7 +217,7 @@ class Dashboard:
     async def outbox(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await asyncio.to_thread(self._outbox)
+        data = await self.service.threads.run(self._outbox)
         return await self.ui.page(request, "office_outbox.html.j2", **data, **self._flash(request))
 
     def _outbox(self) -> dict[str, Any]:
@@ -281,7 +280,7 @@ class Dashboard:
         info = await self.ui.session(request)
         target = str(form.get("target") or "")
         try:
-            result = await asyncio.to_thread(self._urge, target, self._actor(info))
+            result = await self.service.threads.run(self._urge, target, self._actor(info))
         except OfficeRefusal as refusal:
             return self._back(
                 str(form.get("back") or "/office"),
@@ -314,7 +313,7 @@ class Dashboard:
         decision = "returned" if form.get("decision") == "returned" else "accepted"
         back = str(form.get("back") or "/office")
         try:
-            result = await asyncio.to_thread(
+            result = await self.service.threads.run(
                 self._review,
                 str(form.get("task") or ""),
                 str(form.get("unit") or ""),
@@ -365,7 +364,7 @@ class Dashboard:
             return refused
         info = await self.ui.session(request)
         try:
-            key = await asyncio.to_thread(
+            key = await self.service.threads.run(
                 self._round,
                 str(form.get("key") or "").strip(),
                 str(form.get("due") or ""),
@@ -403,7 +402,7 @@ class Dashboard:
         info = await self.ui.session(request)
         role = str(form.get("role") or "liaison")
         unit_name = str(form.get("unit") or "")
-        issued = await asyncio.to_thread(self._invite, unit_name, role, self._actor(info))
+        issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info))
         if issued is None:
             return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")
         code, unit, expires = issued

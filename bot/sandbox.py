@@ -39,6 +39,7 @@ from core.runtime import current_plan
 from jobs.sender import Delivered, OutgoingRow, SendLimits
 from storage.models import OutboxMessage, SandboxMessage, Unit
 from storage.queries import active_bindings, find_identity
+from storage.threads import DatabaseThreads
 
 if TYPE_CHECKING:
     from bot.service import Service
@@ -75,12 +76,13 @@ class SandboxTransport:
     platform = PLATFORM
     limits = SendLimits()
 
-    def __init__(self, runtime: Runtime, hub: SandboxHub) -> None:
+    def __init__(self, runtime: Runtime, hub: SandboxHub, threads: DatabaseThreads) -> None:
         self.runtime = runtime
         self.hub = hub
+        self.threads = threads
 
     async def send(self, row: OutgoingRow) -> Delivered:
-        message_id = await asyncio.to_thread(self._write, row)
+        message_id = await self.threads.run(self._write, row)
         self.hub.publish(row.chat_id, message_id)
         return Delivered(str(message_id))
 
@@ -145,10 +147,10 @@ class SandboxRoutes:
 
     async def home(self, request: Request) -> Response:
         persona = _persona(request)
-        whoami = await asyncio.to_thread(self._whoami, persona) if persona else []
+        whoami = await self.service.threads.run(self._whoami, persona) if persona else []
         if persona and whoami:
             return RedirectResponse("/chat", status_code=303)
-        units = await asyncio.to_thread(self._units)
+        units = await self.service.threads.run(self._units)
         return await self.ui.page(
             request,
             "sandbox_join.html.j2",
@@ -187,7 +189,7 @@ class SandboxRoutes:
         if not code:
             if not self.quick_join:
                 return RedirectResponse("/?error=code", status_code=303)
-            issued = await asyncio.to_thread(
+            issued = await self.service.threads.run(
                 self._quick_code, str(form.get("unit") or ""), str(form.get("role") or "liaison")
             )
             if issued is None:
@@ -217,8 +219,8 @@ class SandboxRoutes:
         persona = _persona(request)
         if persona is None:
             return RedirectResponse("/", status_code=303)
-        whoami = await asyncio.to_thread(self._whoami, persona)
-        messages = await asyncio.to_thread(self._history, persona, 0)
+        whoami = await self.service.threads.run(self._whoami, persona)
+        messages = await self.service.threads.run(self._history, persona, 0)
         return await self.ui.page(
             request,
             "sandbox_chat.html.j2",
@@ -241,7 +243,7 @@ class SandboxRoutes:
         """One message as HTML, for the page to insert or replace when the event stream names it."""
         persona = _persona(request)
         message_id = int(request.path_params["message_id"])
-        message = await asyncio.to_thread(self._one, persona, message_id)
+        message = await self.service.threads.run(self._one, persona, message_id)
         if message is None:
             return PlainTextResponse("", status_code=404)
         return HTMLResponse(self.ui.env.get_template("sandbox_message.html.j2").render(m=message))
@@ -252,7 +254,7 @@ class SandboxRoutes:
         if persona is None:
             return PlainTextResponse("", status_code=401)
         after = int(request.query_params.get("after", "0") or 0)
-        rows = await asyncio.to_thread(self._history, persona, after)
+        rows = await self.service.threads.run(self._history, persona, after)
         template = self.ui.env.get_template("sandbox_message.html.j2")
         return HTMLResponse("".join(template.render(m=m) for m in rows if m["id"] > after))
 
@@ -355,7 +357,7 @@ class SandboxRoutes:
     async def _say(
         self, persona: str, name: str, text: str, *, reply_to: str | None = None, files: tuple[IncomingFile, ...] = ()
     ) -> None:
-        message_id = await asyncio.to_thread(self._record_in, persona, text, reply_to, files)
+        message_id = await self.service.threads.run(self._record_in, persona, text, reply_to, files)
         self.hub.publish(persona, message_id)
         await self.service.runner.handle(
             Incoming(
@@ -390,7 +392,7 @@ class SandboxRoutes:
         """A file the bot sent to this chat (an exported 通报)."""
         persona = _persona(request)
         outbox_id = int(request.path_params["outbox_id"])
-        path = await asyncio.to_thread(self._document_path, persona, outbox_id)
+        path = await self.service.threads.run(self._document_path, persona, outbox_id)
         if path is None:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path, filename=path.name)

@@ -109,10 +109,11 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
             transports.append(WeComTransport(wecom_client, settings, messages))
         if settings.wecom.robot_keys:
             transports.append(RobotTransport(http, settings))
-    sandbox_hub = SandboxHub()
-    transports.append(SandboxTransport(runtime, sandbox_hub))
-    metrics = Metrics(runtime, conversation)
+    # Every database call of the service goes through these (one thread on SQLite: see storage.threads).
     threads = DatabaseThreads.for_engine(runtime.engine)
+    sandbox_hub = SandboxHub()
+    transports.append(SandboxTransport(runtime, sandbox_hub, threads))
+    metrics = Metrics(runtime, conversation)
     sender = OutboxSender(
         runtime.sessions,
         transports,

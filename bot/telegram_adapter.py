@@ -170,7 +170,7 @@ class TelegramAdapter:
         # Download only what will be kept: a file within the limits, from someone bound.
         if any(file_refusal(self.settings, f) for f in candidates):
             return candidates
-        if not await asyncio.to_thread(self.conversation.accepts_files_from, PLATFORM, user_id):
+        if not await self.runner.threads.run(self.conversation.accepts_files_from, PLATFORM, user_id):
             return candidates
         return [await self._download(file, context) for file in candidates]
 

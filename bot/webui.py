@@ -102,7 +102,7 @@ class WebUI:
     async def session(self, request: Request) -> SessionInfo:
         if "duban_session_info" in request.scope:
             return request.scope["duban_session_info"]
-        info = await asyncio.to_thread(self._load_or_create, request.cookies.get(SESSION_COOKIE, ""))
+        info = await self.service.threads.run(self._load_or_create, request.cookies.get(SESSION_COOKIE, ""))
         request.scope["duban_session_info"] = info
         return info
 
@@ -200,7 +200,7 @@ class WebUI:
             await asyncio.sleep(0.5)  # slow down guessing
             return RedirectResponse("/office/login?notice=bad-secret", status_code=303)
         info = await self.session(request)
-        token = await asyncio.to_thread(self._sign_in, info.id, None, "secret")
+        token = await self.service.threads.run(self._sign_in, info.id, None, "secret")
         response = RedirectResponse("/office", status_code=303)
         self._set_cookie(response, token)
         return response
@@ -211,7 +211,7 @@ class WebUI:
             return PlainTextResponse("forbidden", status_code=403)
         who = str(form.get("who") or "").strip().lstrip("@")[:100]
         info = await self.session(request)
-        await asyncio.to_thread(self._send_code, info.id, who)
+        await self.service.threads.run(self._send_code, info.id, who)
         self.service.sender.wake()
         # The same answer whether or not the name matched: it does not reveal who is office staff.
         return RedirectResponse("/office/login?notice=code-sent", status_code=303)
@@ -257,11 +257,11 @@ class WebUI:
         if not await self.csrf_ok(request, form):
             return PlainTextResponse("forbidden", status_code=403)
         info = await self.session(request)
-        person_id = await asyncio.to_thread(self._check_code, info.id, str(form.get("code") or "").strip())
+        person_id = await self.service.threads.run(self._check_code, info.id, str(form.get("code") or "").strip())
         if person_id is None:
             await asyncio.sleep(0.5)
             return RedirectResponse("/office/login?notice=bad-code", status_code=303)
-        token = await asyncio.to_thread(self._sign_in, info.id, person_id, "code")
+        token = await self.service.threads.run(self._sign_in, info.id, person_id, "code")
         response = RedirectResponse("/office", status_code=303)
         self._set_cookie(response, token)
         return response

@@ -4,9 +4,10 @@ SQLite allows one writer at a time, and a connection that finds the database
 locked waits in SQLite's busy handler, which sleeps whole milliseconds (1, 2,
 5, 10 … ms) between tries.  Under load — a burst of replies while the sender
 claims and marks rows — those sleeps, not the work, set the pace, and one side
-can starve the other.  So on SQLite every hot writer in the process (the
-conversation, the outbox sender, the scheduler's ticks) goes through one
-thread: they queue in Python, first come first served.  On PostgreSQL, where
+can starve the other.  So on SQLite every database call of the service (the
+conversation, the outbox sender, the scheduler's ticks, the dashboard and the
+sandbox pages) goes through one thread: they queue in Python, first come
+first served.  On PostgreSQL, where
 rows are locked rather than the whole database, several threads work at once.
 """
 

@@ -191,7 +191,7 @@ class WeComAdapter:
 
     async def _download(self, incoming: Incoming) -> list[IncomingFile]:
         declared = incoming.files[0]
-        if file_refusal(self.settings, declared) or not await asyncio.to_thread(
+        if file_refusal(self.settings, declared) or not await self.runner.threads.run(
             self.conversation.accepts_files_from, PLATFORM, incoming.user_id
         ):
             return [declared]
