@@ -37,7 +37,7 @@ from core.office import OfficeRequests
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
-from jobs.ticks import remind, send_digest
+from jobs.ticks import drop_stale_drafts, remind, send_digest
 
 if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
@@ -195,8 +195,17 @@ async def run_service(
         await service.threads.run(send_digest, service.runtime, service.digest, now)
         service.sender.wake()
 
+    async def housekeeping_job(now: Any) -> None:
+        staging = service.conversation.staging_dir()
+        await service.threads.run(drop_stale_drafts, service.runtime, staging, now)
+
     scheduler = build_scheduler(
-        settings, service.runtime.clock, remind=remind_job, digest=digest_job, guard=is_scheduler
+        settings,
+        service.runtime.clock,
+        remind=remind_job,
+        digest=digest_job,
+        housekeeping=housekeeping_job,
+        guard=is_scheduler,
     )
     scheduler.start()
 

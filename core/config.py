@@ -319,6 +319,8 @@ class OutboxSettings(Section):
 
 class LimitSettings(Section):
     note_max_chars: int = Field(default=1000, ge=1, le=4000)
+    #: An unfinished /report draft (and any file staged for it) is dropped after this long untouched.
+    draft_ttl: Duration = timedelta(days=3)
 
 
 class BindingSettings(Section):

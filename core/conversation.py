@@ -545,6 +545,11 @@ class Conversation:
             )
             turn.session.add(state)
             turn.known_state = state
+        # A file the new draft no longer holds (a /report started over) would be orphaned.
+        kept = {f["staged_path"] for f in data.get("files", [])}
+        for dropped in state.data.get("files", []) if state.data else []:
+            if dropped["staged_path"] not in kept:
+                Path(dropped["staged_path"]).unlink(missing_ok=True)
         state.state = name
         state.version = (state.version or 0) + 1
         state.data = dict(data)

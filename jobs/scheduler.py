@@ -29,9 +29,10 @@ def build_scheduler(
     *,
     remind: Job,
     digest: Job | None = None,
+    housekeeping: Job | None = None,
     guard: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIOScheduler:
-    """A scheduler that runs the reminder tick every ``resolution`` and the digest each morning.
+    """A scheduler that runs the reminder tick every ``resolution``, the digest each morning, housekeeping hourly.
 
     Every job reads ``clock`` for "now".  ``guard`` says whether this process
     should run scheduled jobs at all (several processes share one database).
@@ -66,5 +67,13 @@ def build_scheduler(
             max_instances=1,
             coalesce=True,
             misfire_grace_time=3600,
+        )
+    if housekeeping is not None:
+        scheduler.add_job(
+            wrap("housekeeping", housekeeping),
+            IntervalTrigger(hours=1, timezone=settings.tz),
+            id="housekeeping",
+            max_instances=1,
+            coalesce=True,
         )
     return scheduler

@@ -8,8 +8,10 @@ state between calls: the database is the record of what was sent.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from core.digest import Digest
+from core.drafts import DraftSweep, sweep_drafts
 from core.escalation import Escalation, TickReport
 from core.quarter_end import plans_with_closed_rounds, send_notifications
 from core.runtime import Runtime
@@ -33,6 +35,12 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
                     session, escalation.settings, escalation.m, escalation.calendar, plan, now
                 )
     return report
+
+
+def drop_stale_drafts(runtime: Runtime, staging_dir: Path, now: datetime) -> DraftSweep:
+    """Unfinished /report drafts untouched for ``[limits] draft_ttl``, and their staged files."""
+    with runtime.transaction() as session:
+        return sweep_drafts(session, staging_dir, now, runtime.settings.limits.draft_ttl)
 
 
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:
