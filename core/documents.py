@@ -400,8 +400,13 @@ def _tally_row(table: _Table, name: str, due_at: datetime | None, tally: Tally) 
 
 
 def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat) -> str:
-    """``通报-2024-q1.xlsx`` for a checkpoint, ``通报-2024-全年.xlsx`` for the year."""
-    stem = f"通报-{checkpoint_key}" if checkpoint_key else f"通报-{plan.year}-全年"
+    """``通报-嘉鱼县-2024-q1.xlsx`` for a checkpoint, ``通报-嘉鱼县-2024-全年.xlsx`` for the year.
+
+    The county is in the name: one service writes every county's files into
+    one exports folder, and a file must stay what its queued message says.
+    """
+    county = plan.jurisdiction.name
+    stem = f"通报-{county}-{checkpoint_key}" if checkpoint_key else f"通报-{county}-{plan.year}-全年"
     return f"{stem}.{fmt}"
 
 

@@ -7,6 +7,7 @@ state between calls: the database is the record of what was sent.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from core.runtime import Runtime
 from storage.models import Plan
 from storage.queries import newest_plans
 
+log = logging.getLogger("duban.ticks")
+
 
 def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickReport:
     """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
@@ -28,12 +31,15 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
     # once each county writes a file, and one transaction over all of them would
     # hold SQLite's write lock (and every chat reply) for the whole province.
     for plan_id in plan_ids:
-        with runtime.transaction() as session:
-            plan = session.get(Plan, plan_id)
-            if plan is not None:
-                report.notifications += send_notifications(
-                    session, escalation.settings, escalation.m, escalation.calendar, plan, now
-                )
+        try:
+            with runtime.transaction() as session:
+                plan = session.get(Plan, plan_id)
+                if plan is not None:
+                    report.notifications += send_notifications(
+                        session, escalation.settings, escalation.m, escalation.calendar, plan, now
+                    )
+        except Exception:  # one county's failure (a full disk …) must not hold up the others
+            log.exception("通报 not sent; retried at the next tick", extra={"plan": plan_id})
     return report
 
 

@@ -89,3 +89,42 @@ def test_reminders_go_out_in_every_county(runtime: Runtime, second: Plan, clock:
     remind(runtime, Escalation(settings, Messages("zh", settings.tz), make_calendar(settings)), local(2024, 2, 22, 9))
     assert [r.kind for r in outbox(runtime, 701, kind="reminder")] == ["reminder"]
     assert [r.kind for r in outbox(runtime, 702, kind="reminder")] == ["reminder"]
+
+
+def test_each_countys_notification_is_its_own_file(runtime: Runtime, second: Plan) -> None:
+    conv = make_conversation(runtime)
+    with runtime.transaction() as session:
+        home = session.scalar(select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction))
+        assert home is not None
+        home_plan = newest_plan(session, home.id)
+    say(conv, 801, f"/start {code_for(runtime, home_plan, '县政府政务督查室', 'office')}")  # type: ignore[arg-type]
+    say(conv, 802, f"/start {code_for(runtime, second, '县政府政务督查室', 'office')}")
+    settings = runtime.settings
+    remind(runtime, Escalation(settings, Messages("zh", settings.tz), make_calendar(settings)), local(2024, 3, 1, 9))
+    [mine] = outbox(runtime, 801, kind="notification")
+    [theirs] = outbox(runtime, 802, kind="notification")
+    paths = {mine.payload["document"]["path"], theirs.payload["document"]["path"]}
+    assert len(paths) == 2, "one county's file must not overwrite the other's"
+    assert OTHER_COUNTY in theirs.payload["document"]["file_name"]
+
+
+def test_a_county_whose_notification_fails_holds_up_no_other(runtime: Runtime, second: Plan) -> None:
+    conv = make_conversation(runtime)
+    with runtime.transaction() as session:
+        home = session.scalar(select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction))
+        assert home is not None
+        home_plan = newest_plan(session, home.id)
+    say(conv, 801, f"/start {code_for(runtime, home_plan, '县政府政务督查室', 'office')}")  # type: ignore[arg-type]
+    say(conv, 802, f"/start {code_for(runtime, second, '县政府政务督查室', 'office')}")
+    settings = runtime.settings
+    escalation = Escalation(settings, Messages("zh", settings.tz), make_calendar(settings))
+    # The home county's file cannot be written: a folder stands where it would go.
+    blocker = settings.path(settings.service.data_dir) / "exports" / "通报-嘉鱼县-refined-plan.xlsx"
+    blocker.mkdir(parents=True)
+    remind(runtime, escalation, local(2024, 3, 1, 9))
+    assert outbox(runtime, 801, kind="notification") == []
+    assert len(outbox(runtime, 802, kind="notification")) == 1
+    blocker.rmdir()
+    remind(runtime, escalation, local(2024, 3, 1, 9, 1))  # the next tick tries again
+    assert len(outbox(runtime, 801, kind="notification")) == 1
+    assert len(outbox(runtime, 802, kind="notification")) == 1

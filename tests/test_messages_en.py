@@ -172,7 +172,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {**RUNG, "units": SUMMARIES, "total": 3},
         {**RUNG, "late": True, "after_due": True, "late_days": 1, "role": "office", "units": SUMMARIES, "total": 3},
     ],
-    "export_ready.j2": [{"file_name": "通报-2024-q1.xlsx", "now": T0}],
+    "export_ready.j2": [{"file_name": "通报-嘉鱼县-2024-q1.xlsx", "now": T0}],
     "export_usage.j2": [
         {
             "usage": "/export 轮次编号 [xlsx|html|md],或 /export year",
@@ -190,7 +190,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "login_code.j2": [{"code": "482913", "minutes": 10}],
     "nothing_to_cancel.j2": [{}],
     "notification_ready.j2": [
-        {"checkpoint": "第一季度进展督办", "key": "2024-q1", "due": Q1_DUE, "file_name": "通报-2024-q1.xlsx"}
+        {"checkpoint": "第一季度进展督办", "key": "2024-q1", "due": Q1_DUE, "file_name": "通报-嘉鱼县-2024-q1.xlsx"}
     ],
     "overdue.j2": [
         {

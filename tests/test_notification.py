@@ -481,10 +481,14 @@ def test_export_writes_each_format_under_its_default_name(
     out = tmp_path / "out"
     out.mkdir()
     written = [export(session, settings, messages, plan, "2024-q1", fmt, NOW, out) for fmt in ("html", "xlsx", "md")]
-    assert [p.name for p in written] == ["通报-2024-q1.html", "通报-2024-q1.xlsx", "通报-2024-q1.md"]
+    assert [p.name for p in written] == [
+        "通报-嘉鱼县-2024-q1.html",
+        "通报-嘉鱼县-2024-q1.xlsx",
+        "通报-嘉鱼县-2024-q1.md",
+    ]
     assert all(p.stat().st_size > 0 for p in written)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)  # no temporary left
-    assert default_name(plan, None, "xlsx") == "通报-2024-全年.xlsx"
+    assert default_name(plan, None, "xlsx") == "通报-嘉鱼县-2024-全年.xlsx"
 
 
 # --- the year ------------------------------------------------------------------------------
@@ -528,7 +532,7 @@ def test_year_xlsx_groups_each_checkpoints_columns_under_its_title(
         plan = current_plan(session, settings)
         assert plan is not None
         path = export(session, settings, messages, plan, None, "xlsx", YEAR_AT, tmp_path)
-    assert path.name == "通报-2024-全年.xlsx"
+    assert path.name == "通报-嘉鱼县-2024-全年.xlsx"
     book = load_workbook(path)
     assert book.sheetnames == ["概况", "单位年度"]
     sheet = book["单位年度"]
