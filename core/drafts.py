@@ -26,10 +26,10 @@ log = logging.getLogger("duban.drafts")
 
 @dataclass(frozen=True)
 class DraftSweep:
-    """What one sweep removed."""
+    """What one sweep dropped: how many drafts, and the files to delete once that is committed."""
 
     drafts: int
-    files: int
+    files: list[Path]
 
 
 def _staged_paths(state: ConversationState) -> list[Path]:
@@ -38,26 +38,26 @@ def _staged_paths(state: ConversationState) -> list[Path]:
 
 
 def sweep_drafts(session: Session, staging_dir: Path, now: datetime, ttl: timedelta) -> DraftSweep:
-    """Drop drafts untouched since ``now - ttl`` and their files, and staged files no draft holds that are as old."""
+    """Drop drafts untouched since ``now - ttl``; name their files and the staged files no draft holds that are as old.
+
+    The files are only named, not deleted: the caller deletes them after the
+    transaction commits, so a failed commit leaves no draft without its file.
+    """
     cutoff = now - ttl
-    removed_files = 0
+    files: list[Path] = []
     stale = list(session.scalars(select(ConversationState).where(ConversationState.updated_at < cutoff)))
     for state in stale:
-        for path in _staged_paths(state):
-            if path.is_file():
-                path.unlink()
-                removed_files += 1
+        files += [path for path in _staged_paths(state) if path.is_file()]
         session.delete(state)
     session.flush()
     held = {path.resolve() for state in session.scalars(select(ConversationState)) for path in _staged_paths(state)}
     if staging_dir.is_dir():
         for path in staging_dir.iterdir():
-            if not path.is_file() or path.resolve() in held:
+            if not path.is_file() or path.resolve() in held or path in files:
                 continue
             # An orphan younger than the cutoff may be a download whose turn is still running.
             if datetime.fromtimestamp(path.stat().st_mtime, now.tzinfo) < cutoff:
-                path.unlink(missing_ok=True)
-                removed_files += 1
-    if stale or removed_files:
-        log.info("stale report drafts dropped", extra={"drafts": len(stale), "files": removed_files})
-    return DraftSweep(drafts=len(stale), files=removed_files)
+                files.append(path)
+    if stale or files:
+        log.info("stale report drafts dropped", extra={"drafts": len(stale), "files": len(files)})
+    return DraftSweep(drafts=len(stale), files=files)

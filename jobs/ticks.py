@@ -46,7 +46,10 @@ def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickRepor
 def drop_stale_drafts(runtime: Runtime, staging_dir: Path, now: datetime) -> DraftSweep:
     """Unfinished /report drafts untouched for ``[limits] draft_ttl``, and their staged files."""
     with runtime.transaction() as session:
-        return sweep_drafts(session, staging_dir, now, runtime.settings.limits.draft_ttl)
+        sweep = sweep_drafts(session, staging_dir, now, runtime.settings.limits.draft_ttl)
+    for path in sweep.files:  # committed: no draft refers to them any more
+        path.unlink(missing_ok=True)
+    return sweep
 
 
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:

@@ -69,7 +69,7 @@ def test_a_draft_untouched_past_the_ttl_is_dropped_with_its_file(
     path = draft_with_file(conv, runtime, "进展材料.pdf")
     clock.advance(timedelta(days=3, minutes=1))
     sweep = drop_stale_drafts(runtime, conv.staging_dir(), clock.now())
-    assert (sweep.drafts, sweep.files) == (1, 1)
+    assert (sweep.drafts, sweep.files) == (1, [path])
     assert drafts(runtime) == 0 and not path.exists()
 
 
@@ -78,7 +78,7 @@ def test_a_draft_touched_within_the_ttl_is_kept(runtime: Runtime, conv: Conversa
     age(path, clock, timedelta(days=10))  # the file's age on disk does not matter while a draft holds it
     clock.advance(timedelta(days=2, hours=23))
     sweep = drop_stale_drafts(runtime, conv.staging_dir(), clock.now())
-    assert (sweep.drafts, sweep.files) == (0, 0)
+    assert (sweep.drafts, sweep.files) == (0, [])
     assert drafts(runtime) == 1 and path.exists()
 
 
@@ -102,7 +102,7 @@ def test_a_staged_file_no_draft_holds_is_swept_only_once_old(
     age(old.staged_path, clock, timedelta(days=4))
     age(young.staged_path, clock, timedelta(minutes=5))  # perhaps a download whose turn is still running
     sweep = drop_stale_drafts(runtime, conv.staging_dir(), clock.now())
-    assert sweep.files == 1
+    assert sweep.files == [old.staged_path]
     assert not old.staged_path.exists() and young.staged_path.exists()
 
 
