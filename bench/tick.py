@@ -24,10 +24,12 @@ from sqlalchemy import func, select
 
 from bench.common import FIRING_AT, IDLE_BEFORE, QUARTER_END_AT, median, stopwatch
 from core.escalation import Escalation, TickReport, make_calendar
+from core.quarter_end import plans_with_closed_rounds
 from core.runtime import Runtime
-from jobs.ticks import remind
+from jobs.ticks import notify_county, remind
 from messages import Messages
 from storage.models import OutboxMessage
+from storage.queries import newest_plans
 
 
 @dataclass
@@ -55,20 +57,11 @@ def _tick(runtime: Runtime, escalation: Escalation, now: Any) -> tuple[float, Ti
 
 
 def _quarter_end(runtime: Runtime, escalation: Escalation) -> tuple[float | None, int]:
-    """The quarter-end half of ``remind``: every jurisdiction's 通报 that is due, in one transaction."""
-    try:
-        from core.quarter_end import send_notifications
-        from jobs.ticks import newest_plans
-    except ImportError:  # an older or newer project layout: nothing to time
-        return None, 0
-    with stopwatch() as elapsed, runtime.transaction() as session:
-        queued = 0
-        for plan in newest_plans(session):
-            queued += len(
-                send_notifications(
-                    session, escalation.settings, escalation.m, escalation.calendar, plan, QUARTER_END_AT
-                )
-            )
+    """The quarter-end half of ``remind``: each county with a closed round gets its 通报, one transaction each."""
+    with stopwatch() as elapsed:
+        with runtime.transaction() as session:
+            plan_ids = plans_with_closed_rounds(session, [plan.id for plan in newest_plans(session)], QUARTER_END_AT)
+        queued = sum(len(notify_county(runtime, escalation, plan_id, QUARTER_END_AT)) for plan_id in plan_ids)
     return elapsed(), queued
 
 

@@ -37,7 +37,7 @@ from core.office import OfficeRequests
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
-from jobs.ticks import drop_stale_drafts, remind, send_digest
+from jobs.ticks import drop_stale_drafts, notify_county, remind, send_digest, tick
 
 if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
@@ -174,7 +174,13 @@ async def run_service(
 
     async def remind_job(now: Any) -> None:
         started = time.monotonic()
-        report = await service.threads.run(remind, service.runtime, service.escalation, now)
+        # The tick and each county's 通报 are separate calls, so that on SQLite's one
+        # database thread chat replies get their turn between counties.
+        report, plan_ids = await service.threads.run(tick, service.runtime, service.escalation, now)
+        for plan_id in plan_ids:
+            report.notifications += await service.threads.run(
+                notify_county, service.runtime, service.escalation, plan_id, now
+            )
         service.metrics.tick_seconds.observe(time.monotonic() - started)
         if report.notices:
             log.info(

@@ -24,23 +24,38 @@ log = logging.getLogger("duban.ticks")
 
 def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickReport:
     """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
+    report, plan_ids = tick(runtime, escalation, now)
+    for plan_id in plan_ids:
+        report.notifications += notify_county(runtime, escalation, plan_id, now)
+    return report
+
+
+def tick(runtime: Runtime, escalation: Escalation, now: datetime) -> tuple[TickReport, list[int]]:
+    """The reminders and escalations due by ``now``; and the counties with a closed round to notify."""
     with runtime.transaction() as session:
         report = escalation.tick(session, now)
         plan_ids = plans_with_closed_rounds(session, [plan.id for plan in newest_plans(session)], now)
-    # One transaction per county for the 通报: when a round closes everywhere at
-    # once each county writes a file, and one transaction over all of them would
-    # hold SQLite's write lock (and every chat reply) for the whole province.
-    for plan_id in plan_ids:
-        try:
-            with runtime.transaction() as session:
-                plan = session.get(Plan, plan_id)
-                if plan is not None:
-                    report.notifications += send_notifications(
-                        session, escalation.settings, escalation.m, escalation.calendar, plan, now
-                    )
-        except Exception:  # one county's failure (a full disk …) must not hold up the others
-            log.exception("通报 not sent; retried at the next tick", extra={"plan": plan_id})
-    return report
+    return report, plan_ids
+
+
+def notify_county(runtime: Runtime, escalation: Escalation, plan_id: int, now: datetime) -> list[int]:
+    """One county's 通报 of the rounds just closed, in a transaction of its own; the outbox ids.
+
+    Apart from the tick because, when a round closes everywhere at once, each
+    county writes a file: one transaction over all of them would hold SQLite's
+    write lock (and every chat reply) for the whole province.  A county whose
+    file cannot be written (a full disk …) is logged and tried again at the
+    next tick; it holds up no other.
+    """
+    try:
+        with runtime.transaction() as session:
+            plan = session.get(Plan, plan_id)
+            if plan is None:
+                return []
+            return send_notifications(session, escalation.settings, escalation.m, escalation.calendar, plan, now)
+    except Exception:
+        log.exception("通报 not sent; retried at the next tick", extra={"plan": plan_id})
+        return []
 
 
 def drop_stale_drafts(runtime: Runtime, staging_dir: Path, now: datetime) -> DraftSweep:
