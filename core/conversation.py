@@ -167,6 +167,8 @@ class _Turn:
     queued: list[int] = field(default_factory=list)
     toast: str | None = None
     files_used: bool = False
+    # staged files of drafts this turn dropped: deleted once the turn has committed
+    discarded: list[Path] = field(default_factory=list)
     # answers already looked up in this turn (each would otherwise be a query again)
     known_state: ConversationState | None = None
     state_looked_up: bool = False
@@ -240,6 +242,8 @@ class Conversation:
                 self._dispatch(turn)
                 if not turn.files_used:
                     self._discard_files(incoming)
+            for path in turn.discarded:  # committed: no draft refers to them any more
+                path.unlink(missing_ok=True)
             self.handled[(incoming.platform, "handled")] += 1
             return Handled(queued=turn.queued, toast=turn.toast)
         except IntegrityError:
@@ -549,7 +553,7 @@ class Conversation:
         kept = {f["staged_path"] for f in data.get("files", [])}
         for dropped in state.data.get("files", []) if state.data else []:
             if dropped["staged_path"] not in kept:
-                Path(dropped["staged_path"]).unlink(missing_ok=True)
+                turn.discarded.append(Path(dropped["staged_path"]))
         state.state = name
         state.version = (state.version or 0) + 1
         state.data = dict(data)
@@ -562,7 +566,7 @@ class Conversation:
         if state is None:
             return False
         for staged in state.data.get("files", []):
-            Path(staged["staged_path"]).unlink(missing_ok=True)
+            turn.discarded.append(Path(staged["staged_path"]))
         turn.session.delete(state)
         turn.session.flush()
         turn.known_state = None
