@@ -804,6 +804,7 @@ class Conversation:
             turn.session.delete(state)
             turn.known_state = None
         turn.files_used = True
+        turn.discarded += [file.staged_path for file in files]  # stored copies are in place once committed
         checkpoint = recorded.checkpoint
         self._reply(
             turn,

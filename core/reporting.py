@@ -172,7 +172,11 @@ def record_report(
     uploads_dir: Path,
     checkpoint_id: int | None = None,
 ) -> Recorded:
-    """Append a status report, move its files into place, and update the obligation it answers."""
+    """Append a status report, copy its files into place, and update the obligation it answers.
+
+    The staged files are copied, not moved: if the transaction does not
+    commit, the draft still has them.  The caller deletes them once it has.
+    """
     obligation = target_obligation(session, task.id, unit.id, has_file=bool(files), checkpoint_id=checkpoint_id)
     checkpoint = obligation.checkpoint if obligation else None
     on_time = (now <= checkpoint.due_at) if checkpoint else None
@@ -197,7 +201,7 @@ def record_report(
         folder = uploads_dir / str(unit.jurisdiction_id) / str(unit.id)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{report.id}-{_safe_name(staged.file_name)}"
-        shutil.move(str(staged.staged_path), final)
+        shutil.copyfile(staged.staged_path, final)
         attachment = Attachment(
             report_id=report.id,
             platform=staged.platform,

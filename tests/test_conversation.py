@@ -254,9 +254,11 @@ def test_lead_task_owes_the_refined_plan_as_a_document(runtime: Runtime, bound: 
     say(bound, LIAISON, "/report 1 按计划推进 细化方案已审定")
     assert "需上传" in last_text(runtime, LIAISON)
     assert reports(runtime) == []
-    say(bound, LIAISON, "", files=(staged(tmp_path, "县1细化方案.pdf"),))
+    file = staged(tmp_path, "县1细化方案.pdf")
+    say(bound, LIAISON, "", files=(file,))
     [report] = reports(runtime)
     assert report.checkpoint_id is not None and report.note == "细化方案已审定"
+    assert file.staged is not None and not file.staged.staged_path.exists(), "the staged copy is gone once stored"
     assert obligation_state(runtime, "县发改局", "county", 1, "refined-plan") == "answered"
     [attachment] = report.attachments
     assert Path(attachment.stored_path).read_bytes() == b"%PDF-1.4 refined plan"
