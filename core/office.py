@@ -11,11 +11,10 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.conversation import Incoming
 from core.digest import Digest
+from core.documents import FILE_FORMATS, export, file_format
 from core.outbox import Message, enqueue
 from messages import Messages
 from storage.models import Checkpoint, Plan
-
-EXPORT_FORMATS = ("xlsx", "html", "md")
 
 
 class OfficeRequests:
@@ -47,8 +46,6 @@ class OfficeRequests:
     def _export(
         self, session: Session, plan: Plan, incoming: Incoming, args: list[str], now: datetime
     ) -> list[int] | str:
-        from core.documents import export, file_format
-
         keys = list(
             session.scalars(
                 select(Checkpoint.key)
@@ -58,13 +55,13 @@ class OfficeRequests:
         )
         key = args[0] if args else ""
         fmt = args[1].lower() if len(args) > 1 else "xlsx"
-        if key not in [*keys, "year"] or fmt not in EXPORT_FORMATS:
+        if key not in [*keys, "year"] or fmt not in FILE_FORMATS:
             return self.m.render(
                 "export_usage",
                 usage=self.m.label("usage", "export"),
                 keys=keys,
-                bad_format=fmt not in EXPORT_FORMATS,
-                formats=EXPORT_FORMATS,
+                bad_format=fmt not in FILE_FORMATS,
+                formats=FILE_FORMATS,
             )
         folder = self.settings.path(self.settings.service.data_dir) / "exports"
         folder.mkdir(parents=True, exist_ok=True)
