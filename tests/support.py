@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from core.binding import issue_code
 from core.config import PersonRole
 from core.conversation import Conversation, Handled, Incoming, IncomingFile
+from core.reporting import StagedFile
 from core.runtime import Runtime
 from messages import Messages
 from storage.models import OutboxMessage
@@ -96,3 +98,22 @@ def mark_sent(runtime: Runtime, outbox_id: int, platform_message_id: str, at: da
         row.state = "sent"
         row.platform_message_id = platform_message_id
         row.sent_at = at or runtime.clock.now()
+
+
+def staged_file(folder: Path, name: str, content: bytes = b"%PDF-1.4 refined plan") -> IncomingFile:
+    """A PDF as an adapter hands it to the core: downloaded into ``folder`` and described."""
+    path = folder / f"staged-{name}"
+    path.write_bytes(content)
+    stage = StagedFile(
+        file_name=name,
+        size=len(content),
+        mime_type="application/pdf",
+        file_id=f"file-{name}",
+        file_unique_id=f"u-{name}",
+        staged_path=path,
+        sha256=StagedFile.digest(path),
+        platform="sandbox",
+    )
+    return IncomingFile(
+        file_id=stage.file_id, file_name=name, size=len(content), mime_type="application/pdf", staged=stage
+    )

@@ -6,7 +6,6 @@ are kept under ``test-artifacts/browser/``.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
@@ -20,8 +19,8 @@ import httpx
 import pytest
 
 from tests.fakes.telegram_api import FakeTelegram
+from tests.processes import ROOT, service_env
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -40,17 +39,7 @@ class ServiceProcess:
     def __init__(self, tmp_path: Path, **extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DUBAN_CONFIG": str(ROOT / "config.toml"),
-            "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
-            "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
-            "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
-            "DUBAN_WEB_PORT": str(self.port),
-            "DUBAN_ESCALATION_RESOLUTION": "1s",
-            "PTB_TIMEDELTA": "true",
-            **extra,
-        }
+        self.env = service_env(tmp_path, DUBAN_WEB_PORT=str(self.port), DUBAN_ESCALATION_RESOLUTION="1s", **extra)
         self.log = (tmp_path / "service.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bot", "run"], env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT

@@ -12,11 +12,10 @@ from sqlalchemy.orm import selectinload
 from core.clock import ManualClock
 from core.config import PersonRole
 from core.conversation import Conversation, IncomingFile
-from core.reporting import StagedFile
 from core.runtime import Runtime
 from storage.models import Binding, BindingCode, InboundUpdate, Obligation, Review, StatusReport, Task, Unit
 from tests.conftest import local
-from tests.support import invite, last_buttons, last_text, make_conversation, mark_sent, outbox, say
+from tests.support import invite, last_buttons, last_text, make_conversation, mark_sent, outbox, say, staged_file
 
 LIAISON = 1001  # 县发改局
 OTHER = 1002  # 县招商投资中心
@@ -59,24 +58,6 @@ def obligation_state(runtime: Runtime, unit: str, annex: str, number: int, check
             .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
             .where(Unit.name == unit, Task.annex == annex, Task.number == number, Checkpoint.key == checkpoint_key)
         )
-
-
-def staged(tmp_path: Path, name: str, content: bytes = b"%PDF-1.4 refined plan") -> IncomingFile:
-    path = tmp_path / f"staged-{name}"
-    path.write_bytes(content)
-    stage = StagedFile(
-        file_name=name,
-        size=len(content),
-        mime_type="application/pdf",
-        file_id=f"file-{name}",
-        file_unique_id=f"u-{name}",
-        staged_path=path,
-        sha256=StagedFile.digest(path),
-        platform="sandbox",
-    )
-    return IncomingFile(
-        file_id=stage.file_id, file_name=name, size=len(content), mime_type="application/pdf", staged=stage
-    )
 
 
 # --- binding ------------------------------------------------------------------------
@@ -192,7 +173,7 @@ def test_oversize_file_is_refused_and_nothing_stored(runtime: Runtime, bound: Co
 
 
 def test_unsupported_attachment_type_is_refused(runtime: Runtime, bound: Conversation, tmp_path: Path) -> None:
-    file = staged(tmp_path, "virus.exe")
+    file = staged_file(tmp_path, "virus.exe")
     say(bound, LIAISON, "", files=(file,))
     assert "不支持的文件类型" in last_text(runtime, LIAISON)
     assert not file.staged.staged_path.exists()  # type: ignore[union-attr]
@@ -254,7 +235,7 @@ def test_lead_task_owes_the_refined_plan_as_a_document(runtime: Runtime, bound: 
     say(bound, LIAISON, "/report 1 按计划推进 细化方案已审定")
     assert "需上传" in last_text(runtime, LIAISON)
     assert reports(runtime) == []
-    file = staged(tmp_path, "县1细化方案.pdf")
+    file = staged_file(tmp_path, "县1细化方案.pdf")
     say(bound, LIAISON, "", files=(file,))
     [report] = reports(runtime)
     assert report.checkpoint_id is not None and report.note == "细化方案已审定"

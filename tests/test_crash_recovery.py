@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from collections import Counter
 from datetime import UTC, datetime
@@ -14,29 +13,15 @@ from core.config import load_settings
 from core.outbox import Message, enqueue
 from core.runtime import initialise, open_runtime
 from tests.fakes.telegram_api import FakeTelegram
-from tests.processes import ROOT, start_service, wait_until
+from tests.processes import service_env, start_service, telegram_settings, wait_until
 
 CHATS = list(range(7000, 7120))
-
-
-def service_env(tmp_path: Path, fake: FakeTelegram) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DUBAN_CONFIG": str(ROOT / "config.toml"),
-        "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'duban.sqlite3'}",
-        "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
-        "DUBAN_TELEGRAM_TOKEN": fake.token,
-        "DUBAN_TELEGRAM_BASE_URL": fake.base_url,
-        "DUBAN_TELEGRAM_BASE_FILE_URL": fake.base_file_url,
-        "DUBAN_WEB_PORT": "0",
-        "PTB_TIMEDELTA": "true",
-    }
 
 
 @pytest.mark.timeout(120)
 def test_killed_mid_fan_out_loses_nothing_and_repeats_at_most_one(tmp_path: Path) -> None:
     with FakeTelegram(global_per_second=30, per_chat_per_second=1) as fake:
-        env = service_env(tmp_path, fake)
+        env = service_env(tmp_path, **telegram_settings(fake.base_url, fake.base_file_url, fake.token))
         settings = load_settings(environ={k: v for k, v in env.items() if k.startswith("DUBAN_")})
         runtime = open_runtime(settings)
         initialise(runtime)

@@ -11,11 +11,10 @@ from sqlalchemy import func, select
 
 from core.clock import ManualClock
 from core.conversation import Conversation, IncomingFile
-from core.reporting import StagedFile
 from core.runtime import Runtime
 from jobs.ticks import drop_stale_drafts
 from storage.models import ConversationState, StatusReport
-from tests.support import invite, last_text, make_conversation, say
+from tests.support import invite, last_text, make_conversation, say, staged_file
 
 LIAISON = 1001  # 县发改局
 
@@ -29,19 +28,7 @@ def conv(runtime: Runtime) -> Conversation:
 
 def stage(conv: Conversation, name: str) -> IncomingFile:
     """A file as an adapter leaves it: downloaded into the staging folder."""
-    path = conv.staging_dir() / f"staged-{name}"
-    path.write_bytes(b"%PDF-1.4 draft")
-    staged = StagedFile(
-        file_name=name,
-        size=path.stat().st_size,
-        mime_type="application/pdf",
-        file_id=f"file-{name}",
-        file_unique_id=f"u-{name}",
-        staged_path=path,
-        sha256=StagedFile.digest(path),
-        platform="sandbox",
-    )
-    return IncomingFile(file_id=staged.file_id, file_name=name, size=staged.size, staged=staged)
+    return staged_file(conv.staging_dir(), name, b"%PDF-1.4 draft")
 
 
 def draft_with_file(conv: Conversation, runtime: Runtime, name: str) -> Path:

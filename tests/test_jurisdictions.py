@@ -39,6 +39,25 @@ def second(runtime: Runtime, bundled_text: str) -> Plan:
         return plan
 
 
+@pytest.fixture
+def home(runtime: Runtime) -> Plan:
+    """The configured county's plan (嘉鱼县)."""
+    with runtime.transaction() as session:
+        jurisdiction = session.scalar(
+            select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction)
+        )
+        assert jurisdiction is not None
+        plan = newest_plan(session, jurisdiction.id)
+        assert plan is not None
+        return plan
+
+
+@pytest.fixture
+def escalation(runtime: Runtime) -> Escalation:
+    settings = runtime.settings
+    return Escalation(settings, Messages("zh", settings.tz), make_calendar(settings))
+
+
 def code_for(runtime: Runtime, plan: Plan, unit: str, role: str = "liaison") -> str:
     with runtime.transaction() as session:
         issued = invite(session, runtime.settings, unit, role, now=runtime.clock.now(), created_by="test", plan=plan)
@@ -77,30 +96,22 @@ def test_the_office_of_one_county_sees_its_own_units(runtime: Runtime, second: P
     assert "无人绑定、无法催办:县发改局" in last_text(runtime, 601)  # 通山县's, where nobody is bound
 
 
-def test_reminders_go_out_in_every_county(runtime: Runtime, second: Plan, clock: ManualClock) -> None:
+def test_reminders_go_out_in_every_county(runtime: Runtime, home: Plan, second: Plan, escalation: Escalation) -> None:
     conv = make_conversation(runtime)
-    with runtime.transaction() as session:
-        home = session.scalar(select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction))
-        assert home is not None
-        home_plan = newest_plan(session, home.id)
-    say(conv, 701, f"/start {code_for(runtime, home_plan, '县发改局')}")  # type: ignore[arg-type]
+    say(conv, 701, f"/start {code_for(runtime, home, '县发改局')}")
     say(conv, 702, f"/start {code_for(runtime, second, '县发改局')}")
-    settings = runtime.settings
-    remind(runtime, Escalation(settings, Messages("zh", settings.tz), make_calendar(settings)), local(2024, 2, 22, 9))
+    remind(runtime, escalation, local(2024, 2, 22, 9))
     assert [r.kind for r in outbox(runtime, 701, kind="reminder")] == ["reminder"]
     assert [r.kind for r in outbox(runtime, 702, kind="reminder")] == ["reminder"]
 
 
-def test_each_countys_notification_is_its_own_file(runtime: Runtime, second: Plan) -> None:
+def test_each_countys_notification_is_its_own_file(
+    runtime: Runtime, home: Plan, second: Plan, escalation: Escalation
+) -> None:
     conv = make_conversation(runtime)
-    with runtime.transaction() as session:
-        home = session.scalar(select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction))
-        assert home is not None
-        home_plan = newest_plan(session, home.id)
-    say(conv, 801, f"/start {code_for(runtime, home_plan, '县政府政务督查室', 'office')}")  # type: ignore[arg-type]
+    say(conv, 801, f"/start {code_for(runtime, home, '县政府政务督查室', 'office')}")
     say(conv, 802, f"/start {code_for(runtime, second, '县政府政务督查室', 'office')}")
-    settings = runtime.settings
-    remind(runtime, Escalation(settings, Messages("zh", settings.tz), make_calendar(settings)), local(2024, 3, 1, 9))
+    remind(runtime, escalation, local(2024, 3, 1, 9))
     [mine] = outbox(runtime, 801, kind="notification")
     [theirs] = outbox(runtime, 802, kind="notification")
     paths = {mine.payload["document"]["path"], theirs.payload["document"]["path"]}
@@ -108,16 +119,13 @@ def test_each_countys_notification_is_its_own_file(runtime: Runtime, second: Pla
     assert OTHER_COUNTY in theirs.payload["document"]["file_name"]
 
 
-def test_a_county_whose_notification_fails_holds_up_no_other(runtime: Runtime, second: Plan) -> None:
+def test_a_county_whose_notification_fails_holds_up_no_other(
+    runtime: Runtime, home: Plan, second: Plan, escalation: Escalation
+) -> None:
     conv = make_conversation(runtime)
-    with runtime.transaction() as session:
-        home = session.scalar(select(Jurisdiction).where(Jurisdiction.name == runtime.settings.plan.jurisdiction))
-        assert home is not None
-        home_plan = newest_plan(session, home.id)
-    say(conv, 801, f"/start {code_for(runtime, home_plan, '县政府政务督查室', 'office')}")  # type: ignore[arg-type]
+    say(conv, 801, f"/start {code_for(runtime, home, '县政府政务督查室', 'office')}")
     say(conv, 802, f"/start {code_for(runtime, second, '县政府政务督查室', 'office')}")
     settings = runtime.settings
-    escalation = Escalation(settings, Messages("zh", settings.tz), make_calendar(settings))
     # The home county's file cannot be written: a folder stands where it would go.
     blocker = settings.path(settings.service.data_dir) / "exports" / "通报-嘉鱼县-refined-plan.xlsx"
     blocker.mkdir(parents=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -23,29 +22,24 @@ from core.runtime import current_plan, open_runtime
 from storage.models import Assignment, OutboxMessage, RungRun, Task, Unit
 from tests.databases import PostgresTemplate
 from tests.fakes.telegram_api import FakeTelegram
-from tests.processes import ROOT, start_service, wait_until
+from tests.processes import ROOT, service_env, start_service, telegram_settings, wait_until
 
 PER_UNIT = 3
 
 
-def service_env(database_url: str, tmp_path: Path, fake: FakeTelegram, name: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DUBAN_CONFIG": str(ROOT / "config.toml"),
-        "DUBAN_DATABASE_URL": database_url,
-        "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
-        "DUBAN_SERVICE_DATA_DIR": str(tmp_path / name),
-        "DUBAN_TELEGRAM_TOKEN": fake.token,
-        "DUBAN_TELEGRAM_BASE_URL": fake.base_url,
-        "DUBAN_TELEGRAM_BASE_FILE_URL": fake.base_file_url,
-        "DUBAN_TELEGRAM_MODE": "webhook",  # any process may take updates; none polls
-        "DUBAN_TELEGRAM_WEBHOOK_URL": "https://duban.example/telegram/webhook",
-        "DUBAN_TELEGRAM_WEBHOOK_SECRET": "multi-process",
-        "DUBAN_WEB_PORT": "0",
-        "DUBAN_ESCALATION_RESOLUTION": "1s",
-        "DUBAN_OUTBOX_LEASE": "3s",
-        "PTB_TIMEDELTA": "true",
-    }
+def process_env(database_url: str, tmp_path: Path, fake: FakeTelegram, name: str) -> dict[str, str]:
+    """One of several processes on one PostgreSQL database, each with its own data folder."""
+    return service_env(
+        tmp_path,
+        DUBAN_DATABASE_URL=database_url,
+        DUBAN_SERVICE_DATA_DIR=str(tmp_path / name),
+        **telegram_settings(fake.base_url, fake.base_file_url, fake.token),
+        DUBAN_TELEGRAM_MODE="webhook",  # any process may take updates; none polls
+        DUBAN_TELEGRAM_WEBHOOK_URL="https://duban.example/telegram/webhook",
+        DUBAN_TELEGRAM_WEBHOOK_SECRET="multi-process",
+        DUBAN_ESCALATION_RESOLUTION="1s",
+        DUBAN_OUTBOX_LEASE="3s",
+    )
 
 
 def bind_liaisons(database_url: str) -> tuple[list[int], datetime]:
@@ -112,7 +106,7 @@ def test_three_processes_share_the_fan_out_and_survive_one_killed(
     chats, fires_at = bind_liaisons(database_url)
     log = tmp_path / "services.log"
     with FakeTelegram(global_per_second=30, per_chat_per_second=1) as fake:
-        processes = [start_service(service_env(database_url, tmp_path, fake, f"p{n}"), log) for n in range(3)]
+        processes = [start_service(process_env(database_url, tmp_path, fake, f"p{n}"), log) for n in range(3)]
         try:
             wait_until(lambda: len(fake.sent) >= 30, 60, f"the fan-out to start (rung at {fires_at:%H:%M:%S})")
             processes[0].send_signal(signal.SIGKILL)
@@ -148,13 +142,7 @@ def test_three_processes_share_the_fan_out_and_survive_one_killed(
 
 
 def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DUBAN_CONFIG": str(ROOT / "config.toml"),
-        "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'one.sqlite3'}",
-        "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
-        "DUBAN_WEB_PORT": "0",
-    }
+    env = service_env(tmp_path)
     log = tmp_path / "first.log"
     first = start_service(env, log)
     try:
@@ -170,13 +158,7 @@ def test_a_second_process_on_one_sqlite_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_health_and_metrics_endpoints(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DUBAN_CONFIG": str(ROOT / "config.toml"),
-        "DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'm.sqlite3'}",
-        "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
-        "DUBAN_WEB_PORT": "0",
-    }
+    env = service_env(tmp_path)
     log = tmp_path / "service.log"
     process = start_service(env, log)
     try:
