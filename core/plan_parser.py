@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from core.plan_tables import MatrixTableRow, TaskRow
 from core.units import ResolvedName, UnitDirectory, clean_name
 
 
@@ -183,7 +184,14 @@ def _classify_annex(title: str, order: int) -> Annex | None:
     return (Annex.COUNTY, Annex.CITY)[order] if order < 2 else None
 
 
-class _Parser:
+class PlanReader:
+    """Reads one notice fed piece by piece, in document order: text lines and table rows.
+
+    ``feed_lines`` takes raw text lines (full-width punctuation is folded here);
+    ``feed_task_row`` and ``feed_matrix_row`` take rows of tables read by
+    :mod:`core.plan_tables`; ``finish`` returns the plan.
+    """
+
     def __init__(self, directory: UnitDirectory) -> None:
         self.directory = directory
         self.plan = ParsedPlan()
@@ -200,17 +208,47 @@ class _Parser:
     def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:
         self.plan.problems.append(Problem(line, severity, reason, excerpt[:60]))
 
-    def parse(self, text: str) -> ParsedPlan:
-        lines = normalise_text(text).splitlines()
-        has_annexes = any(_ANNEX_HEADING.match(line.strip()) for line in lines)
-        if not has_annexes:
-            # A notice without annexes: the body itself is the task list.
-            self._enter_task_annex(0, "", 0)
-        for index, raw in enumerate(lines, start=1):
-            line = raw.strip()
-            if not line:
-                continue
-            self._line(index, line)
+    def feed_lines(self, lines: list[str], first_line: int = 1) -> None:
+        """Read raw text lines; ``first_line`` is the document line number of ``lines[0]``."""
+        for index, raw in enumerate(lines, start=first_line):
+            line = normalise_text(raw).strip()
+            if line:
+                self._line(index, line)
+
+    def feed_task_row(self, row: TaskRow) -> None:
+        """Read one row of a task table as a task, with the same unit rules as text."""
+        if self.annex is None and not self.in_matrix:
+            self._enter_task_annex(row.line, "", self.task_annexes_seen)
+        self._close_task()
+        number = re.sub(r"\D", "", normalise_text(row.number))
+        task_number = int(number) if number else len(self.plan.tasks_in(self.annex or Annex.COUNTY)) + 1
+        self._start_task(row.line, task_number, normalise_text(row.text).strip())
+        assert self.current is not None
+        units = []
+        if row.lead.strip():
+            units.append("牵头单位:" + " ".join(row.lead.split()).replace(" ", "、"))
+        if row.responsible.strip():
+            units.append("责任单位:" + " ".join(row.responsible.split()).replace(" ", "、"))
+        if units:
+            self._read_units(self.current, normalise_text("(" + ";".join(units) + ")"), row.line)
+        self._close_task()
+
+    def feed_matrix_row(self, row: MatrixTableRow) -> None:
+        """Read one row of a unit-by-unit matrix table; its columns are exact."""
+        name = clean_name(normalise_text(row.unit))
+        if not name:
+            return
+        self.plan.matrix.append(
+            MatrixRow(
+                line=row.line,
+                raw_name=name,
+                unit=self.directory.canonical(name),
+                cells=[list(numbers) for numbers in row.columns.values()],
+            )
+        )
+
+    def finish(self) -> ParsedPlan:
+        """Close the last task and return everything read."""
         self._finish()
         return self.plan
 
@@ -444,4 +482,10 @@ class _Parser:
 
 def parse_plan(text: str, directory: UnitDirectory) -> ParsedPlan:
     """Parse a notice's text; problems are collected on the result, never raised."""
-    return _Parser(directory).parse(text)
+    reader = PlanReader(directory)
+    lines = text.splitlines()
+    if not any(_ANNEX_HEADING.match(normalise_text(line).strip()) for line in lines):
+        # A notice without annexes: the body itself is the task list.
+        reader._enter_task_annex(0, "", 0)
+    reader.feed_lines(lines)
+    return reader.finish()

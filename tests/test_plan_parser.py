@@ -256,3 +256,17 @@ def test_units_on_their_own_line_are_attached_to_the_task() -> None:
 def test_document_without_tasks_is_an_error() -> None:
     result = parse_plan("只是一段话。\n", UnitDirectory())
     assert result.errors and result.tasks == []
+
+
+def test_table_rows_fed_in_order_become_tasks_with_the_same_unit_rules() -> None:
+    from core.plan_parser import PlanReader
+    from core.plan_tables import TaskRow
+
+    reader = PlanReader(UnitDirectory())
+    reader.feed_lines(["某区人民政府办公室关于印发2025年重点工作任务分解的通知"])
+    reader.feed_task_row(
+        TaskRow("1", "建成产业园一期。", "", "区经发局", "区财政局 区自然资源局", "", "", "", "", 3, "表1 第2行")
+    )
+    plan = reader.finish()
+    assert plan.errors == []
+    assert [(t.number, t.lead, t.responsible) for t in plan.tasks] == [(1, ["区经发局"], ["区财政局", "区自然资源局"])]
