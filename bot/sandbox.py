@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncGenerator, AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -37,7 +41,8 @@ from core.conversation import Incoming, IncomingFile, file_refusal
 from core.reporting import StagedFile
 from core.runtime import current_plan
 from jobs.sender import Delivered, OutgoingRow, SendLimits
-from storage.models import OutboxMessage, SandboxMessage, Unit
+from messages import Messages
+from storage.models import Attachment, OutboxMessage, SandboxMessage, Unit
 from storage.queries import active_bindings, find_identity
 from storage.threads import DatabaseThreads
 
@@ -46,8 +51,11 @@ if TYPE_CHECKING:
     from bot.webui import WebUI
     from core.runtime import Runtime
 
+log = logging.getLogger("duban.sandbox")
+
 PLATFORM = "sandbox"
 PERSONA_COOKIE = "duban_sandbox"
+KEEPALIVE_SECONDS = 15.0
 
 
 class SandboxHub:
@@ -60,14 +68,44 @@ class SandboxHub:
         for queue in list(self._listeners.get(chat_id, ())):
             queue.put_nowait(message_id)
 
-    async def listen(self, chat_id: str) -> AsyncGenerator[int, None]:
+    @contextmanager
+    def subscription(self, chat_id: str) -> Iterator[asyncio.Queue[int]]:
+        """A queue of the ids of messages written to ``chat_id`` while the ``with`` block lasts."""
         queue: asyncio.Queue[int] = asyncio.Queue()
         self._listeners[chat_id].add(queue)
         try:
-            while True:
-                yield await queue.get()
+            yield queue
         finally:
             self._listeners[chat_id].discard(queue)
+            if not self._listeners[chat_id]:
+                del self._listeners[chat_id]
+
+    def watching(self, chat_id: str) -> int:
+        """How many browsers watch the chat (for tests and metrics)."""
+        return len(self._listeners.get(chat_id, ()))
+
+
+async def event_stream(
+    hub: SandboxHub, chat_id: str, is_disconnected: Callable[[], Awaitable[bool]], keepalive: float
+) -> AsyncIterator[bytes]:
+    """Server-Sent Events for one chat: a line per new message, a comment while idle.
+
+    A queue read with a timeout, not an async generator raced against one: a
+    cancelled ``anext()`` closes the generator and the next read raises
+    ``StopAsyncIteration`` (Python turns it into a RuntimeError).  A browser
+    that goes away ends the stream quietly.
+    """
+    with hub.subscription(chat_id) as queue:
+        yield b": connected\n\n"
+        while True:
+            try:
+                message_id = await asyncio.wait_for(queue.get(), keepalive)
+            except TimeoutError:
+                if await is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            yield f"data: {json.dumps({'id': message_id})}\n\n".encode()
 
 
 class SandboxTransport:
@@ -88,7 +126,7 @@ class SandboxTransport:
 
     def _write(self, row: OutgoingRow) -> int:
         payload = row.payload
-        now = datetime.now(UTC)
+        now = self.runtime.clock.now()
         files = [{"name": payload["document"]["file_name"], "outbox_id": row.id}] if payload.get("document") else None
         with self.runtime.transaction() as session:
             edit_of = payload.get("edit_of")
@@ -118,17 +156,50 @@ def _persona(request: Request) -> str | None:
     return value if value.startswith("sb-") and len(value) <= 40 else None
 
 
-def _message_json(message: SandboxMessage) -> dict[str, Any]:
+def _files_view(message: SandboxMessage, stored: set[str]) -> list[dict[str, Any]]:
+    """The message's files as the page shows them: name, size and a link where there is one to follow.
+
+    A file the bot sent links to its outbox row; a file the person sent links
+    to the report attachment it became (none if it was refused or dropped).
+    """
+    shown = []
+    for raw in message.files or []:
+        if not isinstance(raw, dict):
+            continue
+        href = None
+        if raw.get("outbox_id"):
+            href = f"/sandbox/file/{raw['outbox_id']}"
+        elif raw.get("file_id") in stored:
+            href = f"/sandbox/upload/{raw['file_id']}"
+        size = raw.get("size")
+        shown.append(
+            {"name": str(raw.get("name") or "?"), "size": size if isinstance(size, int) else None, "href": href}
+        )
+    return shown
+
+
+def _message_json(message: SandboxMessage, messages: Messages, now: datetime, stored: set[str]) -> dict[str, Any]:
     return {
         "id": message.id,
         "direction": message.direction,
-        "text": message.text,
+        "text": message.text or "",
         "buttons": message.buttons or [],
         "reply_to": message.reply_to,
-        "files": message.files or [],
-        "at": message.created_at.isoformat(),
+        "files": _files_view(message, stored),
+        "at": messages.when(message.created_at, now),
+        "at_iso": message.created_at.isoformat(),
         "edited": message.edited_at is not None,
     }
+
+
+def _stored_uploads(session: Session, rows: Sequence[SandboxMessage]) -> set[str]:
+    """Which of these messages' sent files were kept as report attachments."""
+    ids = [f["file_id"] for m in rows for f in m.files or [] if isinstance(f, dict) and f.get("file_id")]
+    if not ids:
+        return set()
+    return set(
+        session.scalars(select(Attachment.file_id).where(Attachment.platform == PLATFORM, Attachment.file_id.in_(ids)))
+    )
 
 
 class SandboxRoutes:
@@ -225,7 +296,7 @@ class SandboxRoutes:
             request,
             "sandbox_chat.html.j2",
             whoami=whoami,
-            messages=messages,
+            messages=[self._render(m) for m in messages],
             persona=persona,
             max_mb=self.settings.uploads.max_bytes // (1 << 20),
         )
@@ -237,7 +308,9 @@ class SandboxRoutes:
                 .where(SandboxMessage.chat_id == persona, SandboxMessage.id > after)
                 .order_by(SandboxMessage.id)
             ).all()
-            return [_message_json(m) for m in rows]
+            now = self.service.runtime.clock.now()
+            stored = _stored_uploads(session, rows)
+            return [_message_json(m, self.service.messages, now, stored) for m in rows]
 
     async def fragment(self, request: Request) -> Response:
         """One message as HTML, for the page to insert or replace when the event stream names it."""
@@ -246,7 +319,7 @@ class SandboxRoutes:
         message = await self.service.threads.run(self._one, persona, message_id)
         if message is None:
             return PlainTextResponse("", status_code=404)
-        return HTMLResponse(self.ui.env.get_template("sandbox_message.html.j2").render(m=message))
+        return HTMLResponse(self._render(message))
 
     async def fragments(self, request: Request) -> Response:
         """Every message after ``after``, as HTML: what the page missed before its event stream opened."""
@@ -255,36 +328,34 @@ class SandboxRoutes:
             return PlainTextResponse("", status_code=401)
         after = int(request.query_params.get("after", "0") or 0)
         rows = await self.service.threads.run(self._history, persona, after)
-        template = self.ui.env.get_template("sandbox_message.html.j2")
-        return HTMLResponse("".join(template.render(m=m) for m in rows if m["id"] > after))
+        return HTMLResponse("".join(self._render(m) for m in rows if m["id"] > after))
+
+    def _render(self, message: dict[str, Any]) -> Markup:
+        """One message as HTML; a message that cannot be shown becomes a note, never a broken page."""
+        try:
+            return Markup(self.ui.env.get_template("sandbox_message.html.j2").render(m=message))
+        except Exception:  # one odd row must not take the whole chat down with it
+            log.exception("sandbox message %s could not be rendered", message.get("id"))
+            return Markup(self.ui.env.get_template("sandbox_message_broken.html.j2").render(m=message))
 
     def _one(self, persona: str | None, message_id: int) -> dict[str, Any] | None:
         with self.service.runtime.transaction() as session:
             message = session.get(SandboxMessage, message_id)
             if message is None or message.chat_id != persona:
                 return None
-            return _message_json(message)
+            now = self.service.runtime.clock.now()
+            return _message_json(message, self.service.messages, now, _stored_uploads(session, [message]))
 
     async def events(self, request: Request) -> Response:
         persona = _persona(request)
         if persona is None:
             return PlainTextResponse("no persona", status_code=401)
 
-        async def stream() -> AsyncIterator[bytes]:
-            yield b": connected\n\n"
-            listener = self.hub.listen(persona)
-            while True:
-                try:
-                    message_id = await asyncio.wait_for(anext(listener), 15)
-                except TimeoutError:
-                    if await request.is_disconnected():
-                        break
-                    yield b": keep-alive\n\n"
-                    continue
-                yield f"data: {json.dumps({'id': message_id})}\n\n".encode()
-            await listener.aclose()
-
-        return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            event_stream(self.hub, persona, request.is_disconnected, KEEPALIVE_SECONDS),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
 
     async def send(self, request: Request) -> Response:
         persona = _persona(request)
@@ -297,8 +368,11 @@ class SandboxRoutes:
         reply_to = str(form.get("reply_to") or "") or None
         upload = form.get("file")
         files: tuple[IncomingFile, ...] = ()
-        if upload is not None and hasattr(upload, "filename") and upload.filename:
-            files = (await self._stage(persona, upload),)
+        try:
+            if upload is not None and hasattr(upload, "filename") and upload.filename:
+                files = (await self._stage(persona, upload),)
+        finally:
+            await form.close()  # the upload's temporary file, now copied to staging
         await self._say(persona, "", text, reply_to=reply_to, files=files)
         return JSONResponse({"ok": True})
 
@@ -381,8 +455,8 @@ class SandboxRoutes:
                 direction="in",
                 text=text,
                 reply_to=int(reply_to) if reply_to and reply_to.isdigit() else None,
-                files=[{"name": f.file_name, "size": f.size} for f in files] or None,
-                created_at=datetime.now(UTC),
+                files=[{"name": f.file_name, "size": f.size, "file_id": f.file_id} for f in files] or None,
+                created_at=self.service.runtime.clock.now(),
             )
             session.add(message)
             session.flush()
@@ -396,6 +470,32 @@ class SandboxRoutes:
         if path is None:
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path, filename=path.name)
+
+    async def upload(self, request: Request) -> Response:
+        """A file this chat's person sent, as kept with their report."""
+        persona = _persona(request)
+        file_id = str(request.path_params["file_id"])
+        found = await self.service.threads.run(self._upload_path, persona, file_id)
+        if found is None:
+            return PlainTextResponse("没有这个文件", status_code=404)
+        path, name = found
+        return FileResponse(path, filename=name)
+
+    def _upload_path(self, persona: str | None, file_id: str) -> tuple[Path, str] | None:
+        with self.service.runtime.transaction() as session:
+            sent_here = session.scalars(
+                select(SandboxMessage.files).where(SandboxMessage.chat_id == persona, SandboxMessage.direction == "in")
+            ).all()
+            if persona is None or not any(
+                isinstance(f, dict) and f.get("file_id") == file_id for files in sent_here for f in files or []
+            ):
+                return None
+            attachment = session.scalar(
+                select(Attachment).where(Attachment.platform == PLATFORM, Attachment.file_id == file_id)
+            )
+            if attachment is None or not Path(attachment.stored_path).is_file():
+                return None
+            return Path(attachment.stored_path), attachment.file_name
 
     def _document_path(self, persona: str | None, outbox_id: int) -> Path | None:
         with self.service.runtime.transaction() as session:

@@ -70,6 +70,7 @@ def build_web_app(service: Service) -> Starlette:
             Route("/sandbox/fragment/{message_id:int}", chat.fragment, methods=["GET"]),
             Route("/sandbox/fragments", chat.fragments, methods=["GET"]),
             Route("/sandbox/file/{outbox_id:int}", chat.download, methods=["GET"]),
+            Route("/sandbox/upload/{file_id}", chat.upload, methods=["GET"]),
         ]
     else:
         routes.append(Route("/", lambda request: RedirectResponse("/office", status_code=303), methods=["GET"]))

@@ -43,6 +43,17 @@ def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def filesize(size: int | None) -> str:
+    """A byte count as people read it: 812 B, 14.2 KB, 3.1 MB."""
+    if size is None:
+        return ""
+    if size < 1024:
+        return f"{size} B"
+    if size < 1 << 20:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1 << 20):.1f} MB"
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -79,6 +90,7 @@ class WebUI:
         self.env.filters["local"] = messages.local
         self.env.filters["md"] = messages.month_day
         self.env.filters["ymd"] = messages.ymd
+        self.env.filters["filesize"] = filesize
         self.env.globals["label"] = messages.label
 
     @property

@@ -43,6 +43,17 @@ class Messages:
             return "—"
         return moment.astimezone(self.tz).strftime(pattern)
 
+    def when(self, moment: datetime | None, now: datetime) -> str:
+        """A chat bubble's time in the office's zone: the time today, the date too on other days, the year too in other years."""
+        if moment is None:
+            return "—"
+        local, today = moment.astimezone(self.tz), now.astimezone(self.tz)
+        if local.date() == today.date():
+            return local.strftime("%H:%M")
+        if local.year == today.year:
+            return local.strftime("%m-%d %H:%M")
+        return local.strftime("%Y-%m-%d %H:%M")
+
     def month_day(self, moment: datetime | date | None) -> str:
         if moment is None:
             return "—"

@@ -1,0 +1,193 @@
+"""The sandbox chat and the office dashboard as served, in-process: Starlette's test client on the real app.
+
+Playwright tests (tests/test_browser.py) drive the same pages in Chromium; these
+check what the server answers, quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.sandbox import SandboxHub, event_stream
+from bot.service import Service, build_service
+from bot.web import build_web_app
+from core.clock import ManualClock
+from core.config import Settings
+from core.runtime import Runtime
+from storage.models import SandboxMessage
+from tests.conftest import local
+
+
+@pytest.fixture
+def service(runtime: Runtime, settings: Settings, clock: ManualClock) -> Iterator[Service]:
+    built = build_service(settings, clock=clock, sender_clock=clock)
+    yield built
+    built.threads.close()
+    built.runtime.close()
+
+
+class WebClient:
+    """httpx on the ASGI app, driven from a synchronous test through one event loop."""
+
+    def __init__(self, service: Service) -> None:
+        self.runner = asyncio.Runner()
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build_web_app(service)), base_url="http://127.0.0.1"
+        )
+        self.cookies = self.http.cookies
+
+    def get(self, path: str, **options: Any) -> httpx.Response:
+        return self.runner.run(self.http.get(path, **options))
+
+    def post(self, path: str, *, follow_redirects: bool = True, **options: Any) -> httpx.Response:
+        return self.runner.run(self.http.post(path, follow_redirects=follow_redirects, **options))
+
+    def run(self, awaitable: Any) -> Any:
+        return self.runner.run(awaitable)
+
+    def close(self) -> None:
+        self.runner.run(self.http.aclose())
+        self.runner.close()
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[WebClient]:
+    browser = WebClient(service)
+    yield browser
+    browser.close()
+
+
+def csrf(client: WebClient, path: str = "/") -> str:
+    found = re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def join(client: WebClient, unit: str = "县发改局", role: str = "liaison", name: str = "王联络") -> str:
+    token = csrf(client)
+    answer = client.post(
+        "/sandbox/join", data={"csrf": token, "name": name, "unit": unit, "role": role}, follow_redirects=False
+    )
+    assert answer.status_code == 303, answer.text
+    return client.cookies["duban_sandbox"]
+
+
+def deliver(client: WebClient, service: Service) -> None:
+    client.run(service.sender.drain())
+
+
+def send(client: WebClient, service: Service, text: str, file: tuple[str, bytes] | None = None) -> None:
+    files = {"file": (file[0], file[1], "application/pdf")} if file else None
+    answer = client.post("/sandbox/send", data={"csrf": csrf(client, "/chat"), "text": text}, files=files)
+    assert answer.status_code == 200, answer.text
+    deliver(client, service)
+
+
+def test_a_file_sent_in_the_sandbox_is_shown_with_its_size_and_a_link_and_the_chat_still_loads(
+    client: WebClient, service: Service
+) -> None:
+    join(client)
+    send(client, service, "报告 45 按计划推进 细化方案见附件", ("细化方案.pdf", b"%PDF-1.4 " + b"x" * 2000))
+    page = client.get("/chat")
+    assert page.status_code == 200
+    assert "已记录" in page.text
+    link = re.search(r'<a href="(/sandbox/upload/[^"]+)">细化方案.pdf</a> <span class="muted">2.0 KB</span>', page.text)
+    assert link is not None, page.text
+    download = client.get(link.group(1))
+    assert download.status_code == 200 and download.content.startswith(b"%PDF-1.4")
+
+
+def test_someone_elses_sent_file_is_not_served(client: WebClient, service: Service) -> None:
+    join(client)
+    send(client, service, "报告 45 按计划推进 细化方案见附件", ("细化方案.pdf", b"%PDF-1.4 plan"))
+    link = re.search(r'href="(/sandbox/upload/[^"]+)"', client.get("/chat").text)
+    assert link is not None
+    client.cookies.clear()
+    join(client, "县科经局")
+    assert client.get(link.group(1)).status_code == 404
+
+
+def test_a_message_that_cannot_be_shown_does_not_break_the_chat(
+    client: WebClient, service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    persona = join(client)
+    deliver(client, service)
+    with service.runtime.transaction() as session:
+        session.add(
+            SandboxMessage(
+                chat_id=persona, direction="out", text="坏消息", buttons=[["not a button"]], files=["not a file"]
+            )
+        )
+    with caplog.at_level(logging.ERROR, logger="duban.sandbox"):
+        page = client.get("/chat")
+    assert page.status_code == 200
+    assert "绑定成功" in page.text  # the rest of the conversation
+    assert "坏消息" in page.text and "无法显示" in page.text
+    assert "could not be rendered" in caplog.text
+
+
+def test_bubble_times_are_in_the_office_zone_with_the_year_when_not_this_year(
+    client: WebClient, service: Service, clock: ManualClock
+) -> None:
+    persona = join(client)
+    with service.runtime.transaction() as session:
+        session.add(SandboxMessage(chat_id=persona, direction="out", text="今天", created_at=local(2024, 2, 22, 8, 59)))
+        session.add(SandboxMessage(chat_id=persona, direction="out", text="去年", created_at=local(2023, 12, 30, 9, 5)))
+        session.add(SandboxMessage(chat_id=persona, direction="out", text="前天", created_at=local(2024, 2, 20, 17, 0)))
+    page = client.get("/chat").text
+    assert '">08:59</time>' in page  # stored as 00:59 UTC
+    assert '">2023-12-30 09:05</time>' in page
+    assert '">02-20 17:00</time>' in page
+
+
+def test_the_event_stream_survives_idle_periods_and_ends_quietly_when_the_browser_leaves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hub = SandboxHub()
+    gone = asyncio.Event()
+
+    async def is_disconnected() -> bool:
+        return gone.is_set()
+
+    async def watch() -> list[bytes]:
+        stream = event_stream(hub, "sb-1", is_disconnected, keepalive=0.01)
+        seen = [await anext(stream), await anext(stream)]  # connected, then a keep-alive after an idle spell
+        hub.publish("sb-1", 7)
+        seen.append(await anext(stream))
+        gone.set()
+        seen += [chunk async for chunk in stream]
+        return seen
+
+    with caplog.at_level(logging.DEBUG):
+        seen = asyncio.run(watch())
+    assert seen == [b": connected\n\n", b": keep-alive\n\n", b'data: {"id": 7}\n\n']
+    assert hub.watching("sb-1") == 0
+    assert "StopAsyncIteration" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_a_stream_cancelled_by_the_server_leaves_no_listener() -> None:
+    hub = SandboxHub()
+
+    async def is_disconnected() -> bool:
+        return False
+
+    async def watch() -> None:
+        stream = event_stream(hub, "sb-2", is_disconnected, keepalive=60)
+        await anext(stream)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        assert hub.watching("sb-2") == 1
+        waiting.cancel()  # the client went away: Starlette cancels the response
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await stream.aclose()
+
+    asyncio.run(watch())
+    assert hub.watching("sb-2") == 0
