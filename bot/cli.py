@@ -31,11 +31,13 @@ from core.plan_parser import Annex, ParsedPlan, parse_plan
 from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
 from core.simulation import Timeline, load_answers, run_simulation
-from core.tasks import task_label
+from core.targets import KIND_LABELS, TargetKind, format_number
+from core.task_targets import TargetRefused, set_target, targets_by_task
+from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
-from storage.queries import checkpoint_state_counts, find_unit
+from storage.queries import checkpoint_state_counts, find_task, find_unit
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
 ROLE_NAMES = {"liaison": "联络员", "head": "单位负责人", "office": "督查室", "leader": "分管领导"}
@@ -703,6 +705,137 @@ def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: s
         except ValueError as exc:
             fail(str(exc))
     click.echo(f"已生成 {path}")
+
+
+# --- targets (硬账) ---------------------------------------------------------------------------
+
+
+@main.group()
+def targets() -> None:
+    """Quantitative targets read from the tasks' texts, and the office's corrections."""
+
+
+def _task_by_ref(session: Any, plan: Any, ref: str) -> Task:
+    parsed_ref = parse_task_ref(ref)
+    task = find_task(session, plan.id, parsed_ref[0].value, parsed_ref[1]) if parsed_ref else None
+    if task is None:
+        fail(f"未知任务: {ref}(例如 县33、市29)")
+    return task
+
+
+@targets.command(name="list")
+@click.option("--task", "task_ref", default=None, help="Only this task, e.g. 县33 or 市29.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def targets_list(state: CliState, task_ref: str | None, as_json: bool) -> None:
+    """Every task's targets: metric, value, unit, kind and where it came from."""
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        if task_ref:
+            tasks = [_task_by_ref(session, plan, task_ref)]
+        else:
+            tasks = list(
+                session.scalars(
+                    select(Task)
+                    .where(Task.plan_id == plan.id, Task.active.is_(True))
+                    .order_by(Task.annex.desc(), Task.number)
+                )
+            )
+        found = targets_by_task(session, [t.id for t in tasks])
+        rows: list[dict[str, Any]] = [
+            {
+                "task": task_label(task.annex, task.number),
+                "id": row.id,
+                "metric": row.metric,
+                "value": row.value,
+                "unit": row.unit,
+                "kind": row.kind,
+                "phrase": row.phrase,
+                "source": row.source,
+            }
+            for task in tasks
+            for row in found[task.id]
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"{plan.name} · 量化目标")
+    for column in ("任务", "编号", "指标", "目标", "类型", "来源"):
+        table.add_column(column, no_wrap=column != "指标")
+    for row in rows:
+        table.add_row(
+            row["task"],
+            str(row["id"]),
+            row["metric"],
+            f"{format_number(row['value'])}{row['unit']}",
+            KIND_LABELS[TargetKind(row["kind"])],
+            "文件" if row["source"] == "document" else "督查室",
+        )
+    console().print(table)
+    with_targets = len({row["task"] for row in rows})
+    click.echo(f"{with_targets} 项任务有量化目标,共 {len(rows)} 个目标")
+
+
+def _change_target(state: CliState, task_ref: str, **change: Any) -> None:
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        task = _task_by_ref(session, plan, task_ref)
+        try:
+            row = set_target(session, task, now=runtime.clock.now(), actor="cli", **change)
+        except TargetRefused as exc:
+            fail(str(exc))
+        label = task_label(task.annex, task.number)
+        verb = "已删除" if change.get("remove") else "已保存"
+        click.echo(f"{verb} {label} 目标 #{row.id}: {row.metric} {format_number(row.value)}{row.unit}")
+
+
+_KINDS = click.Choice([k.value for k in TargetKind])
+
+
+@targets.command(name="set")
+@click.argument("task_ref", metavar="TASK")
+@click.argument("target_id", metavar="ID", type=int)
+@click.option("--metric", default=None)
+@click.option("--value", type=float, default=None)
+@click.option("--unit", default=None)
+@click.option("--kind", type=_KINDS, default=None)
+@click.pass_obj
+def targets_set(
+    state: CliState,
+    task_ref: str,
+    target_id: int,
+    metric: str | None,
+    value: float | None,
+    unit: str | None,
+    kind: str | None,
+) -> None:
+    """Correct one target; a re-import keeps the correction."""
+    _change_target(state, task_ref, target_id=target_id, metric=metric, value=value, unit=unit, kind=kind)
+
+
+@targets.command(name="add")
+@click.argument("task_ref", metavar="TASK")
+@click.option("--metric", required=True, help="e.g. 实际利用外资")
+@click.option("--value", type=float, required=True)
+@click.option("--unit", required=True, help="e.g. %, 个, 万亩")
+@click.option("--kind", type=_KINDS, default="amount", show_default=True)
+@click.pass_obj
+def targets_add(state: CliState, task_ref: str, metric: str, value: float, unit: str, kind: str) -> None:
+    """Add a target the text does not state in figures (翻一番 …)."""
+    _change_target(state, task_ref, metric=metric, value=value, unit=unit, kind=kind)
+
+
+@targets.command(name="remove")
+@click.argument("task_ref", metavar="TASK")
+@click.argument("target_id", metavar="ID", type=int)
+@click.pass_obj
+def targets_remove(state: CliState, task_ref: str, target_id: int) -> None:
+    """Remove a target that was read wrongly; a re-import does not bring it back."""
+    _change_target(state, task_ref, target_id=target_id, remove=True)
 
 
 # --- the service ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from core.checkpoints import resync_plan, sync_config_checkpoints
 from core.config import Settings
 from core.plan_parser import Annex, ParsedPlan, ParsedTask, Problem, Role, parse_plan
+from core.task_targets import sync_targets
 from core.units import UnitDirectory
 from storage.models import (
     Assignment,
@@ -321,6 +322,7 @@ def import_plan(
             for assignment in by_task.get(task.id, {}).values():
                 assignment.active = False
     session.flush()
+    targets = sync_targets(session, plan.id, now)
     resync_plan(session, plan)
     if first_import:  # a new county starts on the configured calendar at once
         ensure_office_unit(session, settings, plan)
@@ -343,6 +345,8 @@ def import_plan(
                 "assignments_removed": len(diff.removed),
                 "role_changed": len(diff.role_changed),
                 "warnings": len(parsed.warnings),
+                "targets_added": targets.added,
+                "targets_retired": targets.retired,
             },
         )
     )

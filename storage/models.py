@@ -8,14 +8,16 @@ forward, nothing recorded is deleted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -181,6 +183,66 @@ class Assignment(Base):
 
     task: Mapped[Task] = relationship(back_populates="assignments")
     unit: Mapped[Unit] = relationship(back_populates="assignments")
+
+
+class Target(Base):
+    """A number a task commits to (硬账): read from the task's text at import, or set by the office.
+
+    Rows read from the document (``source = "document"``) follow re-imports;
+    the office's corrections and additions (``source = "office"``) are never
+    overwritten: a corrected row keeps the ``phrase`` it was read from, so a
+    re-import knows not to read it again.  A target the office removed stays,
+    inactive, for the same reason.
+    """
+
+    __tablename__ = "target"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(10))
+    phrase: Mapped[str] = mapped_column(String(200), default="")
+    source: Mapped[str] = mapped_column(String(10), default="document")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    task: Mapped[Task] = relationship()
+
+
+class TargetValue(Base):
+    """A value a unit reported for a target with one status report (cumulative, in the target's unit)."""
+
+    __tablename__ = "target_value"
+    __table_args__ = (Index("ix_target_value_target_unit", "target_id", "unit_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    target_id: Mapped[int] = mapped_column(ForeignKey("target.id"))
+    report_id: Mapped[int] = mapped_column(ForeignKey("status_report.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    value: Mapped[float] = mapped_column(Float)
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Milestone(Base):
+    """A dated step of a task's refined plan (节点), e.g. 6月底前 完成可研批复; supervised as its own deadline."""
+
+    __tablename__ = "milestone"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"))
+    due_on: Mapped[date] = mapped_column(Date)
+    what: Mapped[str] = mapped_column(Text)
+    checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoint.id"))
+    source: Mapped[str] = mapped_column(String(20), default="chat")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    task: Mapped[Task] = relationship()
+    unit: Mapped[Unit] = relationship()
 
 
 # --- people ----------------------------------------------------------------
