@@ -1,0 +1,233 @@
+"""Progress against targets (目标完成情况) at a round: share done, share expected, pace, change.
+
+The figures a unit reports for a task's targets are kept as
+:class:`~storage.models.TargetValue` rows beside its status report
+(:func:`record_values`).  At a round's cut-off, :func:`round_progress` reads,
+for every target of the tasks in scope, the latest figure of the task's lead
+unit (the task's figure; responsible units' shares are listed apart), the one
+at the previous round's cut-off, and computes the pace with
+:mod:`core.pace`.  The 时间过半、任务过半 check (:func:`below_half`) and the
+进度 lights (:func:`pace_lights`) are read off that list.
+
+进度 light of a task: green when every target is 超前 or 正常, yellow when the
+worst is 滞后, red when the worst is 严重滞后 or a target has no figure at a
+round where something is expected; ``none`` for a task without targets.  A
+unit's 进度 light is the worst light of the tasks it leads.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.pace import PaceClass, PaceThresholds, expected_share, pace_of
+from core.targets import TargetKind
+from core.tasks import task_label
+from storage.models import Assignment, Checkpoint, Milestone, StatusReport, Target, TargetValue, Task, Unit
+
+Light = Literal["green", "yellow", "red", "none"]
+_LIGHT_RANK: dict[str, int] = {"none": 0, "green": 1, "yellow": 2, "red": 3}
+_PACE_LIGHT: dict[PaceClass, Light] = {
+    PaceClass.AHEAD: "green",
+    PaceClass.ON_PACE: "green",
+    PaceClass.BEHIND: "yellow",
+    PaceClass.FAR_BEHIND: "red",
+}
+
+
+@dataclass(frozen=True)
+class TargetProgress:
+    """One target at one round: what the lead unit reported and how that compares with the time gone."""
+
+    task_id: int
+    task: str
+    target_id: int
+    metric: str
+    target: float
+    unit_of_measure: str
+    kind: str
+    lead: str
+    lead_unit_id: int | None
+    reported: float | None
+    reported_at: datetime | None
+    previous: float | None
+    done: float | None
+    expected: float
+    pace: PaceClass | None
+
+    @property
+    def change(self) -> float | None:
+        """Change of the reported figure since the previous round's cut-off."""
+        if self.reported is None or self.previous is None:
+            return None
+        return self.reported - self.previous
+
+    @property
+    def below_half(self) -> bool:
+        """Less than half done (a figure missing counts as below)."""
+        return self.done is None or self.done < 0.5
+
+    @property
+    def light(self) -> Light:
+        if self.pace is None:
+            return "red" if self.expected > 0 else "none"
+        return _PACE_LIGHT[self.pace]
+
+
+def record_values(
+    session: Session, report: StatusReport, values: dict[int, float], *, reported_at: datetime
+) -> list[TargetValue]:
+    """Keep the figures a report gave (target id → value in the target's unit), with the report."""
+    rows = [
+        TargetValue(
+            target_id=target_id, report_id=report.id, unit_id=report.unit_id, value=value, reported_at=reported_at
+        )
+        for target_id, value in values.items()
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def _latest_values(
+    session: Session, target_ids: list[int], until: datetime
+) -> dict[tuple[int, int], tuple[float, datetime]]:
+    """(target, unit) → the latest value reported up to ``until``."""
+    latest: dict[tuple[int, int], tuple[float, datetime]] = {}
+    if not target_ids:
+        return latest
+    rows = session.execute(
+        select(TargetValue.target_id, TargetValue.unit_id, TargetValue.value, TargetValue.reported_at)
+        .where(TargetValue.target_id.in_(target_ids), TargetValue.reported_at <= until)
+        .order_by(TargetValue.reported_at, TargetValue.id)
+    )
+    for target_id, unit_id, value, at in rows:
+        latest[(target_id, unit_id)] = (value, at)
+    return latest
+
+
+def _previous_cutoff(session: Session, checkpoint: Checkpoint) -> datetime | None:
+    return session.scalar(
+        select(Checkpoint.due_at)
+        .where(
+            Checkpoint.plan_id == checkpoint.plan_id,
+            Checkpoint.cancelled_at.is_(None),
+            Checkpoint.due_at < checkpoint.due_at,
+            Checkpoint.source != "milestone",
+        )
+        .order_by(Checkpoint.due_at.desc())
+        .limit(1)
+    )
+
+
+def round_progress(
+    session: Session,
+    checkpoint: Checkpoint,
+    task_ids: Iterable[int],
+    *,
+    year: int,
+    thresholds: PaceThresholds,
+    tz: ZoneInfo,
+    cutoff: datetime | None = None,
+) -> list[TargetProgress]:
+    """Every active target of the given tasks at the round's cut-off (its deadline unless given)."""
+    until = cutoff or checkpoint.due_at
+    today: date = until.astimezone(tz).date()
+    tasks = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(list(task_ids)), Task.active.is_(True)))}
+    targets = list(
+        session.scalars(
+            select(Target)
+            .where(Target.task_id.in_(list(tasks)), Target.active.is_(True))
+            .order_by(Target.task_id, Target.position, Target.id)
+        )
+    )
+    if not targets:
+        return []
+    leads: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for task_id, unit_id, name in session.execute(
+        select(Assignment.task_id, Unit.id, Unit.name)
+        .join(Unit, Unit.id == Assignment.unit_id)
+        .where(Assignment.task_id.in_(list(tasks)), Assignment.active.is_(True), Assignment.role == "lead")
+        .order_by(Assignment.id)
+    ):
+        leads[task_id].append((unit_id, name))
+    milestones: dict[int, list[date]] = defaultdict(list)
+    for task_id, due_on in session.execute(
+        select(Milestone.task_id, Milestone.due_on).where(
+            Milestone.task_id.in_(list(tasks)), Milestone.active.is_(True)
+        )
+    ):
+        milestones[task_id].append(due_on)
+    target_ids = [t.id for t in targets]
+    latest = _latest_values(session, target_ids, until)
+    previous_cutoff = _previous_cutoff(session, checkpoint)
+    earlier = _latest_values(session, target_ids, previous_cutoff) if previous_cutoff else {}
+    result = []
+    for target in targets:
+        task = tasks[target.task_id]
+        lead_unit_id, lead_name = leads[task.id][0] if leads[task.id] else (None, "")
+        found = latest.get((target.id, lead_unit_id)) if lead_unit_id is not None else None
+        before = earlier.get((target.id, lead_unit_id)) if lead_unit_id is not None else None
+        kind = TargetKind(target.kind)
+        if found is None:
+            expected = expected_share(kind, today, year=year, milestones=milestones.get(task.id))
+            done, pace_class = None, None
+        else:
+            pace = pace_of(
+                kind,
+                target.value,
+                found[0],
+                today,
+                year=year,
+                thresholds=thresholds,
+                milestones=milestones.get(task.id),
+            )
+            expected, done, pace_class = pace.expected, pace.done, pace.pace
+        result.append(
+            TargetProgress(
+                task_id=task.id,
+                task=task_label(task.annex, task.number),
+                target_id=target.id,
+                metric=target.metric,
+                target=target.value,
+                unit_of_measure=target.unit,
+                kind=target.kind,
+                lead=lead_name,
+                lead_unit_id=lead_unit_id,
+                reported=found[0] if found else None,
+                reported_at=found[1] if found else None,
+                previous=before[0] if before else None,
+                done=done,
+                expected=expected,
+                pace=pace_class,
+            )
+        )
+    return result
+
+
+def below_half(progress: list[TargetProgress]) -> list[TargetProgress]:
+    """The 时间过半、任务过半 list: every target (of amounts and growth rates) less than half done."""
+    return [p for p in progress if p.kind in (TargetKind.AMOUNT.value, TargetKind.GROWTH.value) and p.below_half]
+
+
+def pace_lights(progress: list[TargetProgress]) -> tuple[dict[int, Light], dict[str, Light]]:
+    """进度 lights: per task id, and per lead unit name (the worst of its tasks)."""
+    by_task: dict[int, Light] = {}
+    by_unit: dict[str, Light] = {}
+    for item in progress:
+        light = item.light
+        if _LIGHT_RANK[light] > _LIGHT_RANK[by_task.get(item.task_id, "none")]:
+            by_task[item.task_id] = light
+    for item in progress:
+        if not item.lead:
+            continue
+        light = by_task.get(item.task_id, "none")
+        if _LIGHT_RANK[light] > _LIGHT_RANK[by_unit.get(item.lead, "none")]:
+            by_unit[item.lead] = light
+    return by_task, by_unit
