@@ -9,8 +9,8 @@ carries the session's CSRF token.
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from core.binding import invite
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
+from core.office import export_folder
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
 from core.runtime import plan_for_person
 from jobs.sender import outbox_depth
@@ -32,8 +33,14 @@ if TYPE_CHECKING:
     from bot.service import Service
     from bot.webui import SessionInfo, WebUI
 
-VIEWER: ContextVar[int | None] = ContextVar("duban_dashboard_viewer", default=None)
 EXPORT_NAME = re.compile(r"^(?P<key>[a-z0-9][a-z0-9_-]{0,39})\.(?P<fmt>xlsx|html|md)$")
+
+
+def local_path(path: str) -> str:
+    """``path`` when it is a path on this site, else the dashboard: a form's ``back`` must not lead away."""
+    if not path.startswith("/") or path.startswith("//") or "\\" in path or any(c in path for c in "\r\n"):
+        return "/office"
+    return path
 
 
 class Dashboard:
@@ -48,12 +55,17 @@ class Dashboard:
     async def _guard(self, request: Request) -> Response | None:
         if not await self.ui.office_allowed(request):
             return RedirectResponse("/office/login", status_code=303)
-        # The signed-in person's county (one service may hold a province); worker threads inherit it.
-        VIEWER.set((await self.ui.session(request)).person_id)
         return None
 
-    def _plan(self, session: Any) -> Any:
-        return plan_for_person(session, self.settings, VIEWER.get())
+    async def _viewer(self, request: Request) -> int | None:
+        """The signed-in person, whose county the pages show (one service may hold a province).
+
+        Passed to the database thread as an argument: a context variable would not reach it.
+        """
+        return (await self.ui.session(request)).person_id
+
+    def _plan(self, session: Any, viewer: int | None) -> Any:
+        return plan_for_person(session, self.settings, viewer)
 
     async def _guard_form(self, request: Request) -> tuple[Any, Response | None]:
         refused = await self._guard(request)
@@ -72,7 +84,7 @@ class Dashboard:
 
     @staticmethod
     def _back(path: str, message: str, kind: str = "ok") -> RedirectResponse:
-        return RedirectResponse(f"{path}?flash={quote(message)}&kind={kind}", status_code=303)
+        return RedirectResponse(f"{local_path(path)}?flash={quote(message)}&kind={kind}", status_code=303)
 
     def _flash(self, request: Request) -> dict[str, Any]:
         flash = request.query_params.get("flash", "")[:500]
@@ -84,13 +96,13 @@ class Dashboard:
     async def overview(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await self.service.threads.run(self._overview)
+        data = await self.service.threads.run(self._overview, await self._viewer(request))
         return await self.ui.page(request, "office.html.j2", **data, **self._flash(request))
 
-    def _overview(self) -> dict[str, Any]:
+    def _overview(self, viewer: int | None) -> dict[str, Any]:
         now = self.service.runtime.clock.now()
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             if plan is None:
                 return {"plan": None, "now": now}
             checkpoints = []
@@ -135,23 +147,23 @@ class Dashboard:
     async def checkpoints(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await self.service.threads.run(self._overview)
+        data = await self.service.threads.run(self._overview, await self._viewer(request))
         return await self.ui.page(request, "office_checkpoints.html.j2", **data, **self._flash(request))
 
     async def checkpoint(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
         key = request.path_params["key"]
-        notification = await self.service.threads.run(self._notification, key)
+        notification = await self.service.threads.run(self._notification, key, await self._viewer(request))
         if notification is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
         return await self.ui.page(request, "office_checkpoint.html.j2", n=notification, **self._flash(request))
 
-    def _notification(self, key: str) -> Any:
+    def _notification(self, key: str, viewer: int | None) -> Any:
         from core.notification import build_notification
 
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             if plan is None:
                 return None
             try:
@@ -165,20 +177,20 @@ class Dashboard:
         match = EXPORT_NAME.match(request.path_params["name"])
         if match is None:
             return PlainTextResponse("bad name", status_code=404)
-        path = await self.service.threads.run(self._export, match["key"], match["fmt"])
+        path = await self.service.threads.run(self._export, match["key"], match["fmt"], await self._viewer(request))
         if path is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
         return FileResponse(path, filename=path.name)
 
-    def _export(self, key: str, fmt: str) -> Any:
+    def _export(self, key: str, fmt: str, viewer: int | None) -> Any:
         from core.documents import export, file_format
 
-        folder = self.settings.path(self.settings.service.data_dir) / "exports" / uuid.uuid4().hex[:8]
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = export_folder(self.settings) / uuid.uuid4().hex[:8]  # one per request: names may repeat
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             if plan is None:
                 return None
+            folder.mkdir(parents=True, exist_ok=True)
             try:
                 return export(
                     session,
@@ -191,18 +203,22 @@ class Dashboard:
                     folder,
                 )
             except ValueError:
+                shutil.rmtree(folder, ignore_errors=True)  # nothing was written for a round that is not there
                 return None
 
     async def people(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
-        data = await self.service.threads.run(self._people)
-        issued = {k: request.query_params.get(k, "") for k in ("code", "unit", "role", "expires")}
+        return await self._people_page(request)
+
+    async def _people_page(self, request: Request, issued: dict[str, str] | None = None) -> Response:
+        data = await self.service.threads.run(self._people, await self._viewer(request))
+        issued = issued or {k: "" for k in ("code", "unit", "role", "expires")}
         return await self.ui.page(request, "office_people.html.j2", **data, issued=issued, **self._flash(request))
 
-    def _people(self) -> dict[str, Any]:
+    def _people(self, viewer: int | None) -> dict[str, Any]:
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             if plan is None:
                 return {"bound": [], "unbound": [], "units": []}
             data = who_view(session, self.settings, self.m, plan)
@@ -280,7 +296,7 @@ class Dashboard:
         info = await self.ui.session(request)
         target = str(form.get("target") or "")
         try:
-            result = await self.service.threads.run(self._urge, target, self._actor(info))
+            result = await self.service.threads.run(self._urge, target, self._actor(info), info.person_id)
         except OfficeRefusal as refusal:
             return self._back(
                 str(form.get("back") or "/office"),
@@ -291,9 +307,9 @@ class Dashboard:
         text = self.m.render("urge_done", sent=result.sent, unreachable=result.unreachable, nothing=result.nothing)
         return self._back(str(form.get("back") or "/office"), text, "ok" if result.sent else "warn")
 
-    def _urge(self, target: str, actor: str) -> Any:
+    def _urge(self, target: str, actor: str, viewer: int | None) -> Any:
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             assert plan is not None
             return urge(
                 session,
@@ -342,7 +358,7 @@ class Dashboard:
 
     def _review(self, task: str, unit: str, decision: str, reason: str, info: SessionInfo) -> Any:
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, info.person_id)
             assert plan is not None
             return decide(
                 session,
@@ -372,15 +388,16 @@ class Dashboard:
                 str(form.get("title") or ""),
                 bool(form.get("document")),
                 self._actor(info),
+                info.person_id,
             )
         except CheckpointError as exc:
             return self._back("/office/checkpoints", f"无法新增:{exc.explain(self.m)}", "warn")
         return self._back(f"/office/checkpoint/{key}", "已新增督查轮次,提醒将按升级规则自动发出。")
 
-    def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str) -> str:
+    def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str, viewer: int | None) -> str:
         now = self.service.runtime.clock.now()
         with self.service.runtime.transaction() as session:
-            plan = self._plan(session)
+            plan = self._plan(session, viewer)
             assert plan is not None
             checkpoint = add_adhoc_checkpoint(
                 session,
@@ -402,18 +419,22 @@ class Dashboard:
         info = await self.ui.session(request)
         role = str(form.get("role") or "liaison")
         unit_name = str(form.get("unit") or "")
-        issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info))
+        issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info), info.person_id)
         if issued is None:
             return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")
         code, unit, expires = issued
-        return RedirectResponse(
-            f"/office/people?code={quote(code)}&unit={quote(unit)}&role={quote(role)}&expires={quote(expires)}",
-            status_code=303,
-        )
+        # Shown in this answer only: a code in a redirect's URL would sit in the history and the logs.
+        return await self._people_page(request, {"code": code, "unit": unit, "role": role, "expires": expires})
 
-    def _invite(self, unit_name: str, role: str, actor: str) -> tuple[str, str, str] | None:
+    def _invite(self, unit_name: str, role: str, actor: str, viewer: int | None) -> tuple[str, str, str] | None:
         with self.service.runtime.transaction() as session:
             issued = invite(
-                session, self.settings, unit_name, role, now=self.service.runtime.clock.now(), created_by=actor
+                session,
+                self.settings,
+                unit_name,
+                role,
+                now=self.service.runtime.clock.now(),
+                created_by=actor,
+                plan=self._plan(session, viewer),
             )
             return (issued.code, issued.unit.name, self.m.local(issued.expires_at)) if issued else None

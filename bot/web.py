@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from telegram import Update
 
 from bot.telegram_adapter import verify_webhook_secret
@@ -26,6 +29,57 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("duban.web")
 MAX_WEBHOOK_BODY = 1 << 20
+# Every response: scripts and styles only from here (the templates use style attributes), no framing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def loopback_host(host_header: str) -> bool:
+    """Whether a Host header names this machine (``localhost``, ``127.0.0.1:8080``, ``[::1]``)."""
+    from bot.webui import is_loopback
+
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        name = host[1 : host.find("]")] if "]" in host else ""
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return is_loopback(name)
+
+
+class ResponseGuard:
+    """Adds the security headers to every response; when pages are open without sign-in (the sandbox,
+    a loopback dashboard) refuses a Host that is not this machine, so a DNS-rebinding page cannot reach them."""
+
+    def __init__(self, app: ASGIApp, *, check_host: bool, exempt: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.check_host = check_host
+        self.exempt = exempt  # the platforms' callbacks: they carry their own secrets and come via a proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_guarded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        host = Headers(scope=scope).get("host", "")
+        if self.check_host and scope["path"] not in self.exempt and not loopback_host(host):
+            await PlainTextResponse("unknown host", status_code=421)(scope, receive, send_guarded)
+            return
+        await self.app(scope, receive, send_guarded)
 
 
 def build_web_app(service: Service) -> Starlette:
@@ -79,7 +133,13 @@ def build_web_app(service: Service) -> Starlette:
     if service.wecom is not None:
         routes.append(Route(settings.wecom.callback_path, service.wecom.verify_url, methods=["GET"]))
         routes.append(Route(settings.wecom.callback_path, service.wecom.receive, methods=["POST"]))
-    return Starlette(routes=routes)
+    # Without sign-in anything that can reach the port may act: only under this machine's own name.
+    guard = Middleware(
+        ResponseGuard,
+        check_host=ui.sandbox_enabled or not ui.sign_in_required,
+        exempt=frozenset({settings.telegram.webhook_path, settings.wecom.callback_path}),
+    )
+    return Starlette(routes=routes, middleware=[guard])
 
 
 def _health(service: Service) -> Any:

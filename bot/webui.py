@@ -9,13 +9,14 @@ one-time code the bot sends to an office-role person.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -24,19 +25,24 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from core.outbox import Message, enqueue
-from core.runtime import current_plan
+from core.sign_in import (
+    CODE_TTL,
+    Guesser,
+    check_code,
+    locked_until,
+    office_identities,
+    record_failure,
+    record_success,
+    send_code,
+)
 from messages import TEMPLATES
-from storage.models import LoginCode, WebSession
-from storage.queries import identities_with_role
+from storage.models import WebSession
 
 if TYPE_CHECKING:
     from bot.service import Service
 
 SESSION_COOKIE = "duban_session"
-ANONYMOUS_TTL = timedelta(days=1)
-CODE_TTL = timedelta(minutes=10)
-CODE_ATTEMPTS = 5
+NOTICE_UNTIL = re.compile(r"^\d{2}:\d{2}$")
 
 
 def _hash(value: str) -> str:
@@ -54,6 +60,11 @@ def filesize(size: int | None) -> str:
     return f"{size / (1 << 20):.1f} MB"
 
 
+def _anonymous_csrf(token: str) -> str:
+    """The CSRF token of a browser that has a cookie but no session row (nothing stored for it)."""
+    return _hash(f"csrf:{token}")[:43]
+
+
 def is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -65,7 +76,10 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class SessionInfo:
-    id: int
+    """The browser's session: ``id`` is None until something has to be stored for it."""
+
+    id: int | None
+    token_hash: str
     csrf: str
     signed_in: bool
     person_id: int | None
@@ -109,39 +123,74 @@ class WebUI:
             return False
         return mode == "on" or not self.platform_configured
 
+    # --- requests ------------------------------------------------------------
+
+    def _from_trusted_proxy(self, request: Request) -> bool:
+        peer = request.client.host if request.client else ""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in ipaddress.ip_network(n, strict=False) for n in self.settings.web.trusted_proxies)
+
+    def client_address(self, request: Request) -> str:
+        """The browser's address: the peer, or the last hop a trusted proxy added to X-Forwarded-For."""
+        peer = request.client.host if request.client else ""
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded and self._from_trusted_proxy(request):
+            return forwarded.split(",")[-1].strip()[:64] or peer
+        return peer
+
+    def is_https(self, request: Request) -> bool:
+        """Whether the browser reached us over HTTPS (directly, or as a trusted proxy says)."""
+        if request.url.scheme == "https":
+            return True
+        proto = request.headers.get("X-Forwarded-Proto", "")
+        return proto.split(",")[0].strip().lower() == "https" and self._from_trusted_proxy(request)
+
     # --- sessions ------------------------------------------------------------
 
     async def session(self, request: Request) -> SessionInfo:
         if "duban_session_info" in request.scope:
             return request.scope["duban_session_info"]
-        info = await self.service.threads.run(self._load_or_create, request.cookies.get(SESSION_COOKIE, ""))
+        info = await self.service.threads.run(self._load, request.cookies.get(SESSION_COOKIE, ""))
         request.scope["duban_session_info"] = info
         return info
 
-    def _load_or_create(self, token: str) -> SessionInfo:
+    def _load(self, token: str) -> SessionInfo:
+        """The session a cookie names; a browser without one gets a token, but no row until one is needed."""
         now = self.service.runtime.clock.now()
-        with self.service.runtime.transaction() as session:
-            row = session.scalar(select(WebSession).where(WebSession.token_hash == _hash(token))) if token else None
-            if row is not None and row.expires_at > now:
-                return SessionInfo(row.id, row.csrf_token, row.signed_in, row.person_id, row.how)
-            fresh = secrets.token_urlsafe(32)
-            row = WebSession(
-                token_hash=_hash(fresh),
-                csrf_token=secrets.token_urlsafe(24),
-                created_at=now,
-                expires_at=now + ANONYMOUS_TTL,
-            )
-            session.add(row)
-            session.flush()
-            return SessionInfo(row.id, row.csrf_token, False, None, "", new_token=fresh)
+        if token and len(token) <= 100:
+            with self.service.runtime.transaction() as session:
+                row = session.scalar(select(WebSession).where(WebSession.token_hash == _hash(token)))
+                if row is not None and row.expires_at > now:
+                    return SessionInfo(row.id, row.token_hash, row.csrf_token, row.signed_in, row.person_id, row.how)
+            if row is None:  # a token we issued but never had to store
+                return SessionInfo(None, _hash(token), _anonymous_csrf(token), False, None, "")
+        fresh = secrets.token_urlsafe(32)
+        return SessionInfo(None, _hash(fresh), _anonymous_csrf(fresh), False, None, "", new_token=fresh)
 
-    def _sign_in(self, session_id: int, person_id: int | None, how: str) -> str:
+    def _stored(self, session: Any, info: SessionInfo) -> int:
+        """The session's row, stored now if it was not (a sign-in code has to name it)."""
+        if info.id is not None:
+            return info.id
+        now = self.service.runtime.clock.now()
+        row = WebSession(
+            token_hash=info.token_hash,
+            csrf_token=info.csrf,
+            created_at=now,
+            expires_at=now + CODE_TTL,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+    def _sign_in(self, info: SessionInfo, person_id: int | None, how: str) -> str:
         """Mark the browser signed in under a new token (no session fixation); returns the token."""
         now = self.service.runtime.clock.now()
         fresh = secrets.token_urlsafe(32)
         with self.service.runtime.transaction() as session:
-            old = session.get(WebSession, session_id)
-            if old is not None:
+            if info.id is not None and (old := session.get(WebSession, info.id)) is not None:
                 old.expires_at = now
             session.add(
                 WebSession(
@@ -156,9 +205,13 @@ class WebUI:
             )
         return fresh
 
-    def _set_cookie(self, response: Response, token: str) -> None:
+    def _set_cookie(self, request: Request, response: Response, token: str) -> None:
         response.set_cookie(
-            SESSION_COOKIE, token, httponly=True, samesite="lax", secure=not is_loopback(self.settings.web.host)
+            SESSION_COOKIE,
+            token,
+            httponly=True,
+            samesite="lax",
+            secure=self.is_https(request) or not is_loopback(self.settings.web.host),
         )
 
     async def csrf_ok(self, request: Request, form: FormData) -> bool:
@@ -178,7 +231,7 @@ class WebUI:
         )
         response = HTMLResponse(html, status_code=status_code)
         if info.new_token:
-            self._set_cookie(response, info.new_token)
+            self._set_cookie(request, response, info.new_token)
         return response
 
     async def office_allowed(self, request: Request) -> bool:
@@ -189,6 +242,7 @@ class WebUI:
     # --- sign-in -------------------------------------------------------------
 
     async def login_page(self, request: Request) -> Response:
+        until = request.query_params.get("until", "")
         return await self.page(
             request,
             "login.html.j2",
@@ -196,7 +250,30 @@ class WebUI:
                 self.settings.web.dashboard_secret and self.settings.web.dashboard_secret.get_secret_value()
             ),
             notice=request.query_params.get("notice", ""),
+            until=until if NOTICE_UNTIL.match(until) else "",
+            codes_per_hour=self.settings.web.codes_per_hour,
         )
+
+    async def _guesser(self, request: Request) -> Guesser:
+        return Guesser((await self.session(request)).token_hash, self.client_address(request))
+
+    def _locked(self, until: datetime) -> Response:
+        local = until.astimezone(self.settings.tz).strftime("%H:%M")
+        return RedirectResponse(f"/office/login?notice=locked&until={local}", status_code=303)
+
+    def _attempt(self, guesser: Guesser, check: Callable[[Any], int | bool | None]) -> tuple[Any, datetime | None]:
+        """Run one guess unless locked out: (what ``check`` found, or None; the lockout, if any)."""
+        limits = self.settings.web
+        now = self.service.runtime.clock.now()
+        with self.service.runtime.transaction() as session:
+            until = locked_until(session, guesser, limits, now)
+            if until is not None:
+                return None, until
+            found = check(session)
+            if found is None or found is False:
+                return None, record_failure(session, guesser, limits, now)
+            record_success(session, guesser, limits, now)
+            return found, None
 
     async def login_secret(self, request: Request) -> Response:
         form = await request.form()
@@ -204,99 +281,85 @@ class WebUI:
             return PlainTextResponse("forbidden", status_code=403)
         secret = self.settings.web.dashboard_secret
         given = str(form.get("secret") or "")
-        if (
-            secret is None
-            or not secret.get_secret_value()
-            or not hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
-        ):
-            await asyncio.sleep(0.5)  # slow down guessing
+
+        def check(_session: Any) -> bool:
+            return (
+                secret is not None
+                and bool(secret.get_secret_value())
+                and hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+            )
+
+        right, until = await self.service.threads.run(self._attempt, await self._guesser(request), check)
+        if until is not None:
+            return self._locked(until)
+        if not right:
             return RedirectResponse("/office/login?notice=bad-secret", status_code=303)
-        info = await self.session(request)
-        token = await self.service.threads.run(self._sign_in, info.id, None, "secret")
+        token = await self.service.threads.run(self._sign_in, await self.session(request), None, "secret")
         response = RedirectResponse("/office", status_code=303)
-        self._set_cookie(response, token)
+        self._set_cookie(request, response, token)
         return response
 
     async def login_send_code(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
             return PlainTextResponse("forbidden", status_code=403)
-        who = str(form.get("who") or "").strip().lstrip("@")[:100]
+        who = str(form.get("who") or "").strip()[:100]
         info = await self.session(request)
-        await self.service.threads.run(self._send_code, info.id, who)
+        await self.service.threads.run(self._send_code, info, who, self.client_address(request))
         self.service.sender.wake()
         # The same answer whether or not the name matched: it does not reveal who is office staff.
         return RedirectResponse("/office/login?notice=code-sent", status_code=303)
 
-    def _send_code(self, session_id: int, who: str) -> None:
+    def _send_code(self, info: SessionInfo, who: str, address: str) -> bool:
         now = self.service.runtime.clock.now()
         with self.service.runtime.transaction() as session:
-            plan = current_plan(session, self.settings)
-            if plan is None or not who:
-                return
-            matches = [
-                identity
-                for _, identity in identities_with_role(session, plan.jurisdiction_id, "office")
-                if who in (identity.username, identity.external_id)
-            ]
-            if not matches:
-                return
-            code = f"{secrets.randbelow(10**6):06d}"
-            session.add(
-                LoginCode(
-                    code_hash=_hash(f"{session_id}:{code}"),
-                    person_id=matches[0].person_id,
-                    session_id=session_id,
-                    created_at=now,
-                    expires_at=now + CODE_TTL,
-                )
+            if not office_identities(session, who):
+                return False  # no row stored for a name that means nobody
+            return send_code(
+                session,
+                self.service.messages,
+                self.settings.web,
+                who=who,
+                web_session_id=self._stored(session, info),
+                session_key=info.token_hash,
+                address=address,
+                now=now,
             )
-            text = self.service.messages.render("login_code", code=code, minutes=int(CODE_TTL.total_seconds() // 60))
-            for identity in matches:
-                enqueue(
-                    session,
-                    platform=identity.platform,
-                    chat_id=identity.chat_id,
-                    kind="login",
-                    dedup_key=f"login:{session_id}:{identity.id}:{now.timestamp()}",
-                    message=Message(text=text),
-                    now=now,
-                    person_id=identity.person_id,
-                )
 
     async def login_verify_code(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
             return PlainTextResponse("forbidden", status_code=403)
         info = await self.session(request)
-        person_id = await self.service.threads.run(self._check_code, info.id, str(form.get("code") or "").strip())
-        if person_id is None:
-            await asyncio.sleep(0.5)
-            return RedirectResponse("/office/login?notice=bad-code", status_code=303)
-        token = await self.service.threads.run(self._sign_in, info.id, person_id, "code")
-        response = RedirectResponse("/office", status_code=303)
-        self._set_cookie(response, token)
-        return response
-
-    def _check_code(self, session_id: int, code: str) -> int | None:
+        code = str(form.get("code") or "").strip()[:12]
         now = self.service.runtime.clock.now()
-        with self.service.runtime.transaction() as session:
-            pending = session.scalars(
-                select(LoginCode).where(
-                    LoginCode.session_id == session_id, LoginCode.used_at.is_(None), LoginCode.expires_at > now
-                )
-            ).all()
-            for row in pending:
-                row.attempts += 1
-                if row.attempts <= CODE_ATTEMPTS and hmac.compare_digest(row.code_hash, _hash(f"{session_id}:{code}")):
-                    row.used_at = now
-                    return row.person_id
-            return None
+        person_id, until = await self.service.threads.run(
+            self._attempt, await self._guesser(request), lambda session: check_code(session, info.id, code, now)
+        )
+        if until is not None:
+            return self._locked(until)
+        if person_id is None:
+            return RedirectResponse("/office/login?notice=bad-code", status_code=303)
+        token = await self.service.threads.run(self._sign_in, info, person_id, "code")
+        response = RedirectResponse("/office", status_code=303)
+        self._set_cookie(request, response, token)
+        return response
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
             return PlainTextResponse("forbidden", status_code=403)
+        info = await self.session(request)
+        if info.id is not None:
+            await self.service.threads.run(self._revoke, info.id)
         response = RedirectResponse("/office/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response
+
+    def _revoke(self, session_id: int) -> None:
+        """The session ends on the server too: its token no longer signs anyone in."""
+        with self.service.runtime.transaction() as session:
+            row = session.get(WebSession, session_id)
+            if row is not None:
+                row.expires_at = self.service.runtime.clock.now()
+                row.signed_in = False

@@ -11,6 +11,7 @@ the directory of the configuration file.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -278,6 +279,9 @@ class WecomSettings(Section):
         return bool(self.corp_id and self.secret and self.secret.get_secret_value())
 
 
+MIN_SECRET_LENGTH = 16
+
+
 class WebSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
@@ -286,6 +290,37 @@ class WebSettings(Section):
     public_url: str = ""
     dashboard_secret: SecretStr | None = None
     session_ttl: Duration = timedelta(hours=8)
+    # Sign-in guessing: a browser session is locked out after this many wrong codes or secrets in
+    # a row, a client address after ``attempts_per_address``; each further lockout doubles, up to an hour.
+    attempts_per_session: int = Field(default=5, ge=1, le=100)
+    attempts_per_address: int = Field(default=20, ge=1, le=10000)
+    lockout: Duration = timedelta(minutes=1)
+    # Sign-in codes sent per office person and per browser session in an hour (re-sends count).
+    codes_per_hour: int = Field(default=5, ge=1, le=100)
+    # Reverse proxies whose X-Forwarded-Proto / X-Forwarded-For are believed (addresses or networks).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Rows and files that are only bookkeeping are deleted after this long.
+    retention: Duration = timedelta(days=7)
+
+    @field_validator("dashboard_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"the dashboard secret must be at least {MIN_SECRET_LENGTH} characters "
+                f"(口令至少 {MIN_SECRET_LENGTH} 个字符), got {len(value.get_secret_value())}"
+            )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
+        return value
 
 
 class UploadSettings(Section):

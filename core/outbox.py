@@ -41,9 +41,12 @@ class Message:
     document: dict[str, str] | None = None  # {"path": ..., "file_name": ...}
     edit_of: str | None = None  # platform message id to edit instead of sending anew
     format: str = "text"  # "text" | "markdown"
+    sensitive: bool = False  # a secret (a sign-in code): the text is wiped from the outbox once sent
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text, "format": self.format}
+        if self.sensitive:
+            data["sensitive"] = True
         if self.buttons:
             data["buttons"] = [[b.as_json() for b in row] for row in self.buttons]
         if self.reply_to:
@@ -103,6 +106,16 @@ def split_text(text: str, limit: int, unit: str = "chars") -> list[str]:
     if current:
         parts.append(current)
     return parts
+
+
+SCRUBBED_TEXT = "[已发送,内容不保留]"
+
+
+def scrubbed(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The payload to keep once a sensitive message has gone out (None: keep it as it is)."""
+    if not payload.get("sensitive"):
+        return None
+    return {**payload, "text": SCRUBBED_TEXT}
 
 
 def enqueue(

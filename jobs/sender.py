@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.clock import Clock, SystemClock
+from core.outbox import scrubbed
 from storage.models import Identity, OutboxMessage, RateSlot
 from storage.threads import DatabaseThreads
 
@@ -440,7 +441,14 @@ class OutboxSender:
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
-                .values(state="sent", sent_at=now, platform_message_id=result.platform_message_id, last_error=None)
+                .values(
+                    state="sent",
+                    sent_at=now,
+                    platform_message_id=result.platform_message_id,
+                    last_error=None,
+                    # a sign-in code must not stay readable in the outbox once delivered
+                    **({"payload": kept} if (kept := scrubbed(row.payload)) is not None else {}),
+                )
             )
 
     def _requeue(self, row: OutgoingRow, delay: float, error: str, *, count_attempt: bool) -> None:

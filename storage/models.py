@@ -588,6 +588,41 @@ class LoginCode(Base):
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Kept only while the code is live, so that asking again re-sends the same code; cleared once used.
+    code: Mapped[str | None] = mapped_column(String(12))
+
+
+class SignInLimit(Base):
+    """Sign-in bookkeeping for one key ("session:<hash>", "address:<ip>", "person:<id>"...).
+
+    ``sent`` counts sign-in codes sent in the hour from ``window_start``;
+    ``failures`` counts wrong guesses in a row, and past the limit the key is
+    locked until ``locked_until`` (each further lockout twice as long).
+    """
+
+    __tablename__ = "sign_in_limit"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column()
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    lockouts: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[datetime | None] = mapped_column()
+    locked_until: Mapped[datetime | None] = mapped_column()
+
+
+class OfficeChat(Base):
+    """A group chat the office added (``/officegroup`` sent in it): it receives the office's digest."""
+
+    __tablename__ = "office_chat"
+    __table_args__ = (UniqueConstraint("platform", "chat_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(20))
+    chat_id: Mapped[str] = mapped_column(String(100))
+    jurisdiction_id: Mapped[int] = mapped_column(ForeignKey("jurisdiction.id"))
+    added_by_person_id: Mapped[int] = mapped_column(ForeignKey("person.id"))
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class RateSlot(Base):

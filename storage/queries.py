@@ -67,14 +67,18 @@ def identities_of_unit(
     return [(b, i) for b, i in rows]
 
 
-def identities_with_role(session: Session, jurisdiction_id: int, role: str) -> list[tuple[Binding, Identity]]:
-    rows = session.execute(
+def identities_with_role(session: Session, jurisdiction_id: int | None, role: str) -> list[tuple[Binding, Identity]]:
+    """Who holds ``role`` in a jurisdiction's units (None: in any jurisdiction of the deployment)."""
+    query = (
         select(Binding, Identity)
         .join(Identity, Identity.person_id == Binding.person_id)
         .join(Unit, Unit.id == Binding.unit_id)
-        .where(Unit.jurisdiction_id == jurisdiction_id, Binding.role == role, Binding.revoked_at.is_(None))
+        .where(Binding.role == role, Binding.revoked_at.is_(None))
         .order_by(Binding.person_id, Identity.id)
     )
+    if jurisdiction_id is not None:
+        query = query.where(Unit.jurisdiction_id == jurisdiction_id)
+    rows = session.execute(query)
     return [(b, i) for b, i in rows]
 
 

@@ -103,3 +103,13 @@ def test_duplicate_checkpoint_ids_are_refused(tmp_path: Path) -> None:
     one = "[[checkpoints]]\nid = 'q1'\ntitle = 'a'\ndue = 2024-03-25T18:00:00\n"
     with pytest.raises(ConfigError, match="checkpoint ids repeat: q1"):
         load_settings(write(tmp_path, one + one), environ={})
+
+
+def test_a_short_dashboard_secret_is_refused_at_start_up(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[web\] dashboard_secret.*at least 16 characters"):
+        load_settings(write(tmp_path, ""), environ={"DUBAN_WEB_DASHBOARD_SECRET": "hunter2"})
+
+
+def test_a_trusted_proxy_must_be_an_address(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[web\] trusted_proxies"):
+        load_settings(write(tmp_path, "[web]\ntrusted_proxies = ['proxy.local']\n"), environ={})
