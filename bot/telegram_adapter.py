@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from telegram import (
+    Chat,
     BotCommand,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -108,6 +109,7 @@ class TelegramAdapter:
             display_name=user.full_name,
             username=user.username or "",
             edited=update.edited_message is not None,
+            private=chat.type == Chat.PRIVATE,
         )
         await self.runner.handle(incoming)
         self.wake_sender()
@@ -126,6 +128,7 @@ class TelegramAdapter:
             button_message_id=str(query.message.message_id) if query.message else None,
             display_name=query.from_user.full_name,
             username=query.from_user.username or "",
+            private=query.message is None or query.message.chat.type == Chat.PRIVATE,
         )
         handled = await self.runner.handle(incoming)
         self.wake_sender()

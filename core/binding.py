@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import PersonRole, Settings
-from storage.models import AuditLog, Binding, BindingCode, Identity, Person, Plan, Unit
+from storage.models import AuditLog, Binding, BindingCode, Identity, OfficeChat, Person, Plan, Unit
 from storage.queries import active_bindings, find_identity
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -140,6 +140,29 @@ def redeem_code(
         )
     )
     return BindResult(binding=binding, identity=identity, replaced=replaced)
+
+
+def add_office_chat(
+    session: Session, *, platform: str, chat_id: str, jurisdiction_id: int, person_id: int, now: datetime
+) -> bool:
+    """Make a group chat an office group chat of the jurisdiction; False when it already was one."""
+    existing = session.scalar(select(OfficeChat).where(OfficeChat.platform == platform, OfficeChat.chat_id == chat_id))
+    if existing is not None:
+        return False
+    session.add(
+        OfficeChat(
+            platform=platform,
+            chat_id=chat_id,
+            jurisdiction_id=jurisdiction_id,
+            added_by_person_id=person_id,
+            added_at=now,
+        )
+    )
+    session.add(
+        AuditLog(at=now, actor=f"person:{person_id}", action="office_chat.add", subject=f"{platform}:{chat_id}")
+    )
+    session.flush()
+    return True
 
 
 def unbind(session: Session, identity: Identity, *, now: datetime) -> list[Binding]:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.binding import redeem_code, unbind
+from core.binding import add_office_chat, redeem_code, unbind
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.clock import Clock
 from core.config import PersonRole, Settings
@@ -99,8 +99,20 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "checkpoints": ("checkpoints", "督查轮次"),
     "digest": ("digest", "日报", "督办日报"),
     "export": ("export", "导出", "导出通报"),
+    "officegroup": ("officegroup", "设为办公群"),
 }
-OFFICE_COMMANDS = {"overdue", "urge", "accept", "return", "who", "round", "checkpoints", "digest", "export"}
+OFFICE_COMMANDS = {
+    "overdue",
+    "urge",
+    "accept",
+    "return",
+    "who",
+    "round",
+    "checkpoints",
+    "digest",
+    "export",
+    "officegroup",
+}
 _ALIASES = {alias: name for name, aliases in COMMANDS.items() for alias in aliases}
 # Chinese command words may be typed glued to their argument: "报告22 按计划推进 …"
 _GLUED = ("绑定", "报告", "报送", "催办", "通过", "退回", "导出")
@@ -143,6 +155,7 @@ class Incoming:
     display_name: str = ""
     username: str = ""
     edited: bool = False
+    private: bool = True  # a one-to-one chat with the bot (not a group)
 
 
 @dataclass
@@ -333,6 +346,10 @@ class Conversation:
         command, args = self._parse_command(incoming.text)
 
         if command == "start" and args:
+            if not incoming.private:
+                # Bound here, the group would get the person's reminders and sign-in codes.
+                self._reply(turn, self.m.render("bind_in_group"))
+                return
             self._bind(turn, args.split()[0])
             return
         if turn.identity is None or not turn.bindings:
@@ -435,6 +452,22 @@ class Conversation:
                 ],
             ),
         )
+
+    def _cmd_officegroup(self, turn: _Turn, _args: str) -> None:
+        """Sent in a group by office staff: the group becomes an office group chat (it gets the digest)."""
+        if turn.incoming.private or turn.plan is None or turn.identity is None:
+            self._error(turn, "group_only")
+            return
+        incoming = turn.incoming
+        added = add_office_chat(
+            turn.session,
+            platform=incoming.platform,
+            chat_id=incoming.chat_id,
+            jurisdiction_id=turn.plan.jurisdiction_id,
+            person_id=turn.identity.person_id,
+            now=turn.now,
+        )
+        self._reply(turn, self.m.render("office_group_added", already=not added))
 
     def _cmd_start(self, turn: _Turn, args: str) -> None:
         self._cmd_help(turn, args)

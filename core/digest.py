@@ -22,7 +22,7 @@ from core.notices import days_late, task_view
 from core.outbox import TEXT_LIMITS, About, Message, enqueue, split_text
 from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
-from storage.models import Binding, DigestRun, Identity, Plan, RungRun
+from storage.models import Binding, DigestRun, Identity, OfficeChat, Plan, RungRun
 from storage.queries import identities_with_role, overdue_rows
 
 log = logging.getLogger("duban.digest")
@@ -174,6 +174,8 @@ class Digest:
         for chat in self.settings.digest.chats:
             platform, _, chat_id = chat.partition(":")
             targets.append((platform, chat_id, None))
+        added = session.scalars(select(OfficeChat).where(OfficeChat.jurisdiction_id == plan.jurisdiction_id))
+        targets += [(chat.platform, chat.chat_id, None) for chat in added.all()]
         return list(dict.fromkeys(targets))
 
     def queue(

@@ -68,6 +68,33 @@ async def test_deep_link_code_binds_the_account(bot: Running) -> None:
     assert "绑定成功:您现在是【县发改局】的联络员" in (reply.text or "")
 
 
+async def test_start_with_a_code_in_a_group_binds_nothing(bot: Running) -> None:
+    group = -4242
+    code = bot.invite("县政府政务督查室", PersonRole.OFFICE)
+    bot.fake.group_message(group, OFFICE, f"/start {code}")
+    answer = await bot.next_to(group, 0)
+    assert "私聊" in (answer.text or "") and "没有被绑定" in (answer.text or "")
+    with bot.service.runtime.transaction() as session:
+        assert session.scalars(select(Identity)).all() == []
+    # The code is still good in the private chat.
+    assert "绑定成功" in ((await bot.say(OFFICE, f"/start {code}")).text or "")
+
+
+async def test_office_staff_make_a_group_an_office_group_chat(bound: Running) -> None:
+    group = -4243
+    bound.fake.group_message(group, OFFICE, "/officegroup")
+    assert "已将本群设为督查室工作群" in ((await bound.next_to(group, 0)).text or "")
+    with bound.service.runtime.transaction() as session:
+        from core.runtime import current_plan
+
+        plan = current_plan(session, bound.service.settings)
+        assert plan is not None
+        targets = bound.service.digest.targets(session, plan)
+    assert ("telegram", str(group), None) in targets
+    bound.fake.group_message(group, LIAISON, "/officegroup")  # not office staff
+    assert "仅限县政府政务督查室" in ((await bound.next_to(group, 1)).text or "")
+
+
 async def test_stranger_is_told_how_to_bind_and_nothing_happens(bot: Running) -> None:
     reply = await bot.say(STRANGER, "/report 12 按计划推进 代报")
     assert "绑定码" in (reply.text or "")

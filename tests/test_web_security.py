@@ -319,3 +319,36 @@ async def test_an_export_of_an_unknown_round_leaves_no_folder(loopback: Web, tmp
             assert (await browser.get("/office/export/nosuch.xlsx")).status_code == 404
     exports = tmp_path / "exports"
     assert not exports.exists() or not any(exports.iterdir())
+
+
+# --- several counties ------------------------------------------------------------------------------
+
+
+async def test_code_sign_in_finds_another_countys_office_and_shows_its_county(web: Web, bundled_text: str) -> None:
+    from core.binding import invite as county_invite
+    from core.plan_import import import_plan
+    from storage.models import Plan
+
+    runtime = web.service.runtime
+    with runtime.transaction() as session:
+        result = import_plan(
+            session,
+            runtime.settings,
+            bundled_text,
+            source_name="tongshan.txt",
+            jurisdiction_name="通山县",
+            now=web.clock.now(),
+        )
+        plan = session.get(Plan, result.plan_id)
+        issued = county_invite(
+            session, runtime.settings, "县政府政务督查室", "office", now=web.clock.now(), created_by="test", plan=plan
+        )
+        assert issued is not None
+    say(web.service.conversation, 950, f"/start {issued.code}")
+    async with web.client() as browser:
+        await ask_code(browser, "950")
+        (code,) = web.codes_to(950)
+        assert await guess(browser, code) == "/office"
+        page = await browser.get("/office")
+    heading = re.search(r"<h1>(.*?)<small", page.text)
+    assert heading is not None and heading.group(1).startswith("通山县")

@@ -758,6 +758,31 @@ class FakeTelegram:
                 message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
             return self._queue({"message": message})
 
+    def group_message(
+        self, chat_id: int, user_id: int, text: str, *, first_name: str = "测试", username: str | None = None
+    ) -> dict[str, Any]:
+        """The user sends ``text`` in a group the bot is a member of (``chat_id`` negative). Returns the Update.
+
+        The message's ``chat`` has ``type`` "group" (or "supergroup" for -100… ids) and a title;
+        ``from`` is the user (https://core.telegram.org/bots/api#message, #chat).
+        """
+        if chat_id >= 0:
+            raise ValueError("group chat ids are negative")
+        with self._lock:
+            self._remember_user(user_id, first_name, username)
+            message: dict[str, Any] = {
+                "message_id": self._next_message_id(chat_id),
+                "from": self._user(user_id),
+                "chat": self._chat(chat_id),
+                "date": int(time.time()),
+                "text": text,
+            }
+            if text.startswith("/"):
+                command = text.split(maxsplit=1)[0]
+                message["entities"] = [{"type": "bot_command", "offset": 0, "length": _utf16_len(command)}]
+            self._messages[(chat_id, message["message_id"])] = message
+            return self._queue({"message": message})
+
     def user_document(
         self,
         user_id: int,
