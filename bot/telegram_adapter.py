@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from telegram import (
-    Chat,
     BotCommand,
+    Chat,
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     LinkPreviewOptions,
