@@ -1,7 +1,7 @@
 """sign-in limits, live sign-in codes and office group chats
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006_targets
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006_targets"
 branch_labels = None
 depends_on = None
 
