@@ -23,10 +23,10 @@ from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpo
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
 from core.office import export_folder
-from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
+from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, urge, who_view
 from core.runtime import plan_for_person
 from jobs.sender import outbox_depth
-from storage.models import AuditLog, Identity, OutboxMessage
+from storage.models import Identity, OutboxMessage
 from storage.queries import checkpoint_state_counts
 
 if TYPE_CHECKING:
@@ -129,7 +129,6 @@ class Dashboard:
                 session.scalar(select(func.count()).select_from(Identity).where(Identity.reachable.is_(False))) or 0
             )
             who = who_view(session, self.settings, self.m, plan)
-            audit = session.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(12)).all()
             return {
                 "plan": {"name": plan.name, "year": plan.year, "jurisdiction": plan.jurisdiction.name},
                 "now": now,
@@ -141,7 +140,7 @@ class Dashboard:
                 "unreachable": unreachable,
                 "bound_units": len(who["bound"]),
                 "unbound_units": len(who["unbound"]),
-                "audit": [{"at": a.at, "actor": a.actor, "action": a.action, "subject": a.subject} for a in audit],
+                "audit": audit_view(session, self.m),
             }
 
     async def checkpoints(self, request: Request) -> Response:

@@ -7,6 +7,7 @@ Refusals are :class:`OfficeRefusal` with an error code the templates know.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,7 +22,7 @@ from core.outbox import About, Message, enqueue_to_identities
 from core.reporting import latest_reviewable, review
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
-from storage.models import AuditLog, Binding, Identity, Obligation, Plan, Task, Unit
+from storage.models import AuditLog, Binding, Identity, Obligation, Person, Plan, Task, Unit
 from storage.queries import OPEN_STATES, find_task, find_unit, identities_of_unit, overdue_rows, unit_obligations
 
 REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
@@ -91,13 +92,18 @@ def urge(
             session, messages, unit, owed, template="urge", kind="urge", dedup=f"urge:{key}:{unit.id}", now=now
         )
         (result.sent if queued else result.unreachable).append(unit.name)
+        if not queued:  # nobody to tell: the office was told so, and nothing was urged
+            continue
         session.add(
             AuditLog(
                 at=now,
                 actor=actor,
                 action="urge",
                 subject=unit.name,
-                detail={"tasks": [o.task.key for o in owed], "delivered_to": len(queued)},
+                detail={
+                    "tasks": [task_label(o.task.annex, o.task.number, messages.language) for o in owed],
+                    "delivered_to": len(queued),
+                },
             )
         )
     if task is not None and not result.sent and not result.unreachable:
@@ -203,3 +209,53 @@ def who_view(session: Session, settings: Settings, messages: Messages, plan: Pla
     bound = [{"name": u.name, "people": people[u.id]} for u in units if people.get(u.id)]
     unbound = [u.name for u in units if not people.get(u.id) and u.name != office_unit]
     return {"bound": bound, "unbound": unbound}
+
+
+# How the audit log names who acted when it is not a person's chat account.
+_ACTOR_WORDS = {
+    "cli": "命令行",
+    "init": "系统初始化",
+    "sandbox": "本地沙盒",
+    "web:secret": "看板(口令登录)",
+    "web:local": "看板(本机)",
+    "scheduler": "定时任务",
+}
+_TASK_KEY = re.compile(r"\b(county|city)-(\d+)\b")
+
+
+def audit_view(session: Session, messages: Messages, limit: int = 12) -> list[dict[str, Any]]:
+    """The latest audit entries as the office reads them: people's names, task labels, no internal ids."""
+    rows = session.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)).all()
+    names = _actor_names(session, {row.actor for row in rows})
+    return [
+        {
+            "at": row.at,
+            "action": row.action,
+            "actor": names.get(row.actor, row.actor),
+            "subject": _TASK_KEY.sub(lambda m: task_label(m[1], int(m[2]), messages.language), row.subject),
+        }
+        for row in rows
+    ]
+
+
+def _actor_names(session: Session, actors: set[str]) -> dict[str, str]:
+    """``web:person:7`` and ``telegram:1234`` to the person's name; fixed words for the service's own acts."""
+    names: dict[str, str] = {}
+    for actor in actors:
+        if actor in _ACTOR_WORDS:
+            names[actor] = _ACTOR_WORDS[actor]
+            continue
+        kind, _, rest = actor.partition(":")
+        person: Person | None = None
+        account = ""
+        if kind == "web" and rest.startswith("person:") and rest[7:].isdigit():
+            person = session.get(Person, int(rest[7:]))
+        elif rest:
+            identity = session.scalar(select(Identity).where(Identity.platform == kind, Identity.external_id == rest))
+            if identity is not None:
+                person, account = identity.person, identity.username
+        if person is not None:
+            names[actor] = person.display_name or account or "(未留姓名)"
+        elif kind in ("telegram", "wecom", "sandbox"):
+            names[actor] = "(未绑定的账号)"
+    return names

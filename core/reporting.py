@@ -22,6 +22,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
+from core.tasks import task_label
 from storage.models import Attachment, AuditLog, Checkpoint, Obligation, Review, StatusReport, Task, Unit
 
 
@@ -266,7 +267,7 @@ def review(
             at=now,
             actor=actor,
             action=f"review.{decision}",
-            subject=f"{obligation.task.key} {obligation.unit.name}",
+            subject=f"{task_label(obligation.task.annex, obligation.task.number)} {obligation.unit.name}",
             detail={"checkpoint": obligation.checkpoint.key, "reason": reason},
         )
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from bot.sandbox import SandboxHub, event_stream
 from bot.service import Service, build_service
@@ -21,7 +22,7 @@ from bot.web import build_web_app
 from core.clock import ManualClock
 from core.config import Settings
 from core.runtime import Runtime
-from storage.models import SandboxMessage
+from storage.models import AuditLog, SandboxMessage
 from tests.conftest import local
 
 
@@ -191,3 +192,21 @@ def test_a_stream_cancelled_by_the_server_leaves_no_listener() -> None:
 
     asyncio.run(watch())
     assert hub.watching("sb-2") == 0
+
+
+def test_the_audit_log_records_an_urge_only_for_units_reached_and_names_people(
+    client: WebClient, service: Service
+) -> None:
+    join(client, "县发改局", name="王联络")
+    client.cookies.clear()
+    token = csrf(client, "/office")
+    for target in ("县发改局", "县科经局"):  # 县科经局 has nobody bound
+        answer = client.post("/office/urge", data={"csrf": token, "target": target, "back": "/office"})
+        assert answer.status_code == 200
+    with service.runtime.transaction() as session:
+        urged = session.scalars(select(AuditLog.subject).where(AuditLog.action == "urge")).all()
+    assert urged == ["县发改局"]
+    audit = re.search(r"<h2>最近操作</h2>.*?</table>", client.get("/office").text, re.S)
+    assert audit is not None
+    assert "王联络" in audit.group(0) and "看板(本机)" in audit.group(0)
+    assert "sb-" not in audit.group(0) and "web:" not in audit.group(0) and "sandbox:" not in audit.group(0)
