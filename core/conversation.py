@@ -733,6 +733,7 @@ class Conversation:
                     task=view,
                     checkpoint=checkpoint.title if checkpoint else None,
                     due=checkpoint.due_at if checkpoint else None,
+                    note=(data.get("note") or "").strip(),
                 ),
                 buttons=buttons,
                 edit=edit,
@@ -897,8 +898,10 @@ class Conversation:
             if text:
                 status, note = split_status(text)
                 if status is None:
-                    self._set_state(turn, "report.status", data)
+                    # Not a status word: what was typed is the note, kept for when a status is picked.
+                    data["note"] = "\n".join(part for part in (data.get("note"), text) if part)
                     self._error(turn, "no_status", text.split()[0])
+                    self._advance(turn, data)
                     return
                 data["status"] = status.value
                 if note:

@@ -36,11 +36,45 @@ class StatusCode(StrEnum):
 
 # What people type for each status, in either language.
 _STATUS_WORDS: dict[StatusCode, tuple[str, ...]] = {
-    StatusCode.ON_TRACK: ("按计划推进", "按计划", "正常推进", "正常", "推进中", "on_track", "ontrack", "on-track"),
+    StatusCode.ON_TRACK: (
+        "按计划推进",
+        "按计划",
+        "正常推进",
+        "正常",
+        "推进中",
+        "进展顺利",
+        "顺利推进",
+        "稳步推进",
+        "有序推进",
+        "进展正常",
+        "正在推进",
+        "on_track",
+        "ontrack",
+        "on-track",
+    ),
     StatusCode.AT_RISK: ("存在风险", "有风险", "风险", "at_risk", "atrisk", "at-risk", "risk"),
-    StatusCode.BEHIND: ("进度滞后", "滞后", "落后", "behind", "late"),
-    StatusCode.DONE: ("已完成", "完成", "done", "completed"),
-    StatusCode.NEEDS_COORDINATION: ("需协调", "需要协调", "协调", "needs_coordination", "coordination", "help"),
+    StatusCode.BEHIND: (
+        "进度滞后",
+        "滞后",
+        "落后",
+        "进度缓慢",
+        "推进缓慢",
+        "延期",
+        "延误",
+        "behind",
+        "late",
+    ),
+    StatusCode.DONE: ("已完成", "完成", "已办结", "办结", "全部完成", "已经完成", "done", "completed"),
+    StatusCode.NEEDS_COORDINATION: (
+        "需协调",
+        "需要协调",
+        "协调",
+        "请求协调",
+        "需要支持",
+        "needs_coordination",
+        "coordination",
+        "help",
+    ),
 }
 
 

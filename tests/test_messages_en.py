@@ -209,8 +209,8 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"units": [], "total": 0, "now": T0},
     ],
     "pick_status.j2": [
-        {"task": TASK, "checkpoint": "第一季度进展督办", "due": Q1_DUE},
-        {"task": TASK, "checkpoint": None, "due": None},
+        {"task": TASK, "checkpoint": "第一季度进展督办", "due": Q1_DUE, "note": ""},
+        {"task": TASK, "checkpoint": None, "due": None, "note": "已完成可研"},
     ],
     "pick_task.j2": [
         {"page": 1, "pages": 3, "prompt": ""},
@@ -535,7 +535,8 @@ def test_english_menus_and_refusals(runtime: Runtime, english: Conversation) -> 
     labels = [b["text"] for b in last_buttons(runtime, LIAISON)]
     assert labels == ["On track", "At risk", "Behind", "Done", "Needs coordination", "Cancel"]
     say(english, LIAISON, "soon")
-    assert 'Unknown progress status "soon"' in last_text(runtime, LIAISON)
+    error, menu = (row.payload["text"] for row in outbox(runtime, LIAISON)[-2:])
+    assert 'Unknown progress status "soon"' in error and "Your note is kept" in menu
     say(english, LIAISON, "/cancel")
     assert last_text(runtime, LIAISON) == "Cancelled; nothing was recorded."
 
