@@ -7,6 +7,7 @@ each command through click's context.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -26,14 +27,23 @@ from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpo
 from core.config import ConfigError, Ladder, PersonRole, Rung, Settings, load_settings
 from core.conversation import parse_local_datetime
 from core.durations import parse_offset
-from core.plan_import import ImportDiff, ImportRefused, ImportResult, import_plan, short_title
+from core.plan_corrections import (
+    CorrectionError,
+    Corrections,
+    load_corrections,
+    parse_group,
+    parse_merge,
+)
+from core.plan_import import ImportDiff, import_parsed, short_title
 from core.plan_parser import Annex, ParsedPlan, parse_plan
+from core.plan_preview import ImportPreview, build_preview
 from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
 from core.simulation import Timeline, load_answers, run_simulation
 from core.targets import KIND_LABELS, TargetKind, format_number
 from core.task_targets import TargetRefused, set_target, targets_by_task
 from core.tasks import parse_task_ref, task_label
+from core.units import UnitDirectory
 from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
@@ -171,95 +181,177 @@ def _print_diff(diff: ImportDiff) -> None:
         click.echo(f"  + 新单位 {unit}")
 
 
-def _import_json(result: ImportResult) -> dict[str, Any]:
-    parsed = result.parsed
-    diff = result.diff
-    return {
-        "applied": result.applied,
-        "first_import": result.first_import,
-        "plan_id": result.plan_id,
-        "title": parsed.title,
-        "year": parsed.year,
-        "counts": {annex.value: len(parsed.tasks_in(annex)) for annex in Annex},
-        "assignments": sum(len(t.units()) for t in parsed.tasks),
-        "warnings": [{"line": p.line, "reason": p.reason, "excerpt": p.excerpt} for p in parsed.warnings],
-        "diff": {
-            "new_tasks": diff.new_tasks,
-            "restored_tasks": diff.restored_tasks,
-            "removed_tasks": diff.removed_tasks,
-            "changed_text": [{"task": t, "old": o, "new": n} for t, o, n in diff.changed_text],
-            "added": [vars(c) for c in diff.added],
-            "removed": [vars(c) for c in diff.removed],
-            "role_changed": [vars(c) for c in diff.role_changed],
-            "new_units": diff.new_units,
-        },
-    }
+RULE_ZH = {"same-core": "去掉地名后相同", "abbreviation": "简称", "similar": "字面相近"}
+SEVERITY_ZH = {"error": "错误", "warning": "已修复/需留意"}
+
+
+def _print_preview(preview: ImportPreview) -> None:
+    """The preview as the office reads it, in Chinese; the same content as ``--json``."""
+    counts = preview.counts()
+    click.echo(f"预览 {preview.source_name}({preview.jurisdiction} {preview.year}年,尚未写入数据库):")
+    click.echo(f"  县级任务 {counts['county']} 项,市级任务 {counts['city']} 项,任务—单位分工 {preview.assignments} 条")
+    for section in preview.sections:
+        annex = "县级" if section.annex == "county" else "市级"
+        click.echo(f"    {annex} · {section.section or '(无分节)'}:{section.tasks} 项")
+    new_units = [u.name for u in preview.units if not u.known]
+    click.echo(
+        f"单位:共 {len(preview.units)} 个,已有 {len(preview.units) - len(new_units)} 个,新单位 {len(new_units)} 个"
+    )
+    if new_units and not preview.first_import:
+        click.echo("  新单位:" + "、".join(new_units))
+    if preview.similar:
+        click.echo("疑似同一单位(确认后用 --merge 别名=标准名称 合并):")
+        for pair in preview.similar:
+            click.echo(f"  {pair.a} ~ {pair.b}({RULE_ZH[pair.rule]},相似度 {pair.score:.2f})")
+    if preview.aliases:
+        click.echo("文档中括注的别名:" + ",".join(f"{a} → {u}" for a, u in preview.aliases.items()))
+    defined = [g for g in preview.groups if g.defined]
+    if defined:
+        click.echo("已定义的群体:")
+        for group in defined:
+            members = "、".join(group.members) or "(除直接列出的单位外无其他单位)"
+            click.echo(f"  {group.phrase} = {members}({len(group.tasks)} 项任务)")
+    if preview.groups_to_define:
+        click.echo("待定义的群体(用 --group 名称=单位1,单位2 或在工作台定义;定义前这些任务不分配给具体单位):")
+        for group in preview.groups_to_define:
+            labels = "、".join(_label(key) for key in group.tasks)
+            click.echo(f"  {group.phrase}:{labels}")
+    if preview.problems:
+        click.echo(f"未能识别或已修复的行 {len(preview.problems)} 处:")
+        for problem in preview.problems:
+            where = f"第{problem.line}行" if problem.line else "全文"
+            tail = f":{problem.text}" if problem.text else ""
+            click.echo(f"  {where} [{SEVERITY_ZH[problem.severity]}] {problem.reason}{tail}")
+    if not preview.first_import:
+        _print_diff(preview.diff)
+
+
+def _label(key: str) -> str:
+    annex, number = key.split("-")
+    return task_label(Annex(annex), int(number))
+
+
+def _read_corrections(merges: tuple[str, ...], groups: tuple[str, ...], path: Path | None) -> Corrections:
+    try:
+        corrections = load_corrections(path) if path else Corrections()
+        for text in merges:
+            corrections.merge(*parse_merge(text))
+        for text in groups:
+            corrections.define_group(*parse_group(text))
+    except CorrectionError as exc:
+        fail(f"更正有误:{exc}")
+    return corrections
+
+
+def _interactive() -> bool:
+    """Ask for confirmation only when a person is at a terminal; scripts get the preview and nothing written."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 @main.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--dry-run", is_flag=True, help="Parse and show what would change; write nothing.")
-@click.option("--yes", "-y", is_flag=True, help="Apply changes to an existing plan without asking.")
+@click.option("--dry-run", is_flag=True, help="Only show the preview (the default without --yes); write nothing.")
+@click.option("--yes", "-y", is_flag=True, help="Import after the preview without asking.")
+@click.option("--allow-shrink", is_flag=True, help="Allow a re-import that deactivates more than [plan] max_shrink.")
+@click.option("--merge", "merges", multiple=True, metavar="别名=标准名称", help="Treat a spelling as another unit.")
+@click.option("--group", "groups", multiple=True, metavar="群体=单位1,单位2", help="Define a group phrase's units.")
+@click.option(
+    "--corrections",
+    "corrections_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='TOML file with [merge], [groups] and [tasks."county-5"] lead/responsible.',
+)
 @click.option("--jurisdiction", default=None, help="Whose plan this is (default from config).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="The preview (and result) as JSON; never implies --yes.")
 @click.pass_obj
 def import_command(
-    state: CliState, path: Path, dry_run: bool, yes: bool, jurisdiction: str | None, as_json: bool
+    state: CliState,
+    path: Path,
+    dry_run: bool,
+    yes: bool,
+    allow_shrink: bool,
+    merges: tuple[str, ...],
+    groups: tuple[str, ...],
+    corrections_path: Path | None,
+    jurisdiction: str | None,
+    as_json: bool,
 ) -> None:
-    """Import a notice (or re-import it: recorded statuses are kept)."""
+    """Preview a notice, then import it (or re-import it: recorded statuses are kept).
+
+    Nothing is written without --yes, or a "y" typed at a terminal.
+    """
     settings = state.settings
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         fail(f"{path}: 不是 UTF-8 文本文件")
+    corrections = _read_corrections(merges, groups, corrections_path)
     name = jurisdiction or settings.plan.jurisdiction
+
+    def parse(directory: UnitDirectory) -> ParsedPlan:
+        return parse_plan(text, directory)
+
     with _database_ready(state) as runtime:
-        try:
-            with runtime.transaction() as session:
-                preview = import_plan(
-                    session,
-                    settings,
-                    text,
-                    source_name=path.name,
-                    jurisdiction_name=name,
-                    now=runtime.clock.now(),
-                    dry_run=True,
-                )
-        except ImportRefused as refused:
-            if as_json:
-                emit_json(
-                    {"applied": False, "errors": [vars(p) | {"severity": p.severity.value} for p in refused.problems]}
-                )
-                sys.exit(1)
-            click.echo(f"无法导入 {path.name}:发现 {len(refused.problems)} 处错误,数据库未作任何改动。", err=True)
-            for problem in refused.problems:
-                click.echo(f"  {problem}", err=True)
-            sys.exit(1)
-        if dry_run:
-            if as_json:
-                emit_json(_import_json(preview))
-                return
-            click.echo(f"试导入 {path.name}(未写入数据库):")
-            _print_import_summary(preview.parsed)
-            if not preview.first_import:
-                _print_diff(preview.diff)
-            return
-        if not preview.first_import and not preview.diff.empty and not as_json:
-            _print_diff(preview.diff)
-            if not yes and not click.confirm("应用以上变更?", default=False):
-                click.echo("已取消,数据库未改动。")
-                return
         with runtime.transaction() as session:
-            result = import_plan(
+            preview = build_preview(
                 session,
                 settings,
-                text,
+                parse,
                 source_name=path.name,
                 jurisdiction_name=name,
                 now=runtime.clock.now(),
+                corrections=corrections,
+                source_lines=text.splitlines(),
+            )
+        blocked = preview.blocked_by(allow_shrink)
+        data = preview.as_dict() | {"applied": False, "refused": blocked}
+        if not as_json:
+            _print_preview(preview)
+        if blocked == "errors":
+            if as_json:
+                emit_json(data)
+            else:
+                click.echo(f"无法导入 {path.name}:发现 {len(preview.errors)} 处错误,数据库未作任何改动。", err=True)
+            sys.exit(1)
+        if blocked == "shrink":
+            if as_json:
+                emit_json(data)
+            else:
+                click.echo(
+                    f"拒绝导入:将停用 {preview.shrink.removed} 项任务,占现有 {preview.shrink.active} 项的"
+                    f" {preview.shrink.share:.0%},超过允许的 {preview.shrink.limit:.0%}(文件可能不完整)。"
+                    "确认无误请加 --allow-shrink。数据库未改动。",
+                    err=True,
+                )
+            sys.exit(1)
+        if dry_run or not yes:
+            if not dry_run and not as_json and _interactive():
+                if click.confirm("导入以上内容?", default=False):
+                    yes = True
+                else:
+                    click.echo("已取消,数据库未改动。")
+                    return
+            if not yes:
+                if as_json:
+                    emit_json(data)
+                else:
+                    click.echo("以上为预览,数据库未改动。确认无误后加 --yes 导入。")
+                return
+        with runtime.transaction() as session:
+            result = import_parsed(
+                session,
+                settings,
+                parse,
+                source_name=path.name,
+                source_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                jurisdiction_name=name,
+                now=runtime.clock.now(),
+                allow_shrink=allow_shrink,
+                corrections=corrections,
             )
     if as_json:
-        emit_json(_import_json(result))
+        emit_json(data | {"applied": True, "plan_id": result.plan_id})
         return
     click.echo(f"已{'导入' if result.first_import else '重新导入'} {path.name}({name} {result.parsed.year}年):")
     _print_import_summary(result.parsed)

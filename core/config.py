@@ -115,6 +115,9 @@ class PlanSettings(Section):
     jurisdiction: str = "嘉鱼县"
     name: str = ""
     import_on_start: bool = True
+    # A re-import that would deactivate more than this share of the plan's active tasks
+    # (a truncated file, the wrong annex) is refused unless the office says --allow-shrink.
+    max_shrink: float = Field(default=0.2, ge=0, le=1)
 
 
 class UnitSettings(Section):

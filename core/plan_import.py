@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.checkpoints import resync_plan, sync_config_checkpoints
 from core.config import Settings
+from core.plan_corrections import OFFICE, Corrections, apply_task_units, directory_for, stored_definitions
 from core.plan_parser import Annex, ParsedPlan, ParsedTask, Problem, Role, parse_plan
 from core.task_targets import sync_targets
 from core.units import UnitDirectory
@@ -28,6 +30,7 @@ from storage.models import (
     Jurisdiction,
     Plan,
     Task,
+    TaskGroup,
     Unit,
     UnitAlias,
     UnitGroupMember,
@@ -202,11 +205,12 @@ def _sync_aliases_and_groups(
     for (unit_id, alias), source in wanted.items():
         if (unit_id, alias) not in present:
             session.add(UnitAlias(unit_id=unit_id, alias=alias, source=source))
-    members = {
-        (m.phrase, m.unit_id)
-        for m in session.scalars(select(UnitGroupMember).where(UnitGroupMember.jurisdiction_id == jurisdiction.id))
-    }
+    rows = list(session.scalars(select(UnitGroupMember).where(UnitGroupMember.jurisdiction_id == jurisdiction.id)))
+    members = {(m.phrase, m.unit_id) for m in rows}
+    office_phrases = {m.phrase for m in rows if m.source == OFFICE}
     for phrase, listed in directory.groups.items():
+        if phrase in office_phrases:  # the office's own definition replaces the configuration's
+            continue
         for name in listed:
             member = units.get(directory.canonical(name))
             if member is not None and (phrase, member.id) not in members:
@@ -225,6 +229,81 @@ def ensure_office_unit(session: Session, settings: Settings, plan: Plan) -> Unit
     return unit
 
 
+class ImportShrinks(Exception):
+    """A re-import would deactivate more of the plan than allowed; nothing was imported."""
+
+    def __init__(self, shrink: Shrink) -> None:
+        super().__init__(f"would deactivate {shrink.removed} of {shrink.active} tasks")
+        self.shrink = shrink
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """How much of the plan's active tasks a re-import would deactivate, against the allowed share."""
+
+    active: int
+    removed: int
+    limit: float
+
+    @property
+    def share(self) -> float:
+        return self.removed / self.active if self.active else 0.0
+
+    @property
+    def too_much(self) -> bool:
+        return self.share > self.limit
+
+
+@dataclass
+class PreparedImport:
+    """A document parsed with the office's definitions and corrections, next to what the database holds."""
+
+    parsed: ParsedPlan
+    directory: UnitDirectory
+    definitions: Corrections  # stored office definitions with this import's corrections on top
+    corrections: Corrections
+    jurisdiction: Jurisdiction | None
+    plan: Plan | None
+    diff: ImportDiff
+    shrink: Shrink
+
+
+ParseFunction = Callable[[UnitDirectory], ParsedPlan]
+
+
+def prepare_import(
+    session: Session,
+    settings: Settings,
+    parse: ParseFunction,
+    *,
+    jurisdiction_name: str,
+    now: datetime,
+    corrections: Corrections | None = None,
+) -> PreparedImport:
+    """Parse with the right directory, apply the corrections and compare with the database; writes nothing."""
+    corrections = corrections or Corrections()
+    jurisdiction = session.scalar(select(Jurisdiction).where(Jurisdiction.name == jurisdiction_name))
+    definitions = stored_definitions(session, jurisdiction).merged_with(
+        Corrections(merges=corrections.merges, groups=corrections.groups)
+    )
+    directory = directory_for(settings, definitions)
+    parsed = parse(directory)
+    apply_task_units(parsed, directory, corrections)
+    year = parsed.year or now.year
+    plan = None
+    if jurisdiction is not None:
+        plan = session.scalar(select(Plan).where(Plan.jurisdiction_id == jurisdiction.id, Plan.year == year))
+    diff = compute_diff(session, plan, parsed, jurisdiction)
+    active = 0
+    if plan is not None:
+        active = (
+            session.scalar(select(func.count()).select_from(Task).where(Task.plan_id == plan.id, Task.active.is_(True)))
+            or 0
+        )
+    shrink = Shrink(active=active, removed=len(diff.removed_tasks), limit=settings.plan.max_shrink)
+    return PreparedImport(parsed, directory, definitions, corrections, jurisdiction, plan, diff, shrink)
+
+
 def import_plan(
     session: Session,
     settings: Settings,
@@ -235,42 +314,83 @@ def import_plan(
     now: datetime,
     dry_run: bool = False,
     actor: str = "cli",
+    allow_shrink: bool = False,
+    corrections: Corrections | None = None,
 ) -> ImportResult:
-    """Parse ``text`` and bring the jurisdiction's plan for that year in line with it.
+    """Parse ``text`` and bring the jurisdiction's plan for that year in line with it (see :func:`import_parsed`)."""
+    return import_parsed(
+        session,
+        settings,
+        lambda directory: parse_plan(text, directory),
+        source_name=source_name,
+        source_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        jurisdiction_name=jurisdiction_name,
+        now=now,
+        dry_run=dry_run,
+        actor=actor,
+        allow_shrink=allow_shrink,
+        corrections=corrections,
+    )
 
-    Raises :class:`ImportRefused` (and changes nothing) when the document has
-    errors.  With ``dry_run`` the diff is computed and nothing is written.
-    The caller owns the transaction.
+
+def import_parsed(
+    session: Session,
+    settings: Settings,
+    parse: ParseFunction,
+    *,
+    source_name: str,
+    source_sha256: str,
+    jurisdiction_name: str,
+    now: datetime,
+    dry_run: bool = False,
+    actor: str = "cli",
+    allow_shrink: bool = False,
+    corrections: Corrections | None = None,
+) -> ImportResult:
+    """Parse a document with ``parse`` and bring the jurisdiction's plan for that year in line with it.
+
+    ``parse`` is called with the unit directory to use (the configuration plus
+    the office's merges and group definitions), so text and documents of any
+    format go through the same path.  Raises :class:`ImportRefused` (and
+    changes nothing) when the document has errors, and :class:`ImportShrinks`
+    when a re-import would deactivate more than ``[plan] max_shrink`` of the
+    plan unless ``allow_shrink``.  With ``dry_run`` nothing is written.  The
+    caller owns the transaction.
     """
-    directory = settings.units.directory()
-    parsed = parse_plan(text, directory)
+    prepared = prepare_import(
+        session, settings, parse, jurisdiction_name=jurisdiction_name, now=now, corrections=corrections
+    )
+    parsed, directory, diff, plan = prepared.parsed, prepared.directory, prepared.diff, prepared.plan
     if parsed.errors:
         raise ImportRefused(parsed.errors)
-    year = parsed.year or now.year
-    jurisdiction = session.scalar(select(Jurisdiction).where(Jurisdiction.name == jurisdiction_name))
-    plan = None
-    if jurisdiction is not None:
-        plan = session.scalar(select(Plan).where(Plan.jurisdiction_id == jurisdiction.id, Plan.year == year))
-    diff = compute_diff(session, plan, parsed, jurisdiction)
     first_import = plan is None
     if dry_run:
         return ImportResult(parsed, diff, plan.id if plan else None, first_import, applied=False)
+    if prepared.shrink.too_much and not allow_shrink:
+        raise ImportShrinks(prepared.shrink)
 
-    jurisdiction = jurisdiction or _get_or_create_jurisdiction(session, jurisdiction_name)
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    year = parsed.year or now.year
+    jurisdiction = prepared.jurisdiction or _get_or_create_jurisdiction(session, jurisdiction_name)
     if plan is None:
         plan = Plan(jurisdiction_id=jurisdiction.id, year=year, name=settings.plan.name or parsed.title[:200])
         session.add(plan)
     plan.title = parsed.title
     plan.issued_on = parsed.issued_on
     plan.source_name = source_name
-    plan.source_sha256 = digest
+    plan.source_sha256 = source_sha256
     plan.imported_at = now
     session.flush()
 
-    all_units = list(dict.fromkeys(u for t in parsed.tasks for u, _ in t.units()))
-    units = _ensure_units(session, jurisdiction, all_units, directory)
+    named = [u for t in parsed.tasks for u, _ in t.units()]
+    defined = [u for members in prepared.definitions.groups.values() for u in members]
+    units = _ensure_units(
+        session,
+        jurisdiction,
+        list(dict.fromkeys(named + [directory.canonical(u) for u in defined])),
+        directory,
+    )
     _sync_aliases_and_groups(session, jurisdiction, units, parsed, directory)
+    _store_definitions(session, jurisdiction, units, prepared.corrections, directory)
 
     tasks = {(t.annex, t.number): t for t in session.scalars(select(Task).where(Task.plan_id == plan.id))}
     seen: set[tuple[str, int]] = set()
@@ -321,6 +441,7 @@ def import_plan(
         if key not in seen:
             for assignment in by_task.get(task.id, {}).values():
                 assignment.active = False
+    _sync_task_groups(session, plan, tasks, parsed, seen)
     session.flush()
     targets = sync_targets(session, plan.id, now)
     resync_plan(session, plan)
@@ -336,7 +457,7 @@ def import_plan(
             subject=f"{jurisdiction.name} {year}",
             detail={
                 "source": source_name,
-                "sha256": digest,
+                "sha256": source_sha256,
                 "tasks": len(parsed.tasks),
                 "new_tasks": len(diff.new_tasks),
                 "changed_text": len(diff.changed_text),
@@ -347,10 +468,169 @@ def import_plan(
                 "warnings": len(parsed.warnings),
                 "targets_added": targets.added,
                 "targets_retired": targets.retired,
+                "corrections": prepared.corrections.as_dict(),
             },
         )
     )
     return ImportResult(parsed, diff, plan.id, first_import, applied=True)
+
+
+def group_phrases(task: ParsedTask) -> list[tuple[Role, str]]:
+    """The group phrases a task names, defined or not, each once with its role."""
+    found: dict[str, Role] = {}
+    for role, resolved in task.raw_names:
+        if resolved.group is not None:
+            found.setdefault(resolved.group, role)
+    return [(role, phrase) for phrase, role in found.items()]
+
+
+def _sync_task_groups(
+    session: Session, plan: Plan, tasks: dict[tuple[str, int], Task], parsed: ParsedPlan, seen: set[tuple[str, int]]
+) -> None:
+    """Keep each task's group phrases: new ones added, dropped ones deactivated (never deleted)."""
+    present: dict[tuple[int, str], TaskGroup] = {
+        (row.task_id, row.phrase): row
+        for row in session.scalars(
+            select(TaskGroup).join(Task, Task.id == TaskGroup.task_id).where(Task.plan_id == plan.id)
+        )
+    }
+    wanted: set[tuple[int, str]] = set()
+    for parsed_task in parsed.tasks:
+        task = tasks[(parsed_task.annex.value, parsed_task.number)]
+        for role, phrase in group_phrases(parsed_task):
+            wanted.add((task.id, phrase))
+            row = present.get((task.id, phrase))
+            if row is None:
+                session.add(TaskGroup(task_id=task.id, phrase=phrase[:100], role=role.value, active=True))
+            else:
+                row.role = role.value
+                row.active = True
+    for key, row in present.items():
+        if key not in wanted:
+            row.active = False
+
+
+def _store_definitions(
+    session: Session,
+    jurisdiction: Jurisdiction,
+    units: dict[str, Unit],
+    corrections: Corrections,
+    directory: UnitDirectory,
+) -> None:
+    """Keep this import's merges and group definitions so later imports resolve names the same way."""
+    for spelling, canonical in corrections.merges.items():
+        unit = units.get(directory.canonical(canonical))
+        if unit is not None and spelling != unit.name:
+            _store_alias(session, unit, spelling)
+    for phrase, members in corrections.groups.items():
+        replace_group_members(session, jurisdiction, phrase, [units[directory.canonical(m)] for m in members])
+
+
+def _store_alias(session: Session, unit: Unit, spelling: str) -> None:
+    existing = session.scalar(select(UnitAlias).where(UnitAlias.unit_id == unit.id, UnitAlias.alias == spelling))
+    if existing is None:
+        session.add(UnitAlias(unit_id=unit.id, alias=spelling, source=OFFICE))
+    else:
+        existing.source = OFFICE
+    # A spelling merged into another unit is no longer an alias of any other.
+    for other in session.scalars(
+        select(UnitAlias)
+        .join(Unit, Unit.id == UnitAlias.unit_id)
+        .where(Unit.jurisdiction_id == unit.jurisdiction_id, UnitAlias.alias == spelling, UnitAlias.unit_id != unit.id)
+    ):
+        session.delete(other)
+
+
+def define_group(
+    session: Session,
+    settings: Settings,
+    plan: Plan,
+    phrase: str,
+    members: list[str],
+    *,
+    now: datetime,
+    actor: str,
+) -> GroupDefined:
+    """Define (or redefine) a group phrase's members for the plan's jurisdiction, and assign its tasks.
+
+    Every active task naming the phrase gets an assignment (``via_group``) for
+    each member; a unit that left the group loses its group assignment
+    (deactivated, with everything it recorded kept).  A unit the task names
+    directly keeps its own assignment.  Raises :class:`CorrectionError` for an
+    empty definition.
+    """
+    corrections = Corrections()
+    corrections.define_group(phrase, members)
+    phrase, names = next(iter(corrections.groups.items()))
+    jurisdiction = plan.jurisdiction
+    definitions = stored_definitions(session, jurisdiction)
+    directory = directory_for(settings, definitions)
+    canonical = list(dict.fromkeys(directory.canonical(name) for name in names))
+    units = _ensure_units(session, jurisdiction, canonical, directory)
+    replace_group_members(session, jurisdiction, phrase, [units[name] for name in canonical])
+    member_ids = {units[name].id for name in canonical}
+    result = GroupDefined(phrase=phrase, members=canonical)
+    refs = session.execute(
+        select(TaskGroup, Task)
+        .join(Task, Task.id == TaskGroup.task_id)
+        .where(Task.plan_id == plan.id, Task.active.is_(True), TaskGroup.active.is_(True), TaskGroup.phrase == phrase)
+    ).all()
+    for ref, task in refs:
+        result.tasks.append(task.key)
+        present = {a.unit_id: a for a in session.scalars(select(Assignment).where(Assignment.task_id == task.id))}
+        for unit_id in member_ids:
+            found = present.get(unit_id)
+            if found is None:
+                session.add(Assignment(task_id=task.id, unit_id=unit_id, role=ref.role, via_group=phrase, active=True))
+                result.added += 1
+            elif not found.active:
+                found.role, found.via_group, found.active = ref.role, phrase, True
+                result.added += 1
+        for unit_id, assignment in present.items():
+            if assignment.active and assignment.via_group == phrase and unit_id not in member_ids:
+                assignment.active = False
+                result.removed += 1
+    session.flush()
+    resync_plan(session, plan)
+    session.add(
+        AuditLog(
+            at=now,
+            actor=actor,
+            action="group.define",
+            subject=f"{jurisdiction.name} {phrase}",
+            detail={"members": canonical, "tasks": result.tasks, "added": result.added, "removed": result.removed},
+        )
+    )
+    return result
+
+
+@dataclass
+class GroupDefined:
+    """What defining a group did: its members, the tasks naming it, assignments added and deactivated."""
+
+    phrase: str
+    members: list[str]
+    tasks: list[str] = field(default_factory=list)
+    added: int = 0
+    removed: int = 0
+
+
+def replace_group_members(session: Session, jurisdiction: Jurisdiction, phrase: str, members: list[Unit]) -> None:
+    """The office's definition of a group: exactly these members (it overrides the configuration's)."""
+    wanted = {unit.id for unit in members}
+    for row in session.scalars(
+        select(UnitGroupMember).where(
+            UnitGroupMember.jurisdiction_id == jurisdiction.id, UnitGroupMember.phrase == phrase
+        )
+    ):
+        if row.unit_id in wanted:
+            row.source = OFFICE
+            wanted.discard(row.unit_id)
+        else:
+            session.delete(row)
+    for unit_id in wanted:
+        session.add(UnitGroupMember(jurisdiction_id=jurisdiction.id, phrase=phrase, unit_id=unit_id, source=OFFICE))
+    session.flush()
 
 
 def annex_counts(parsed: ParsedPlan) -> dict[Annex, int]:

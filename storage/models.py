@@ -157,7 +157,7 @@ class UnitAlias(Base):
 
 
 class UnitGroupMember(Base):
-    """Membership of a unit in a group phrase (各镇人民政府 …) as configured."""
+    """Membership of a unit in a group phrase (各镇人民政府 …): from the configuration or defined by the office."""
 
     __tablename__ = "unit_group_member"
     __table_args__ = (UniqueConstraint("jurisdiction_id", "phrase", "unit_id"),)
@@ -166,6 +166,26 @@ class UnitGroupMember(Base):
     jurisdiction_id: Mapped[int] = mapped_column(ForeignKey("jurisdiction.id"))
     phrase: Mapped[str] = mapped_column(String(100))
     unit_id: Mapped[int] = mapped_column(ForeignKey("unit.id"), index=True)
+    # "config" (config.toml) or "office" (defined on the dashboard or with --group; wins over the config)
+    source: Mapped[str] = mapped_column(String(20), default="config", server_default="config")
+
+
+class TaskGroup(Base):
+    """A group phrase a task names (各镇人民政府 …), kept whether or not the group's members are defined.
+
+    Its units are assigned (``Assignment.via_group``) once the jurisdiction defines the group.
+    """
+
+    __tablename__ = "task_group"
+    __table_args__ = (UniqueConstraint("task_id", "phrase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("task.id"), index=True)
+    phrase: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    task: Mapped[Task] = relationship()
 
 
 class Assignment(Base):

@@ -85,20 +85,6 @@ def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> N
     assert second["diff"]["changed_text"], "the dry run must not have applied the change"
 
 
-def test_reimport_shows_the_diff_and_asks_first(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
-    edited = tmp_path / "edited.txt"
-    edited.write_text(
-        BUNDLED_PLAN.read_text(encoding="utf-8").replace("新增医养床位200张", "新增医养床位300张"), encoding="utf-8"
-    )
-    declined = run(env, "import", str(edited), input="n\n")
-    assert "任务 county-19 内容变更" in declined.output
-    assert "已取消" in declined.output
-    applied = run(env, "import", str(edited), "--yes")
-    assert applied.exit_code == 0 and "重新导入" in applied.output
-    assert "没有变化" in run(env, "import", str(edited), "--dry-run").output
-
-
 def test_import_of_a_broken_notice_reports_located_errors(env: dict[str, str], tmp_path: Path) -> None:
     run(env, "init")
     broken = tmp_path / "broken.txt"
