@@ -1,7 +1,7 @@
 """task groups: a task's group phrases, and who defined a group's members
 
-Revision ID: 0007_task_groups
-Revises: 0006_targets
+Revision ID: 0008_task_groups
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_task_groups"
-down_revision = "0006_targets"
+revision = "0008_task_groups"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
