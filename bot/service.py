@@ -33,11 +33,11 @@ from core.config import Settings
 from core.conversation import Conversation
 from core.digest import Digest
 from core.escalation import Escalation, make_calendar
-from core.office import OfficeRequests
+from core.office import OfficeRequests, export_folder
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
-from jobs.ticks import drop_stale_drafts, notify_county, remind, send_digest, tick
+from jobs.ticks import drop_stale_drafts, expire_bookkeeping, notify_county, remind, send_digest, tick
 
 if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
@@ -204,6 +204,7 @@ async def run_service(
     async def housekeeping_job(now: Any) -> None:
         staging = service.conversation.staging_dir()
         await service.threads.run(drop_stale_drafts, service.runtime, staging, now)
+        await service.threads.run(expire_bookkeeping, service.runtime, export_folder(settings), now)
 
     scheduler = build_scheduler(
         settings,

@@ -8,15 +8,20 @@ state between calls: the database is the record of what was sent.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import delete, or_, select
 
 from core.digest import Digest
 from core.drafts import DraftSweep, sweep_drafts
 from core.escalation import Escalation, TickReport
+from core.outbox import SCRUBBED_TEXT
 from core.quarter_end import plans_with_closed_rounds, send_notifications
 from core.runtime import Runtime
-from storage.models import Plan
+from storage.models import InboundUpdate, LoginCode, OutboxMessage, Plan, SignInLimit, WebSession
 from storage.queries import newest_plans
 
 log = logging.getLogger("duban.ticks")
@@ -65,6 +70,75 @@ def drop_stale_drafts(runtime: Runtime, staging_dir: Path, now: datetime) -> Dra
     for path in sweep.files:  # committed: no draft refers to them any more
         path.unlink(missing_ok=True)
     return sweep
+
+
+@dataclass
+class Expired:
+    """What one housekeeping run deleted."""
+
+    sessions: int = 0
+    login_codes: int = 0
+    limits: int = 0
+    inbound_updates: int = 0
+    export_folders: int = 0
+    scrubbed: int = 0
+
+
+SIGN_IN_WINDOW = timedelta(hours=1)
+
+
+def expire_bookkeeping(runtime: Runtime, exports: Path, now: datetime) -> Expired:
+    """Delete what only served for a while: ended web sessions and sign-in codes, spent sign-in limits,
+    handled inbound updates past ``[web] retention`` (kept that long to recognise a re-delivery) and the
+    dashboard's per-request export folders past it; wipe sign-in codes from outbox rows that are done."""
+    retention = runtime.settings.web.retention
+    done = Expired()
+    with runtime.transaction() as session:
+        done.login_codes = _count(
+            session.execute(delete(LoginCode).where(or_(LoginCode.expires_at <= now, LoginCode.used_at.is_not(None))))
+        )
+        still_named = select(LoginCode.session_id)
+        done.sessions = _count(
+            session.execute(
+                delete(WebSession).where(WebSession.expires_at <= now, WebSession.id.not_in(still_named))
+            )
+        )
+        quiet = now - SIGN_IN_WINDOW
+        done.limits = _count(
+            session.execute(
+                delete(SignInLimit).where(
+                    SignInLimit.window_start <= quiet,
+                    or_(SignInLimit.last_failure_at.is_(None), SignInLimit.last_failure_at <= quiet),
+                    or_(SignInLimit.locked_until.is_(None), SignInLimit.locked_until <= now),
+                )
+            )
+        )
+        done.inbound_updates = _count(
+            session.execute(delete(InboundUpdate).where(InboundUpdate.received_at < now - retention))
+        )
+        stale_secrets = session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.state.not_in(("queued", "sending")), OutboxMessage.kind == "login"
+            )
+        ).all()
+        for row in stale_secrets:
+            if row.payload.get("sensitive") and row.payload.get("text") != SCRUBBED_TEXT:
+                row.payload = {**row.payload, "text": SCRUBBED_TEXT}
+                done.scrubbed += 1
+    if exports.is_dir():
+        cutoff = (now - retention).timestamp()
+        for folder in exports.iterdir():
+            # Only the dashboard's one-per-request folders: files directly in exports/ are rewritten in place.
+            if folder.is_dir() and folder.stat().st_mtime < cutoff:
+                shutil.rmtree(folder, ignore_errors=True)
+                done.export_folders += 1
+    if any(vars(done).values()):
+        log.info("housekeeping", extra={"expired": vars(done)})
+    return done
+
+
+def _count(result: object) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def send_digest(runtime: Runtime, digest: Digest, now: datetime) -> list[int]:

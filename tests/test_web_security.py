@@ -352,3 +352,46 @@ async def test_code_sign_in_finds_another_countys_office_and_shows_its_county(we
         page = await browser.get("/office")
     heading = re.search(r"<h1>(.*?)<small", page.text)
     assert heading is not None and heading.group(1).startswith("通山县")
+
+
+# --- housekeeping -----------------------------------------------------------------------------------
+
+
+def count_rows(web: Web, model: type) -> int:
+    with web.service.runtime.transaction() as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+async def test_housekeeping_expires_sessions_codes_inbound_updates_and_export_folders(
+    web: Web, tmp_path: Path
+) -> None:
+    import os
+
+    from core.office import export_folder
+    from jobs.ticks import expire_bookkeeping
+    from storage.models import InboundUpdate, LoginCode, SignInLimit
+
+    async with web.client() as browser:
+        await ask_code(browser)
+        await guess(browser, "000000")
+    async with web.client() as browser:
+        assert await try_secret(browser, SECRET) == "/office"
+    exports = export_folder(web.service.settings)
+    old, fresh = exports / "0ld0ld00", exports / "fresh000"
+    for folder, age in ((old, timedelta(days=8)), (fresh, timedelta(0))):
+        folder.mkdir(parents=True)
+        (folder / "通报.xlsx").write_bytes(b"x")
+        stamp = (web.clock.now() - age).timestamp()
+        os.utime(folder, (stamp, stamp))
+    runtime = web.service.runtime
+    tables = (WebSession, LoginCode, SignInLimit, InboundUpdate)
+    before = {model: count_rows(web, model) for model in tables}
+    assert all(before.values()), before
+
+    kept = expire_bookkeeping(runtime, exports, web.clock.now())
+    assert (kept.sessions, kept.login_codes, kept.inbound_updates) == (0, 0, 0)
+    assert kept.export_folders == 1 and not old.exists() and fresh.exists()
+
+    web.clock.advance(web.service.settings.web.retention + timedelta(hours=1))
+    expire_bookkeeping(runtime, exports, web.clock.now())
+    assert {model: count_rows(web, model) for model in tables} == dict.fromkeys(tables, 0)
