@@ -232,6 +232,7 @@ async def run_service(
         log_level="warning",
         lifespan="off",
         access_log=False,
+        log_config=None,  # uvicorn's own handlers would bypass the root handler's redaction
     )
     server = uvicorn.Server(config)
     server_task = asyncio.create_task(server.serve(), name="web")

@@ -99,9 +99,7 @@ def expire_bookkeeping(runtime: Runtime, exports: Path, now: datetime) -> Expire
         )
         still_named = select(LoginCode.session_id)
         done.sessions = _count(
-            session.execute(
-                delete(WebSession).where(WebSession.expires_at <= now, WebSession.id.not_in(still_named))
-            )
+            session.execute(delete(WebSession).where(WebSession.expires_at <= now, WebSession.id.not_in(still_named)))
         )
         quiet = now - SIGN_IN_WINDOW
         done.limits = _count(

@@ -362,9 +362,7 @@ def count_rows(web: Web, model: type) -> int:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
-async def test_housekeeping_expires_sessions_codes_inbound_updates_and_export_folders(
-    web: Web, tmp_path: Path
-) -> None:
+async def test_housekeeping_expires_sessions_codes_inbound_updates_and_export_folders(web: Web, tmp_path: Path) -> None:
     import os
 
     from core.office import export_folder
