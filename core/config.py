@@ -329,6 +329,8 @@ class WebSettings(Section):
 class UploadSettings(Section):
     dir: Path = Path("var/files")
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    #: LibreOffice's command, to convert a plan sent as .doc/.wps/.xls/.et; "" never converts.
+    soffice: str = "soffice"
     allowed_types: list[str] = Field(
         default_factory=lambda: [
             ".pdf",

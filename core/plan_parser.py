@@ -97,6 +97,8 @@ class MatrixRow:
     raw_name: str
     unit: str
     cells: list[list[int]]
+    # A matrix read as a real table: each cell's column header, so no column is guessed.
+    labels: list[str] | None = None
 
 
 @dataclass
@@ -208,6 +210,10 @@ class PlanReader:
     def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:
         self.plan.problems.append(Problem(line, severity, reason, excerpt[:60]))
 
+    def begin_task_list(self) -> None:
+        """Start reading tasks at once: for a notice with no annex headings, whose body is the task list."""
+        self._enter_task_annex(0, "", 0)
+
     def feed_lines(self, lines: list[str], first_line: int = 1) -> None:
         """Read raw text lines; ``first_line`` is the document line number of ``lines[0]``."""
         for index, raw in enumerate(lines, start=first_line):
@@ -244,6 +250,7 @@ class PlanReader:
                 raw_name=name,
                 unit=self.directory.canonical(name),
                 cells=[list(numbers) for numbers in row.columns.values()],
+                labels=list(row.columns),
             )
         )
 
@@ -486,6 +493,6 @@ def parse_plan(text: str, directory: UnitDirectory) -> ParsedPlan:
     lines = text.splitlines()
     if not any(_ANNEX_HEADING.match(normalise_text(line).strip()) for line in lines):
         # A notice without annexes: the body itself is the task list.
-        reader._enter_task_annex(0, "", 0)
+        reader.begin_task_list()
     reader.feed_lines(lines)
     return reader.finish()

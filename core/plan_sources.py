@@ -146,9 +146,7 @@ def read_source(
     """
     name = Path(filename).name or filename
     if len(data) > max_bytes:
-        raise SourceRefused(
-            f"{name}:文件大小 {_size(len(data))},超过导入上限 {_size(max_bytes)}。请拆分文件或只保留任务清单后再导入。"
-        )
+        raise too_large(name, len(data), max_bytes)
     if not data:
         raise SourceRefused(f"{name}:文件是空的。")
     kind = source_format(name, data)
@@ -162,7 +160,9 @@ def read_source(
         return _read_pdf(data, name)
     if kind in ("docx", "xlsx") and data.startswith(_OLE_MAGIC):
         if _ENCRYPTION_STREAM in data:
-            raise SourceRefused(f"{name}:文件设有打开密码(已加密),无法读取。请在 Word/WPS/Excel 中取消密码后另存再导入。")
+            raise SourceRefused(
+                f"{name}:文件设有打开密码(已加密),无法读取。请在 Word/WPS/Excel 中取消密码后另存再导入。"
+            )
         # An old binary file saved under a new suffix: convert it like any .doc/.xls.
         kind = {"docx": "doc", "xlsx": "xls"}[kind]
     if kind in _CONVERTED:
@@ -173,6 +173,14 @@ def read_source(
     if kind == "docx":
         return _read_docx(data, name)
     return _read_xlsx(data, name)
+
+
+def too_large(name: str, size: int, max_bytes: int) -> SourceRefused:
+    """The refusal of a file over the size cap."""
+    return SourceRefused(
+        f"{name}:文件大小 {_size(size)},超过导入上限 {_size(max_bytes)}([uploads] max_bytes)。"
+        "请拆分文件或只保留任务清单后再导入。"
+    )
 
 
 def _size(count: int) -> str:
@@ -216,7 +224,9 @@ def decode_text(data: bytes, name: str) -> tuple[str, str]:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-    raise SourceRefused(f"{name}:无法识别文件编码(不是 UTF-8,也不是 GB18030/GBK),第{line}行起无法解码。请另存为 UTF-8 文本。")
+    raise SourceRefused(
+        f"{name}:无法识别文件编码(不是 UTF-8,也不是 GB18030/GBK),第{line}行起无法解码。请另存为 UTF-8 文本。"
+    )
 
 
 def _read_text(data: bytes, name: str) -> SourceDocument:
@@ -355,7 +365,9 @@ def _read_xlsx(data: bytes, name: str) -> SourceDocument:
     try:
         workbook = load_workbook(io.BytesIO(data), data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError) as exc:
-        raise SourceRefused(f"{name}:文件已损坏或不是有效的 Excel(.xlsx)工作簿,无法读取({type(exc).__name__})。") from exc
+        raise SourceRefused(
+            f"{name}:文件已损坏或不是有效的 Excel(.xlsx)工作簿,无法读取({type(exc).__name__})。"
+        ) from exc
     except etree.XMLSyntaxError as exc:
         raise SourceRefused(f"{name}:文件已损坏,Excel 工作簿的内容无法解析。") from exc
     blocks: list[Block] = []
@@ -434,7 +446,7 @@ def _read_pdf_plumber(data: bytes, name: str) -> SourceDocument:
                     continue
                 items.append((text_line["top"], text_line["text"]))
             for index, table in enumerate(tables, start=1):
-                rows = _fill_pdf_table(table.extract())
+                rows = _pdf_table_rows(page, table)
                 if rows:
                     items.append((table.bbox[1], TableBlock(rows, 0, f"第{number}页 表{index}")))
             items.sort(key=lambda item: item[0])
@@ -458,24 +470,59 @@ def _read_pdf_plumber(data: bytes, name: str) -> SourceDocument:
     return SourceDocument(name=name, format="pdf", blocks=blocks)
 
 
-def _fill_pdf_table(rows: list[list[str | None]]) -> list[list[str]]:
-    """pdfplumber gives a merged cell's text in its first position and None in the rest: fill them in."""
-    grid: list[list[str]] = []
-    for raw in rows:
-        row: list[str] = []
-        for column, cell in enumerate(raw):
-            if cell is None:
-                # Covered by a merge: from the left within the row, else from above.
-                if row:
-                    row.append(row[-1])
-                elif grid and column < len(grid[-1]):
-                    row.append(grid[-1][column])
-                else:
-                    row.append("")
-            else:
-                row.append(cell.strip())
-        grid.append(row)
-    return [r for r in grid if any(r)]
+# A unit name ends with one of these; a wrapped line ending with one may end a unit.
+_UNIT_END = re.compile(r"(局|办|委|部|中心|院|室|社|会|所|处|队|站|联|公司|集团|银行|政府|街道|镇|乡|行)$")
+_UNIT_START = re.compile(r"^[县区市省州旗各]")
+
+
+def join_wrapped(text: str) -> str:
+    """Join the lines a PDF cell was wrapped into; keep a line break only where one unit ends and another begins.
+
+    A PDF has no paragraphs inside a cell, only lines: ``区市场监管`` / ``局、各街道办`` / ``事处``
+    is one list, while ``区卫健局`` / ``区住建局`` are two units.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    joined = lines[0] if lines else ""
+    for line in lines[1:]:
+        boundary = _UNIT_END.search(joined) and _UNIT_START.match(line)
+        joined += ("\n" if boundary else "") + line
+    return joined
+
+
+def _centred_in(x0: float, top: float, x1: float, bottom: float) -> Any:
+    """A filter keeping the characters whose centre lies in a box.
+
+    A CJK glyph's box is taller than its line and pokes out of its cell, so
+    containment or overlap would lose or borrow characters; the centre does not.
+    """
+
+    def test(obj: dict[str, Any]) -> bool:
+        if obj.get("object_type") != "char":
+            return False
+        x = (obj["x0"] + obj["x1"]) / 2
+        y = (obj["top"] + obj["bottom"]) / 2
+        return bool(x0 <= x <= x1 and top <= y <= bottom)
+
+    return test
+
+
+def _pdf_table_rows(page: Any, table: Any) -> list[list[str]]:
+    """A ruled PDF table as a grid: each cell's text in every grid position its box covers.
+
+    pdfplumber gives each drawn cell's box; a merged cell's box spans several
+    grid columns or rows, so spans are read from the boxes, not guessed.
+    """
+    xs = sorted({round(v, 1) for x0, _, x1, _ in table.cells for v in (x0, x1)})
+    ys = sorted({round(v, 1) for _, top, _, bottom in table.cells for v in (top, bottom)})
+    grid = [[""] * (len(xs) - 1) for _ in range(len(ys) - 1)]
+    for x0, top, x1, bottom in table.cells:
+        text = page.filter(_centred_in(x0, top, x1, bottom)).extract_text() or ""
+        c0, c1 = xs.index(round(x0, 1)), xs.index(round(x1, 1))
+        r0, r1 = ys.index(round(top, 1)), ys.index(round(bottom, 1))
+        for r in range(r0, r1):
+            for c in range(c0, c1):
+                grid[r][c] = join_wrapped(text)
+    return [row for row in grid if any(row)]
 
 
 def _read_pdf_pypdf(data: bytes, name: str) -> SourceDocument:
@@ -514,8 +561,16 @@ def _convert(data: bytes, name: str, kind: str, soffice: str | None) -> bytes:
         profile = (work / "profile").as_uri()
         try:
             subprocess.run(
-                [command, f"-env:UserInstallation={profile}", "--headless", "--convert-to", target,
-                 "--outdir", str(work / "out"), str(source)],
+                [
+                    command,
+                    f"-env:UserInstallation={profile}",
+                    "--headless",
+                    "--convert-to",
+                    target,
+                    "--outdir",
+                    str(work / "out"),
+                    str(source),
+                ],
                 check=False,
                 capture_output=True,
                 timeout=_CONVERT_TIMEOUT,

@@ -286,14 +286,25 @@ def read_table(table: TableBlock, continues: TaskHeader | None = None) -> TaskTa
     labels = _labels(header_rows, width)
     if ColumnKind.MATRIX in kinds.values() and ColumnKind.TEXT not in kinds.values():
         return _read_matrix(table, start + count, kinds, labels, _title_lines(table, start))
-    header = TaskHeader(kinds=kinds, labels=labels, rows=count, width=width, last_row=[_clean(c) for c in header_rows[-1]])
+    header = TaskHeader(
+        kinds=kinds, labels=labels, rows=count, width=width, last_row=[_clean(c) for c in header_rows[-1]]
+    )
     result = _read_tasks(table, header, start + count)
     result.rows[:0] = _title_lines(table, start)
     return result
 
 
+_UNIT_KINDS = (ColumnKind.LEAD, ColumnKind.RESPONSIBLE, ColumnKind.LEADER)
+
+
 def _cells(row: list[str], kinds: dict[int, ColumnKind], kind: ColumnKind) -> list[str]:
-    return [_clean(row[i]) for i, k in kinds.items() if k is kind and i < len(row)]
+    """The column(s) of a kind in a row; a cell's lines are list items in unit columns, wrapped text elsewhere."""
+    separator = "、" if kind in _UNIT_KINDS else ""
+    return [
+        separator.join(line.strip() for line in row[i].splitlines() if line.strip())
+        for i, k in kinds.items()
+        if k is kind and i < len(row)
+    ]
 
 
 def _read_tasks(table: TableBlock, header: TaskHeader, body: int) -> TaskTable:
@@ -317,7 +328,7 @@ def _read_tasks(table: TableBlock, header: TaskHeader, body: int) -> TaskTable:
             continue
         task = TaskRow(
             number=_join(_cells(row, kinds, ColumnKind.NUMBER), " "),
-            text=_join(_cells(row, kinds, ColumnKind.TEXT), "\n"),
+            text=_join(_cells(row, kinds, ColumnKind.TEXT), ""),
             measures=_join(_cells(row, kinds, ColumnKind.MEASURES), "\n"),
             lead=_join(_cells(row, kinds, ColumnKind.LEAD), "、"),
             responsible=_join(_cells(row, kinds, ColumnKind.RESPONSIBLE), "、"),
@@ -384,7 +395,8 @@ def _read_matrix(
         if not unit:
             continue
         numbers = {
-            labels[i]: [int(n) for n in re.findall(r"\d+", row[i])] if i < len(row) else [] for i in columns
+            labels[i]: [int(n) for n in re.findall(r"\d+", row[i].replace("\n", ""))] if i < len(row) else []
+            for i in columns
         }
         result.rows.append(MatrixTableRow(unit, numbers, table.first_line + index, table.where(index, unit_column)))
     return result

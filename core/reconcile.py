@@ -15,6 +15,7 @@ task, which is how the bundled configuration's group table was filled in.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -118,6 +119,37 @@ def _annex_view(plan: ParsedPlan) -> tuple[dict[str, dict[Column, set[int]]], di
     return explicit, grouped
 
 
+def label_columns(labels: list[str]) -> tuple[Column, ...] | None:
+    """The (annex, role) of each column of a matrix read as a real table, from its header labels.
+
+    A label is the column's header texts top to bottom joined by '/'
+    (``县《政府工作报告》责任分解序号/牵头事项``): the bottom text says the role,
+    the whole label the annex (县《…》 / 市《…》); with no annex word, the n-th
+    column of a role belongs to the n-th annex.  None when a label says no role.
+    """
+    columns: list[Column] = []
+    seen: Counter[Role] = Counter()
+    for label in labels:
+        bottom = label.split("/")[-1]
+        if "牵头" in bottom:
+            role = Role.LEAD
+        elif any(word in bottom for word in ("责任", "配合", "参与", "协办", "承担")):
+            role = Role.RESPONSIBLE
+        else:
+            return None
+        if re.search(r"[市省]\s*《", label) or "涉及" in label:
+            annex = Annex.CITY
+        elif re.search(r"[县区]\s*《", label):
+            annex = Annex.COUNTY
+        elif seen[role] < len(Annex):
+            annex = list(Annex)[seen[role]]
+        else:
+            return None
+        seen[role] += 1
+        columns.append((annex, role))
+    return tuple(columns)
+
+
 def place_row(
     row: MatrixRow,
     explicit: dict[Column, set[int]],
@@ -125,6 +157,10 @@ def place_row(
     limits: dict[Annex, int],
 ) -> tuple[tuple[Column, ...], bool]:
     """Choose the columns of a row's cells; ``guessed`` when cells were missing."""
+    if row.labels is not None:
+        exact = label_columns(row.labels)
+        if exact is not None:
+            return exact, False
     count = len(row.cells)
     if count == 0:
         return (), False

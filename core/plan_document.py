@@ -1,0 +1,142 @@
+"""Parse a plan file of any supported format: blocks in document order fed to the plan reader.
+
+Text blocks go to :meth:`PlanReader.feed_lines`; a table recognised by its
+header (:func:`core.plan_tables.read_table`) gives task rows or matrix rows with
+exact columns; a table that is neither is read as lines of text, one per row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.config import Settings
+from core.plan_parser import ParsedPlan, PlanReader, normalise_text
+from core.plan_sources import SourceDocument, SourceRefused, TextBlock, read_source, too_large
+from core.plan_tables import MatrixTable, TableLine, TaskHeader, TaskTable, read_table
+from core.units import UnitDirectory
+
+_ANNEX_HEADING = re.compile(r"^附件\s*\d{1,2}\s*(?:[:：.．、]|$)")
+_SHEET_ANNEX = re.compile(r"^附件\s*(\d{1,2})$")
+_HEADING = re.compile(r"^[(（]?[一二三四五六七八九十]+[)）、.．]")
+_SPREADSHEETS = ("xlsx", "xls", "et")
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A plan file read and parsed: what the preview shows and the import writes."""
+
+    document: SourceDocument
+    parsed: ParsedPlan
+    sha256: str  # of the file's bytes
+
+
+def _row_line(row: list[str]) -> str:
+    """A row of a table that is not a plan table, as one line: distinct cells joined by spaces."""
+    return " ".join(dict.fromkeys(c.replace("\n", " ").strip() for c in row if c.strip()))
+
+
+def _has_annex_heading(doc: SourceDocument) -> bool:
+    for block in doc.blocks:
+        lines = block.lines if isinstance(block, TextBlock) else [_row_line(r) for r in block.rows]
+        if any(_ANNEX_HEADING.match(normalise_text(line).strip()) for line in lines):
+            return True
+    # A workbook whose sheets are named 附件1, 附件2 marks its annexes that way.
+    return any(_SHEET_ANNEX.match(t.sheet) for t in doc.tables())
+
+
+def parse_document(doc: SourceDocument, directory: UnitDirectory) -> ParsedPlan:
+    """Parse a read document; problems are collected on the result.
+
+    Raises :class:`SourceRefused` for a spreadsheet none of whose sheets has a
+    recognisable header (nothing in it can be read as tasks).
+    """
+    reader = PlanReader(directory)
+    readings: list[TaskTable | MatrixTable | None] = []
+    header: TaskHeader | None = None
+    for block in doc.blocks:
+        reading = None if isinstance(block, TextBlock) else read_table(block, continues=header)
+        readings.append(reading)
+        header = reading.header if isinstance(reading, TaskTable) else None
+    if not _has_annex_heading(doc) and not any(isinstance(r, TaskTable) for r in readings):
+        # A notice without annexes or a task table: the body itself is the task list.
+        # (A task table starts the list at its first row; lines above it are the title.)
+        reader.begin_task_list()
+    recognised = False
+    for block, table in zip(doc.blocks, readings, strict=True):
+        if isinstance(block, TextBlock):
+            reader.feed_lines(block.lines, block.first_line)
+            continue
+        sheet_annex = _SHEET_ANNEX.match(block.sheet)
+        if sheet_annex and table is not None:
+            titles = (
+                table.titles if isinstance(table, MatrixTable) else [r for r in table.rows if isinstance(r, TableLine)]
+            )
+            first = titles[0].text if titles else ""
+            if not _ANNEX_HEADING.match(normalise_text(first)):
+                reader.feed_lines([f"附件{sheet_annex.group(1)}"], block.first_line)
+        if table is None:
+            reader.feed_lines([_row_line(r) for r in block.rows], block.first_line)
+            continue
+        recognised = True
+        if isinstance(table, MatrixTable):
+            _feed_lines(reader, table.titles)
+            for matrix_row in table.rows:
+                reader.feed_matrix_row(matrix_row)
+            continue
+        _feed_task_table(reader, table)
+    if doc.format in _SPREADSHEETS and not recognised:
+        sheets = "、".join(t.sheet for t in doc.tables()) or "(无)"
+        raise SourceRefused(
+            f"{doc.name}:工作表({sheets})中没有找到表头。请在任务清单上方加一行列名,"
+            "至少包括“任务”(或 重点任务/工作任务/任务内容)和“牵头单位”或“责任单位”,"
+            "可再加 序号、完成时限、分组、备注 等列。"
+        )
+    return reader.finish()
+
+
+def _feed_lines(reader: PlanReader, lines: list[TableLine]) -> None:
+    for line in lines:
+        reader.feed_lines([line.text], line.line)
+
+
+def _feed_task_table(reader: PlanReader, table: TaskTable) -> None:
+    group = ""
+    for row in table.rows:
+        if isinstance(row, TableLine):
+            reader.feed_lines([row.text], row.line)
+            continue
+        if row.group and row.group != group:
+            group = row.group
+            # A section column written as headings (一、… / (一)…) sets the section like a heading line.
+            headings = [h for h in row.group.splitlines() if _HEADING.match(normalise_text(h).strip())]
+            if headings:
+                reader.feed_lines(headings, row.line)
+        reader.feed_task_row(row)
+
+
+def file_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_plan_bytes(
+    data: bytes, filename: str, settings: Settings, directory: UnitDirectory | None = None
+) -> LoadedPlan:
+    """Read and parse an uploaded plan file; raises :class:`SourceRefused` for a file that cannot be read."""
+    document = read_source(data, filename, max_bytes=settings.uploads.max_bytes, soffice=settings.uploads.soffice)
+    parsed = parse_document(document, directory or settings.units.directory())
+    return LoadedPlan(document, parsed, file_sha256(data))
+
+
+def load_plan_file(path: Path, settings: Settings, directory: UnitDirectory | None = None) -> LoadedPlan:
+    """Read and parse a plan file from disk (any supported format)."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SourceRefused(f"{path.name}:无法读取文件({exc.strerror})。") from exc
+    if size > settings.uploads.max_bytes:
+        # Refused before a huge file is read into memory.
+        raise too_large(path.name, size, settings.uploads.max_bytes)
+    return load_plan_bytes(path.read_bytes(), path.name, settings, directory)
