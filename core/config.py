@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from core.durations import Offset, parse_duration, parse_offset
+from core.pace import PaceThresholds
 from core.units import UnitDirectory, UnitKind
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -367,6 +368,23 @@ class BindingSettings(Section):
     code_ttl: Duration = timedelta(days=7)
 
 
+class PaceSettings(Section):
+    """Pace classes: ratios of the share done to the share expected by now (see core.pace)."""
+
+    ahead: float = Field(default=1.1, gt=0)
+    behind: float = Field(default=0.9, gt=0)
+    far_behind: float = Field(default=0.6, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.far_behind <= self.behind <= self.ahead:
+            raise ValueError("需满足 far_behind <= behind <= ahead")
+        return self
+
+    def thresholds(self) -> PaceThresholds:
+        return PaceThresholds(ahead=self.ahead, behind=self.behind, far_behind=self.far_behind)
+
+
 class ReportSettings(Section):
     green_at: float = Field(default=0.9, ge=0, le=1)
     yellow_at: float = Field(default=0.6, ge=0, le=1)
@@ -376,6 +394,8 @@ class ReportSettings(Section):
     # After each round's deadline the office is sent its 通报 (XLSX) on the morning this long after it.
     send_after: Duration = timedelta(days=1)
     send_automatically: bool = True
+    # 超前 / 正常 / 滞后 / 严重滞后: done ÷ expected at or above ahead, at or above behind, at or above far_behind, below.
+    pace: PaceSettings = PaceSettings()
 
 
 class Settings(Section):

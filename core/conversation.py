@@ -34,6 +34,8 @@ from core.config import PersonRole, Settings
 from core.notices import days_late, task_view
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
+from core.pace import pace_of
+from core.progress import record_values
 from core.reporting import (
     StagedFile,
     StatusCode,
@@ -44,6 +46,10 @@ from core.reporting import (
     target_obligation,
 )
 from core.runtime import current_plan
+from core.target_answers import SKIP_WORDS, answered_figures, named_figures
+from core.targets import Target as ParsedTarget
+from core.targets import format_number
+from core.task_targets import task_target_values
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.models import (
@@ -55,6 +61,7 @@ from storage.models import (
     InboundUpdate,
     Obligation,
     Plan,
+    StatusReport,
     Task,
     Unit,
 )
@@ -80,6 +87,7 @@ REPORT_STATES: dict[str, str] = {
     "report.note": "the progress note as text; files may come too",
     "report.file": "the document a document checkpoint needs",
     "report.confirm": "confirm or cancel; a file adds an attachment, text replaces the note",
+    "report.values": "figures for the recorded report's targets (跳过 skips; text without figures ends it)",
 }
 
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -383,7 +391,9 @@ class Conversation:
             self._error(turn, "unknown_command", incoming.text.split()[0])
             return
         state = self._state(turn)
-        if state is not None and state.state in REPORT_STATES:
+        if state is not None and state.state == "report.values" and self._continue_values(turn, state):
+            return
+        if state is not None and state.state in REPORT_STATES and state.state != "report.values":
             self._continue_report(turn, state)
             return
         if incoming.reply_to and self._reply_to_reminder(turn):
@@ -837,6 +847,15 @@ class Conversation:
         if state is not None:
             turn.session.delete(state)
             turn.known_state = None
+        # Figures belong to progress reports; a refined plan's upload is not asked for them.
+        is_document = recorded.checkpoint is not None and recorded.checkpoint.satisfied_by == "document"
+        targets = {} if is_document else task_target_values(turn.session, task.id)
+        figures = named_figures(recorded.report.note, targets)
+        record_values(turn.session, recorded.report, figures.values, reported_at=turn.now)
+        missing = [target_id for target_id in targets if target_id not in figures.values]
+        if missing:
+            turn.session.flush()
+            self._set_state(turn, "report.values", {"report_id": recorded.report.id, "target_ids": missing})
         turn.files_used = True
         turn.discarded += [file.staged_path for file in files]  # stored copies are in place once committed
         checkpoint = recorded.checkpoint
@@ -855,8 +874,82 @@ class Conversation:
                 due=checkpoint.due_at if checkpoint else None,
                 on_time=recorded.report.on_time,
                 report_id=recorded.report.id,
+                figures=self._figure_lines(targets, figures.values, turn.now),
+                ask_figures=[self._target_line(targets[target_id]) for target_id in missing],
+                figure_problems=figures.problems,
             ),
         )
+
+    @staticmethod
+    def _target_line(target: ParsedTarget) -> dict[str, Any]:
+        return {"metric": target.metric, "value": format_number(target.value), "unit": target.unit}
+
+    def _figure_lines(
+        self, targets: dict[int, ParsedTarget], values: dict[int, float], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Each figure given, with its share done and pace on the linear year (milestones are for the 通报)."""
+        today = now.astimezone(self.settings.tz).date()
+        lines = []
+        for target_id, value in values.items():
+            target = targets[target_id]
+            pace = pace_of(
+                target.kind,
+                target.value,
+                value,
+                today,
+                year=today.year,
+                thresholds=self.settings.report.pace.thresholds(),
+            )
+            lines.append(
+                self._target_line(target)
+                | {
+                    "reported": format_number(value),
+                    "done": round(pace.done * 100),
+                    "expected": round(pace.expected * 100),
+                    "pace": self.m.label("pace", pace.pace.name.lower()),
+                }
+            )
+        return lines
+
+    def _continue_values(self, turn: _Turn, state: ConversationState) -> bool:
+        """Figures for the report just recorded; False when the text is not about them (handled as usual)."""
+        text = turn.incoming.text.strip()
+        if text in SKIP_WORDS:
+            self._clear_state(turn)
+            self._reply(turn, self.m.render("figures_recorded", figures=[], skipped=True, problems=[], ask=[]))
+            return True
+        if not re.search(r"\d", text):
+            self._clear_state(turn)
+            return False
+        report = turn.session.get(StatusReport, state.data["report_id"])
+        targets = task_target_values(turn.session, report.task_id) if report is not None else {}
+        asked = {target_id: targets[target_id] for target_id in state.data["target_ids"] if target_id in targets}
+        figures = answered_figures(text, asked)
+        if report is None or figures.problems or not figures.values:
+            self._reply(
+                turn,
+                self.m.render(
+                    "figures_recorded",
+                    figures=[],
+                    skipped=False,
+                    problems=figures.problems,
+                    ask=[self._target_line(target) for target in asked.values()],
+                ),
+            )
+            return True
+        record_values(turn.session, report, figures.values, reported_at=turn.now)
+        self._clear_state(turn)
+        self._reply(
+            turn,
+            self.m.render(
+                "figures_recorded",
+                figures=self._figure_lines(asked, figures.values, turn.now),
+                skipped=False,
+                problems=[],
+                ask=[],
+            ),
+        )
+        return True
 
     def _stage_files(self, turn: _Turn, data: dict[str, Any]) -> None:
         for file in turn.incoming.files:

@@ -46,7 +46,7 @@ KIND_LABELS = {
 
 _MULTIPLIERS = {"万": 10_000.0, "亿": 100_000_000.0, "千": 1_000.0, "百": 100.0}
 # Measure words of the genre, longest first so 人次 wins over 人 and 公里 over 里.
-_MEASURES = sorted(
+MEASURES = sorted(
     [
         "微克/立方米",
         "个百分点",
@@ -106,7 +106,7 @@ _MEASURES = sorted(
     reverse=True,
 )
 _NUMBER = re.compile(
-    r"(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>(?:[万亿千百](?=[^\d]))?(?:" + "|".join(map(re.escape, _MEASURES)) + "))"
+    r"(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>(?:[万亿千百](?=[^\d]))?(?:" + "|".join(map(re.escape, MEASURES)) + "))"
 )
 # A digit run glued to a letter or inside a code is a name (G351, 5G), not a quantity.
 _CODE_NEIGHBOUR = re.compile(r"[A-Za-z\-·]")
@@ -160,7 +160,7 @@ class Target:
 
 
 def _scale_of(unit: str) -> float:
-    if len(unit) > 1 and unit[0] in _MULTIPLIERS and unit[1:] in _MEASURES:
+    if len(unit) > 1 and unit[0] in _MULTIPLIERS and unit[1:] in MEASURES:
         return _MULTIPLIERS[unit[0]]
     return 1.0
 

@@ -44,6 +44,11 @@ def targets_by_task(session: Session, task_ids: list[int]) -> dict[int, list[Tar
     return found
 
 
+def task_target_values(session: Session, task_id: int) -> dict[int, ParsedTarget]:
+    """A task's active targets as plain values, by id, in the order written."""
+    return {row.id: as_target(row) for row in targets_by_task(session, [task_id])[task_id]}
+
+
 @dataclass
 class TargetSync:
     """What one sync changed, for the import's audit record."""

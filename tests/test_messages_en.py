@@ -20,7 +20,7 @@ from core.digest import DigestView, UnitBlock
 from core.plan_import import short_title
 from core.runtime import Runtime
 from messages import TEMPLATES, Messages
-from storage.models import Checkpoint, StatusReport, Task, Unit
+from storage.models import Checkpoint, StatusReport, Target, Task, Unit
 from tests.conftest import local
 from tests.support import invite, last_buttons, last_text, outbox, say
 
@@ -70,6 +70,9 @@ def entry(task: dict[str, Any], **extra: Any) -> dict[str, Any]:
         **extra,
     }
 
+
+ASK_FIGURE = {"metric": "改造城镇老旧小区", "value": "434", "unit": "个"}
+FIGURE = ASK_FIGURE | {"reported": "220", "done": 51, "expected": 48, "pace": "正常"}
 
 GROUPS = [
     {"title": "牵头任务", "entries": [entry(LEAD_TASK), entry(CITY_TASK, state="returned", late_days=1)]},
@@ -217,6 +220,12 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"page": 2, "pages": 2, "prompt": "这条提醒包含多项任务,请选择您报送的是哪一项:"},
     ],
     "pick_which.j2": [{}],
+    "figures_recorded.j2": [
+        {"figures": [FIGURE], "skipped": False, "problems": [], "ask": []},
+        {"figures": [], "skipped": True, "problems": [], "ask": []},
+        {"figures": [], "skipped": False, "problems": ["“很多”不是数字"], "ask": [ASK_FIGURE]},
+        {"figures": [], "skipped": False, "problems": [], "ask": [ASK_FIGURE]},
+    ],
     "recorded.j2": [
         {
             "at": T0,
@@ -229,6 +238,9 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "due": Q1_DUE,
             "on_time": True,
             "report_id": 41,
+            "figures": [FIGURE],
+            "figure_problems": ["单位“户”与目标单位“个”不一致"],
+            "ask_figures": [ASK_FIGURE],
         },
         {
             "at": T0,
@@ -241,6 +253,9 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "due": Q1_DUE,
             "on_time": False,
             "report_id": 42,
+            "figures": [],
+            "figure_problems": [],
+            "ask_figures": [],
         },
         {
             "at": T0,
@@ -253,6 +268,9 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "due": None,
             "on_time": None,
             "report_id": 43,
+            "figures": [],
+            "figure_problems": [],
+            "ask_figures": [],
         },
     ],
     "reminder.j2": [
@@ -484,9 +502,11 @@ def english(runtime: Runtime, settings: Settings, clock: ManualClock) -> Convers
 
 
 def allowed_chinese(runtime: Runtime) -> list[str]:
-    """What may stay Chinese in an English reply: unit names, task titles, round titles."""
+    """What may stay Chinese in an English reply: unit names, task titles, round titles, targets as written."""
     with runtime.transaction() as session:
         values = list(session.scalars(select(Unit.name)))
+        values += [f"{metric}" for metric in session.scalars(select(Target.metric))]
+        values += list(session.scalars(select(Target.unit)))
         values += [short_title(text) for text in session.scalars(select(Task.text))]
         values += list(session.scalars(select(Checkpoint.title)))
     return values
