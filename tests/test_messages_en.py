@@ -220,6 +220,8 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"page": 2, "pages": 2, "prompt": "这条提醒包含多项任务,请选择您报送的是哪一项:"},
     ],
     "pick_which.j2": [{}],
+    "bind_in_group.j2": [{}],
+    "office_group_added.j2": [{"already": False}, {"already": True}],
     "figures_recorded.j2": [
         {"figures": [FIGURE], "skipped": False, "problems": [], "ask": []},
         {"figures": [], "skipped": True, "problems": [], "ask": []},
