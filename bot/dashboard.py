@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
+from bot.dashboard_import import ImportPages
 from core.binding import invite
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.config import PersonRole
@@ -49,6 +50,7 @@ class Dashboard:
         self.ui = ui
         self.settings = service.settings
         self.m = service.messages
+        self.imports = ImportPages(self)
 
     # --- guards --------------------------------------------------------------
 

@@ -635,3 +635,38 @@ def replace_group_members(session: Session, jurisdiction: Jurisdiction, phrase: 
 
 def annex_counts(parsed: ParsedPlan) -> dict[Annex, int]:
     return {annex: len(parsed.tasks_in(annex)) for annex in Annex}
+
+
+@dataclass(frozen=True)
+class PlanGroup:
+    """A group phrase the plan's tasks name: its members (empty until defined) and the tasks naming it."""
+
+    phrase: str
+    defined: bool
+    members: list[str]
+    tasks: list[str]
+
+
+def plan_groups(session: Session, settings: Settings, plan: Plan) -> list[PlanGroup]:
+    """Every group phrase of the plan's active tasks, defined (configuration or office) or still to define."""
+    directory = directory_for(settings, stored_definitions(session, plan.jurisdiction))
+    members: dict[str, list[str]] = {}
+    for phrase, unit in session.execute(
+        select(UnitGroupMember.phrase, Unit.name)
+        .join(Unit, Unit.id == UnitGroupMember.unit_id)
+        .where(UnitGroupMember.jurisdiction_id == plan.jurisdiction_id)
+        .order_by(UnitGroupMember.id)
+    ):
+        members.setdefault(phrase, []).append(unit)
+    tasks: dict[str, list[str]] = {}
+    for phrase, annex, number in session.execute(
+        select(TaskGroup.phrase, Task.annex, Task.number)
+        .join(Task, Task.id == TaskGroup.task_id)
+        .where(Task.plan_id == plan.id, Task.active.is_(True), TaskGroup.active.is_(True))
+        .order_by(Task.annex.desc(), Task.number)
+    ):
+        tasks.setdefault(phrase, []).append(task_key(annex, number))
+    return [
+        PlanGroup(phrase, phrase in directory.groups or phrase in members, members.get(phrase, []), keys)
+        for phrase, keys in tasks.items()
+    ]
