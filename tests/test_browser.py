@@ -6,6 +6,7 @@ are kept under ``test-artifacts/browser/``.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import socket
@@ -179,6 +180,50 @@ def test_menu_buttons_work_in_the_browser_on_a_phone(browser, service: ServicePr
     page.wait_for_selector("li.msg.out:has-text('已记录')")
     shot(page, "06-phone-report")
     context.close()
+
+
+@pytest.mark.timeout(120)
+def test_office_imports_a_corrected_plan_from_the_dashboard(browser, service: ServiceProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from core.config import BUNDLED_PLAN
+
+    edited = tmp_path / "edited.txt"
+    edited.write_text(
+        BUNDLED_PLAN.read_text(encoding="utf-8").replace(
+            "11.县城建地比提高2%。(牵头单位:县自然资源规划局", "11.县城建地比提高2%。(牵头单位:县自然资源和规划局"
+        ),
+        encoding="utf-8",
+    )
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    page.goto(f"{service.url}/office")
+    page.click("nav >> text=导入方案")
+    page.set_input_files("input[name=file]", str(edited))
+    page.click("text=上传并预览")
+    page.wait_for_selector("#summary >> text=尚未导入")
+    assert page.inner_text("#count-county") == "76" and page.inner_text("#count-assignments") == "1341"
+    page.click("tr[data-task='county-11'] >> text=第30行")
+    assert "县自然资源和规划局" in page.inner_text("tr[data-task='county-11'] pre.source")
+    shot(page, "09-import-preview")
+
+    page.click("tr.similar:has-text('县自然资源和规划局') >> text=并入 县自然资源规划局")
+    page.wait_for_selector("text=已将“县自然资源和规划局”合并为“县自然资源规划局”")
+    assert page.inner_text("tr[data-task='county-11'] td.lead") == "县自然资源规划局"
+
+    page.click("tr[data-task='county-19'] >> text=修改单位")
+    page.fill("tr[data-task='county-19'] input[name=responsible]", "县卫健局、县财政局")
+    page.click("tr[data-task='county-19'] >> text=保存")
+    page.wait_for_selector("text=已修改任务 county-19 的单位")
+    assert page.inner_text("tr[data-task='county-19'] td.responsible") == "县卫健局、县财政局"
+    shot(page, "10-import-corrected")
+
+    page.click("#confirm >> text=确认导入")
+    page.wait_for_url("**/office?*")
+    assert "已重新导入 edited.txt:109 项任务,1342 条分工" in page.inner_text(".flash")
+    shot(page, "11-imported")
+    context.close()
+    tasks = {row["label"]: row for row in json.loads(service.cli("tasks", "--json"))}
+    assert tasks["县11"]["lead"] == ["县自然资源规划局"]
+    assert tasks["县19"]["responsible"] == ["县卫健局", "县财政局"]
 
 
 def test_forged_form_posts_are_refused(service: ServiceProcess) -> None:
