@@ -133,8 +133,9 @@ class SandboxTransport:
             if edit_of and str(edit_of).isdigit():
                 existing = session.get(SandboxMessage, int(edit_of))
                 if existing is not None and existing.chat_id == row.chat_id:
-                    existing.text = payload["text"]
-                    existing.buttons = payload.get("buttons")
+                    if not payload.get("close"):  # closing keeps the text and takes the buttons off
+                        existing.text = payload["text"]
+                    existing.buttons = None if payload.get("close") else payload.get("buttons")
                     existing.edited_at = now
                     return existing.id
             message = SandboxMessage(

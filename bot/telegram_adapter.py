@@ -249,6 +249,15 @@ class TelegramTransport:
             )
         chat_id = int(row.chat_id) if row.chat_id.lstrip("-").isdigit() else row.chat_id
         try:
+            if payload.get("close") and payload.get("edit_of"):
+                # only the buttons go: the message keeps its text, the answer is a message of its own
+                try:
+                    await self.bot.edit_message_reply_markup(
+                        chat_id=chat_id, message_id=int(payload["edit_of"]), reply_markup=None
+                    )
+                except BadRequest as exc:
+                    log.info("could not take the buttons off message %s: %s", payload["edit_of"], exc)
+                return Delivered(payload["edit_of"])
             if payload.get("edit_of"):
                 try:
                     edited = await self.bot.edit_message_text(

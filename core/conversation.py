@@ -60,6 +60,7 @@ from storage.models import (
     Identity,
     InboundUpdate,
     Obligation,
+    OutboxMessage,
     Plan,
     StatusReport,
     Task,
@@ -79,6 +80,9 @@ from storage.queries import (
 
 REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
 PAGE_SIZE = 8
+# Messages that name tasks to report on, so a status typed without a reply can answer them.
+REMINDER_KINDS = ("reminder", "escalation", "urge")
+REMINDERS_LOOKED_AT = 20
 
 # The /report conversation: each state and what it waits for.
 REPORT_STATES: dict[str, str] = {
@@ -305,13 +309,25 @@ class Conversation:
             if file.staged is not None:
                 file.staged.staged_path.unlink(missing_ok=True)
 
-    def _reply(self, turn: _Turn, text: str, *, buttons: list[list[Button]] | None = None, edit: bool = False) -> None:
+    def _reply(
+        self,
+        turn: _Turn,
+        text: str,
+        *,
+        buttons: list[list[Button]] | None = None,
+        edit: bool = False,
+        label: str | None = None,
+        close: str | None = None,
+    ) -> None:
+        """Queue an answer; ``edit`` replaces the pressed menu, ``close`` takes the buttons off another message."""
         incoming = turn.incoming
         message = Message(
             text=text,
             buttons=buttons or [],
-            reply_to=None if edit or incoming.callback else incoming.message_id,
-            edit_of=incoming.button_message_id if edit else None,
+            reply_to=None if edit or close or incoming.callback else incoming.message_id,
+            edit_of=close or (incoming.button_message_id if edit else None),
+            label=label,
+            close=close is not None,
         )
         queued = enqueue(
             turn.session,
@@ -398,6 +414,8 @@ class Conversation:
             return
         if incoming.reply_to and self._reply_to_reminder(turn):
             return
+        if not incoming.reply_to and incoming.text and self._answer_to_open_reminder(turn):
+            return
         if incoming.files:
             self._error(turn, "file_without_context")
             return
@@ -454,6 +472,7 @@ class Conversation:
             self.m.render(
                 "bind_ok",
                 unit=binding.unit.name,
+                role=binding.role,
                 role_label=self.m.label("role", binding.role),
                 replaced=[
                     f"{b.unit.name}{self.m.label('sep', 'unit_role')}{self.m.label('role', b.role)}"
@@ -859,9 +878,15 @@ class Conversation:
         turn.files_used = True
         turn.discarded += [file.staged_path for file in files]  # stored copies are in place once committed
         checkpoint = recorded.checkpoint
+        label = self.m.render("recorded_label", status=self.m.label("status", recorded.report.status))
+        reminder = data.get("reminder_message_id")
+        if reminder and reminder != turn.incoming.button_message_id:
+            # the reminder whose button started this report shows it is answered, and no live buttons
+            self._reply(turn, label, label=label, close=reminder)
         self._reply(
             turn,
             edit=bool(turn.incoming.callback),  # a button press: the card or menu becomes the receipt
+            label=label,
             text=self.m.render(
                 "recorded",
                 at=turn.now,
@@ -1025,7 +1050,7 @@ class Conversation:
         data = dict(state.data)
         if action == "x":
             self._clear_state(turn)
-            self._reply(turn, self.m.render("cancelled"), edit=True)
+            self._reply(turn, self.m.render("cancelled"), edit=True, label=self.m.label("button", "cancelled"))
         elif action == "p" and state.state == "report.task":
             self._show_task_menu(turn, data=data, page=int(arg or 1), edit=True)
         elif action == "t" and state.state == "report.task" and arg.isdigit() and int(arg) in data.get("task_ids", []):
@@ -1047,9 +1072,90 @@ class Conversation:
             self._error(turn, "stale_button")
             return
         data: dict[str, Any] = {"via": "reply", "task_id": task.id}
+        if turn.incoming.button_message_id:
+            data["reminder_message_id"] = turn.incoming.button_message_id
         if checkpoint_id.isdigit():
             data["checkpoint_id"] = int(checkpoint_id)
         self._advance(turn, data)
+
+    def _open_reminded_tasks(self, turn: _Turn) -> list[tuple[Task, int | None]]:
+        """The tasks this chat was reminded or urged about that the person's units still owe, newest first.
+
+        Each comes with the round it was reminded for (None when the message named several).
+        """
+        incoming = turn.incoming
+        unit_ids = {u.id for u in turn.reporter_units}
+        rows = turn.session.execute(
+            select(OutboxMessage.task_ids, OutboxMessage.checkpoint_id, OutboxMessage.unit_id)
+            .where(
+                OutboxMessage.platform == incoming.platform,
+                OutboxMessage.chat_id == incoming.chat_id,
+                OutboxMessage.kind.in_(REMINDER_KINDS),
+                OutboxMessage.task_ids.is_not(None),
+            )
+            .order_by(OutboxMessage.id.desc())
+            .limit(REMINDERS_LOOKED_AT)
+        ).all()
+        reminded: dict[tuple[int, int], int | None] = {}
+        for task_ids, checkpoint_id, unit_id in rows:
+            if unit_id in unit_ids:
+                for task_id in task_ids or []:
+                    reminded.setdefault((unit_id, task_id), checkpoint_id)
+        if not reminded:
+            return []
+        open_pairs = set(
+            turn.session.execute(
+                select(Obligation.unit_id, Obligation.task_id).where(
+                    Obligation.unit_id.in_({u for u, _ in reminded}),
+                    Obligation.task_id.in_({t for _, t in reminded}),
+                    Obligation.active.is_(True),
+                    Obligation.state.in_(OPEN_STATES),
+                )
+            ).all()
+        )
+        wanted = [(task_id, cp) for (unit_id, task_id), cp in reminded.items() if (unit_id, task_id) in open_pairs]
+        tasks = {t.id: t for t in turn.session.scalars(select(Task).where(Task.id.in_([t for t, _ in wanted])))}
+        chosen: dict[int, tuple[Task, int | None]] = {}
+        for task_id, checkpoint_id in wanted:
+            if task_id in tasks and tasks[task_id].active:
+                chosen.setdefault(task_id, (tasks[task_id], checkpoint_id))
+        return list(chosen.values())
+
+    def _answer_to_open_reminder(self, turn: _Turn) -> bool:
+        """A status typed without a reply (WeCom has no replies): it answers the person's open reminder.
+
+        With exactly one task reminded and still owed, it applies to that task; with several,
+        the person picks the task from buttons; a task number first ("45 按计划推进 …") names it.
+        """
+        text = turn.incoming.text.strip()
+        head, _, rest = text.partition(" ")
+        ref = parse_task_ref(head) if head else None
+        status, note = split_status(rest if ref is not None else text)
+        if status is None:
+            return False
+        open_tasks = self._open_reminded_tasks(turn)
+        if not open_tasks:
+            return False
+        data: dict[str, Any] = {
+            "via": "reply",
+            "origin_message_id": turn.incoming.message_id,
+            "status": status.value,
+            "note": note,
+        }
+        self._stage_files(turn, data)
+        named = [(t, cp) for t, cp in open_tasks if ref is not None and (t.annex, t.number) == (ref[0].value, ref[1])]
+        if ref is not None and not named:
+            return False  # a task not reminded: the usual answer explains
+        if named or len(open_tasks) == 1:
+            task, checkpoint_id = (named or open_tasks)[0]
+            data["task_id"] = task.id
+            if checkpoint_id is not None:
+                data["checkpoint_id"] = checkpoint_id
+            self._advance(turn, data)
+            return True
+        data["task_ids"] = [t.id for t, _ in sorted(open_tasks, key=lambda p: (p[0].annex != "county", p[0].number))]
+        self._show_task_menu(turn, data=data, page=1, prompt=self.m.render("pick_which"))
+        return True
 
     def _reply_to_reminder(self, turn: _Turn) -> bool:
         """A reply to a reminder or urge: record it against that message's tasks."""

@@ -92,14 +92,6 @@ def queue_unit_notice(
     """
     tasks = [o.task for o in owed]
     first = tasks[0]
-    text = messages.render(
-        template,
-        unit=unit.name,
-        groups=grouped_items(owed, now, messages),
-        single=len(tasks) == 1,
-        example=task_label(first.annex, first.number, messages.language),
-        **(extra or {}),
-    )
     checkpoints = {o.checkpoint_id for o in owed}
     about = about or About(
         checkpoint_id=next(iter(checkpoints)) if len(checkpoints) == 1 else None,
@@ -108,5 +100,28 @@ def queue_unit_notice(
     )
     if identities is None:
         identities = [identity for _, identity in identities_of_unit(session, [unit.id], roles)]
-    message = Message(text=text, buttons=report_buttons(tasks, about.checkpoint_id, messages))
-    return enqueue_to_identities(session, identities, kind=kind, dedup_key=dedup, message=message, now=now, about=about)
+    buttons = report_buttons(tasks, about.checkpoint_id, messages)
+    groups = grouped_items(owed, now, messages)
+    ids: list[int] = []
+    # Each platform's text says what works there (a quoted reply on Telegram, buttons and a typed line on WeCom).
+    for platform in sorted({identity.platform for identity in identities}):
+        text = messages.render(
+            template,
+            unit=unit.name,
+            groups=groups,
+            single=len(tasks) == 1,
+            example=task_label(first.annex, first.number, messages.language),
+            platform=platform,
+            has_buttons=bool(buttons),
+            **(extra or {}),
+        )
+        ids += enqueue_to_identities(
+            session,
+            [identity for identity in identities if identity.platform == platform],
+            kind=kind,
+            dedup_key=dedup,
+            message=Message(text=text, buttons=buttons),
+            now=now,
+            about=about,
+        )
+    return ids

@@ -42,11 +42,20 @@ class Message:
     edit_of: str | None = None  # platform message id to edit instead of sending anew
     format: str = "text"  # "text" | "markdown"
     sensitive: bool = False  # a secret (a sign-in code): the text is wiped from the outbox once sent
+    # What an edited message now stands for, in a few words: a platform that can only grey
+    # out a card's buttons (WeCom) shows it as their text.
+    label: str | None = None
+    # An edit that only closes ``edit_of``: its buttons go, its text stays (the answer is elsewhere).
+    close: bool = False
 
     def payload(self) -> dict[str, Any]:
         data: dict[str, Any] = {"text": self.text, "format": self.format}
         if self.sensitive:
             data["sensitive"] = True
+        if self.label:
+            data["label"] = self.label
+        if self.close:
+            data["close"] = True
         if self.buttons:
             data["buttons"] = [[b.as_json() for b in row] for row in self.buttons]
         if self.reply_to:

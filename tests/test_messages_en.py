@@ -80,7 +80,9 @@ GROUPS = [
 ]
 ONE_GROUP = [{"title": "牵头任务", "entries": [entry(LEAD_TASK)]}, {"title": "责任任务", "entries": []}]
 
-RUNG = {  # core.escalation.Escalation._fire
+RUNG = {  # core.escalation.Escalation._fire, core.notices.queue_unit_notice
+    "platform": "telegram",
+    "has_buttons": False,
     "checkpoint": "细化方案报送",
     "due": PLAN_DUE,
     "late": False,
@@ -129,8 +131,10 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"task": LEAD_TASK, "status": "存在风险", "limit": 1000, "need_file": True},
     ],
     "bind_ok.j2": [
-        {"unit": "县发改局", "role_label": "联络员", "replaced": []},
-        {"unit": "县发改局", "role_label": "单位负责人", "replaced": ["县招商投资中心联络员"]},
+        {"unit": "县发改局", "role": "liaison", "role_label": "联络员", "replaced": []},
+        {"unit": "县发改局", "role": "head", "role_label": "单位负责人", "replaced": ["县招商投资中心联络员"]},
+        {"unit": "县政府政务督查室", "role": "office", "role_label": "督查室", "replaced": []},
+        {"unit": "县发改局", "role": "leader", "role_label": "分管领导", "replaced": []},
     ],
     "bind_refused.j2": [{"reason": "该绑定码已过期,请向督查室索取新的绑定码。"}],
     "bind_usage.j2": [{}],
@@ -228,6 +232,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"figures": [], "skipped": False, "problems": ["“很多”不是数字"], "ask": [ASK_FIGURE]},
         {"figures": [], "skipped": False, "problems": [], "ask": [ASK_FIGURE]},
     ],
+    "recorded_label.j2": [{"status": "按计划推进"}],
     "recorded.j2": [
         {
             "at": T0,
@@ -278,6 +283,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "reminder.j2": [
         {**RUNG, "unit": "县发改局", "groups": GROUPS, "single": False, "example": "县1"},
         {**RUNG, "unit": "县发改局", "groups": ONE_GROUP, "single": True, "example": "县1", "satisfied_by": "document"},
+        {**RUNG, "unit": "县发改局", "groups": GROUPS, "single": False, "example": "县1", "platform": "wecom"},
         {
             **RUNG,
             "unit": "县发改局",
@@ -291,6 +297,12 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         },
         {**RUNG, "unit": "县发改局", "groups": ONE_GROUP, "single": True, "example": "县1", "after_due": True}
         | {"late_days": 1, "satisfied_by": "document"},
+    ],
+    "how_to_report_telegram.j2": [{"single": True}, {"single": False, "example": "县1"}],
+    "how_to_report_sandbox.j2": [{"single": True, "satisfied_by": "document"}],
+    "how_to_report_wecom.j2": [
+        {"single": True, "has_buttons": True, "satisfied_by": "document"},
+        {"single": False, "has_buttons": False, "example": "县1"},
     ],
     "returned.j2": [{"task": TASK, "checkpoint": "第一季度进展督办", "reason": "缺少盖章页,请补充后重报"}],
     "review_done.j2": [
@@ -337,8 +349,16 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     ],
     "unbound.j2": [{"units": ["县发改局联络员"]}, {"units": []}],
     "urge.j2": [
-        {"unit": "县发改局", "groups": GROUPS, "single": False, "example": "县1"},
-        {"unit": "县发改局", "groups": ONE_GROUP, "single": True, "example": "县1"},
+        {"unit": "县发改局", "groups": GROUPS, "single": False, "example": "县1", "platform": "telegram"},
+        {"unit": "县发改局", "groups": ONE_GROUP, "single": True, "example": "县1", "platform": "telegram"},
+        {
+            "unit": "县发改局",
+            "groups": ONE_GROUP,
+            "single": True,
+            "example": "县1",
+            "platform": "wecom",
+            "has_buttons": True,
+        },
     ],
     "urge_done.j2": [
         {"sent": ["县发改局", "县财政局"], "unreachable": ["簰洲湾镇人民政府"], "nothing": ["县教育局"]},

@@ -41,6 +41,8 @@ _msg_ids = itertools.count(7_000_000_000_000_000_000)
 def fake() -> Iterator[FakeWeCom]:
     with FakeWeCom() as server:
         yield server
+        # Every body the service sent had the shape WeCom documents.
+        assert server.schema_errors == []
 
 
 def wecom_settings(tmp_path: Path, fake: FakeWeCom, **extra: str) -> Settings:
@@ -170,7 +172,8 @@ async def test_report_by_text_is_recorded(member: WeComUser) -> None:
     [report] = reports(member)
     assert (report.task.number, report.status, report.platform) == (12, "on_track", "wecom")
     sent = member.to(LIAISON)[-1]
-    assert sent["enable_duplicate_check"] == 1 and sent["agentid"] == member.fake.agent_id
+    # an answer is never duplicate-checked: two identical answers are both wanted
+    assert "enable_duplicate_check" not in sent and sent["agentid"] == member.fake.agent_id
 
 
 async def test_report_by_card_button_records_the_status_and_updates_the_card(member: WeComUser) -> None:
@@ -187,9 +190,10 @@ async def test_report_by_card_button_records_the_status_and_updates_the_card(mem
     [report] = reports(member)
     assert (report.status, report.note) == ("at_risk", "已对接5家企业")
     update = await asyncio.wait_for(_first_card_update(member.fake), 5)
-    assert "已记录" in update["template_card"]["main_title"]["title"] + update["template_card"].get(
-        "sub_title_text", ""
-    )
+    # the documented update: the card's buttons greyed out, naming what was recorded
+    assert (update["response_code"], update["button"]) == ("code-1", {"replace_name": "已报送:存在风险"})
+    receipt = await member.next_to(LIAISON, member.to(LIAISON).index(card) + 1)
+    assert "已记录" in body_text(receipt)
 
 
 async def _first_card_update(fake: FakeWeCom) -> dict[str, Any]:

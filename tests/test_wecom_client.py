@@ -17,6 +17,7 @@ from bot.wecom.client import (
     WeComClient,
     WeComPermanent,
     WeComRateLimited,
+    WeComRecipientsInvalid,
     WeComRetryable,
     split_markdown,
 )
@@ -259,11 +260,21 @@ async def test_sends_carry_agentid_and_duplicate_check(client: WeComClient, fake
 
 
 @pytest.mark.asyncio
-async def test_repeated_identical_send_is_not_delivered_twice(client: WeComClient, fake: FakeWeCom) -> None:
-    await client.send_text("zhangsan", "请反馈第3项进展")
-    await client.send_text("zhangsan", "请反馈第3项进展")
+async def test_repeated_identical_send_with_duplicate_check_is_not_delivered_twice(
+    client: WeComClient, fake: FakeWeCom
+) -> None:
+    await client.send_text("zhangsan", "请反馈第3项进展", duplicate_check_interval=1800)
+    await client.send_text("zhangsan", "请反馈第3项进展", duplicate_check_interval=1800)
     assert len(fake.sent) == 1
     assert len(fake.duplicates_suppressed) == 1
+
+
+@pytest.mark.asyncio
+async def test_identical_sends_without_duplicate_check_are_both_delivered(client: WeComClient, fake: FakeWeCom) -> None:
+    await client.send_text("zhangsan", "没有看懂这条消息")
+    await client.send_text("zhangsan", "没有看懂这条消息")
+    assert len(fake.sent) == 2
+    assert "enable_duplicate_check" not in fake.sent[0]
 
 
 @pytest.mark.asyncio
@@ -279,19 +290,85 @@ async def test_identical_send_after_the_interval_is_delivered(
 @pytest.mark.asyncio
 async def test_invaliduser_is_parsed(client: WeComClient, fake: FakeWeCom) -> None:
     fake.mark_invalid_user("ghost")
-    fake.mark_invalid_user("left")
-    result = await client.send_text("zhangsan|ghost|left", "x")
-    assert result.invaliduser == ["ghost", "left"]
+    fake.mark_invalid_user("Left")
+    result = await client.send_text("zhangsan|ghost|Left", "x")
+    assert result.invaliduser == ["ghost", "left"]  # WeCom answers user ids in lower case
     assert len(fake.sent) == 1
 
 
 @pytest.mark.asyncio
-async def test_beyond_member_limit_wecom_drops_silently(client: WeComClient, fake: FakeWeCom) -> None:
-    fake.set_member_limits(per_minute=2)
-    results = [await client.send_text("zhangsan", f"m{n}") for n in range(3)]
-    assert all(result.msgid for result in results)  # the client cannot tell
-    assert [m["text"]["content"] for m in fake.sent] == ["m0", "m1"]
-    assert [m["text"]["content"] for m in fake.dropped] == ["m2"]
+async def test_every_recipient_invalid_raises_81013_with_the_users(client: WeComClient, fake: FakeWeCom) -> None:
+    fake.mark_invalid_user("left")
+    with pytest.raises(WeComRecipientsInvalid) as caught:
+        await client.send_text("left", "x")
+    assert (caught.value.errcode, caught.value.invaliduser) == (81013, ["left"])
+    assert fake.sent == []
+
+
+@pytest.mark.asyncio
+async def test_the_31st_message_in_a_minute_to_one_member_is_dropped_with_45009(
+    client: WeComClient, fake: FakeWeCom, clock: Clock
+) -> None:
+    for n in range(30):
+        await client.send_text("zhangsan", f"m{n}")
+        clock.now += 1.9
+    with pytest.raises(WeComRateLimited) as caught:
+        await client.send_text("zhangsan", "m30")
+    assert caught.value.errcode == 45009
+    assert [m["text"]["content"] for m in fake.dropped] == ["m30"]
+    assert len(fake.sent) == 30
+    clock.now += 5  # the first message is now more than a minute old
+    await client.send_text("zhangsan", "m30")
+    assert fake.sent[-1]["text"]["content"] == "m30"
+
+
+@pytest.mark.asyncio
+async def test_other_members_are_not_limited_by_one_members_minute(client: WeComClient, fake: FakeWeCom) -> None:
+    fake.set_member_limits(per_minute=1)
+    await client.send_text("zhangsan", "a")
+    await client.send_text("lisi", "b")
+    assert len(fake.sent) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_text_notice_card_with_card_action_type_0_is_refused_with_42045(
+    client: WeComClient, fake: FakeWeCom
+) -> None:
+    card = {"card_type": "text_notice", "main_title": {"title": "已记录"}, "card_action": {"type": 0}}
+    with pytest.raises(WeComPermanent) as caught:
+        await client.send_template_card("zhangsan", card)
+    assert caught.value.errcode == 42045
+    assert fake.sent == [] and fake.schema_errors
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"card_type": "text_card"},
+        {"task_id": None},
+        {"task_id": "有中文"},
+        {"button_list": []},
+        {"button_list": [{"text": str(n), "key": f"k{n}"} for n in range(7)]},
+        {"button_list": [{"text": "a", "key": "same"}, {"text": "b", "key": "same"}]},
+        {"button_list": [{"text": "", "key": "k"}]},
+        {"main_title": None},
+    ],
+)
+async def test_a_button_card_of_the_wrong_shape_is_refused(
+    client: WeComClient, fake: FakeWeCom, change: dict[str, object]
+) -> None:
+    card = {key: value for key, value in {**CARD, **change}.items() if value is not None}
+    with pytest.raises(WeComPermanent):
+        await client.send_template_card("zhangsan", card)
+    assert fake.sent == []
+
+
+@pytest.mark.asyncio
+async def test_a_card_task_id_cannot_be_used_twice(client: WeComClient, fake: FakeWeCom) -> None:
+    await client.send_template_card("zhangsan", CARD)
+    with pytest.raises(WeComPermanent):
+        await client.send_template_card("lisi", CARD)
 
 
 @pytest.mark.asyncio
@@ -306,7 +383,7 @@ async def test_template_card_send_returns_response_code(client: WeComClient, fak
 async def test_update_template_card_spends_response_code_once(client: WeComClient, fake: FakeWeCom) -> None:
     result = await client.send_template_card("zhangsan", CARD)
     assert result.response_code is not None
-    done = {**CARD, "main_title": {"title": "第3项 已反馈"}, "button_list": []}
+    done = {**CARD, "task_id": "task-3-done", "button_list": [{"text": "已反馈", "key": "done"}]}
     await client.update_template_card(["zhangsan"], result.response_code, done)
     (update,) = fake.card_updates
     assert (update["userids"], update["agentid"], update["template_card"]) == (["zhangsan"], fake.agent_id, done)
@@ -319,6 +396,19 @@ async def test_update_template_card_can_grey_out_buttons(client: WeComClient, fa
     fake.register_response_code("rc-from-callback")
     await client.update_template_card(["zhangsan"], "rc-from-callback", replace_name="已处理")
     assert fake.card_updates[0]["button"] == {"replace_name": "已处理"}
+
+
+@pytest.mark.asyncio
+async def test_update_to_a_card_of_the_wrong_shape_is_refused_and_keeps_the_code(
+    client: WeComClient, fake: FakeWeCom
+) -> None:
+    fake.register_response_code("rc-1")
+    wrong = {"card_type": "text_notice", "main_title": {"title": "已记录"}, "card_action": {"type": 0}}
+    with pytest.raises(WeComPermanent) as caught:
+        await client.update_template_card(["zhangsan"], "rc-1", wrong)
+    assert caught.value.errcode == 42045 and fake.card_updates == []
+    await client.update_template_card(["zhangsan"], "rc-1", replace_name="已记录")
+    assert fake.card_updates[0]["button"] == {"replace_name": "已记录"}
 
 
 @pytest.mark.asyncio

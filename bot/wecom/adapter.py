@@ -9,8 +9,13 @@ downloaded in the background after the 200, since WeCom retries after 5 s.
 
 Sending: :class:`WeComTransport` turns outbox rows into text messages and
 ``button_interaction`` template cards (at most six buttons; a longer menu
-becomes a numbered text), edits a card after its button is pressed with
-``update_template_card``, and paces by WeCom's per-member limits.
+becomes a numbered text), updates a card after its button is pressed with
+``update_template_card`` as documented (更新模版卡片消息,
+https://developer.work.weixin.qq.com/document/path/94888): a new menu becomes a
+new ``button_interaction`` card; an answer greys the buttons out with
+``button.replace_name`` showing what was recorded, and the answer itself follows
+as a message.  It paces by WeCom's per-member limits.  Only reminder rungs ask
+WeCom's duplicate check: two identical answers to a member are both wanted.
 :class:`RobotTransport` posts digests and files to office group robots.
 """
 
@@ -34,6 +39,7 @@ from bot.wecom.client import (
     WeComClient,
     WeComPermanent,
     WeComRateLimited,
+    WeComRecipientsInvalid,
     WeComRetryable,
     download_media,
 )
@@ -52,6 +58,10 @@ TIMESTAMP_TOLERANCE = 600  # seconds; WeCom retries within seconds, so older req
 CARD_BUTTONS = 6
 CARD_BUTTON_CHARS = 10
 CARD_TITLE_CHARS = 26
+# A rung resent after an ambiguous failure must not reach the member twice; any other answer
+# may repeat word for word and still be wanted (two "没有看懂…" to two unclear messages).
+DUPLICATE_CHECK_KINDS = frozenset({"reminder", "escalation", "urge"})
+DUPLICATE_CHECK_SECONDS = 1800
 
 
 def build_wecom_client(settings: Settings, http: httpx.AsyncClient) -> WeComClient:
@@ -217,6 +227,9 @@ class WeComAdapter:
 
 
 def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, WeComRecipientsInvalid):
+        # 81013: the member left or is outside the app's range; the ladder stops sending to them.
+        return PermanentFailure(f"81013 all recipients invalid: {'|'.join(exc.invaliduser)}", unreachable=True)
     if isinstance(exc, WeComRateLimited):
         return RetryLater(exc.retry_after, str(exc))
     if isinstance(exc, WeComRetryable):
@@ -269,48 +282,67 @@ class WeComTransport:
         payload = row.payload
         text: str = payload["text"]
         buttons = [b for line in payload.get("buttons", []) for b in line]
+        interval = DUPLICATE_CHECK_SECONDS if row.kind in DUPLICATE_CHECK_KINDS else None
         edit_of = payload.get("edit_of") or ""
         if edit_of.startswith("card|"):
-            card = (
-                _card(text, buttons, f"duban-{row.id}")
-                if buttons and len(buttons) <= CARD_BUTTONS
-                else {
-                    "card_type": "text_notice",
-                    "main_title": {"title": text.partition("\n")[0][:CARD_TITLE_CHARS]},
-                    "sub_title_text": text.partition("\n")[2][:400],
-                    "card_action": {"type": 0},
-                }
-            )
-            try:
-                await self.client.update_template_card([row.chat_id], edit_of.split("|", 1)[1], card)
-                return Delivered(edit_of)
-            except WeComPermanent:
-                log.info("card could not be updated (code spent or expired); sending a new message")
+            code = edit_of.split("|", 1)[1]
+            if buttons and len(buttons) <= CARD_BUTTONS and not payload.get("close"):
+                # a new menu in place of the old one: a valid button_interaction card
+                if await self._update(row, code, card=_card(text, buttons, f"duban-{row.id}-u")):
+                    return Delivered(edit_of)
+            else:
+                label = (payload.get("label") or text.partition("\n")[0])[:CARD_BUTTON_CHARS]
+                updated = await self._update(row, code, replace_name=label)
+                if payload.get("close"):
+                    return Delivered(edit_of if updated else None)
+        elif payload.get("close"):
+            return Delivered(None)  # nothing WeCom can close (a text, or a card already answered)
         if payload.get("document"):
             document = payload["document"]
             content = await asyncio.to_thread(Path(document["path"]).read_bytes)
             media_id = await self.client.upload_media("file", document.get("file_name") or "file", content)
             if text:
-                await self._check(row, await self.client.send_text(row.chat_id, text))
-            return await self._check(row, await self.client.send_file(row.chat_id, media_id))
+                await self._check(
+                    row, await self.client.send_text(row.chat_id, text, duplicate_check_interval=interval)
+                )
+            return await self._check(
+                row, await self.client.send_file(row.chat_id, media_id, duplicate_check_interval=interval)
+            )
         if buttons and len(buttons) <= CARD_BUTTONS:
             first = None
             if len(text) > 120:  # a card shows little text: send the text, then the card
-                first = await self._check(row, await self.client.send_text(row.chat_id, text))
+                first = await self._check(
+                    row, await self.client.send_text(row.chat_id, text, duplicate_check_interval=interval)
+                )
                 text = self.messages.label("button", "choose") if "\n" not in text else text.partition("\n")[0]
-            sent = await self._check(
-                row, await self.client.send_template_card(row.chat_id, _card(text, buttons, f"duban-{row.id}"))
+            sent = await self.client.send_template_card(
+                row.chat_id, _card(text, buttons, f"duban-{row.id}"), duplicate_check_interval=interval
             )
-            return first or sent
+            checked = await self._check(row, sent)
+            return first or checked
         if buttons:
             text = _text_menu(self.messages, text, buttons)
         if payload.get("format") == "markdown":
-            return await self._check(row, await self.client.send_markdown(row.chat_id, text))
-        return await self._check(row, await self.client.send_text(row.chat_id, text))
+            return await self._check(
+                row, await self.client.send_markdown(row.chat_id, text, duplicate_check_interval=interval)
+            )
+        return await self._check(row, await self.client.send_text(row.chat_id, text, duplicate_check_interval=interval))
+
+    async def _update(
+        self, row: OutgoingRow, code: str, *, card: dict[str, Any] | None = None, replace_name: str | None = None
+    ) -> bool:
+        """Update a card; False when WeCom refuses (its code spent or expired), so the answer is sent anew."""
+        try:
+            await self.client.update_template_card([row.chat_id], code, card, replace_name=replace_name)
+        except WeComPermanent as exc:
+            log.info("card could not be updated (%s); sending a new message", exc)
+            return False
+        return True
 
     @staticmethod
     async def _check(row: OutgoingRow, result: Any) -> Delivered:
-        if row.chat_id in result.invaliduser:
+        # "返回包中的userid,不区分大小写,统一转为小写"
+        if row.chat_id.lower() in {user.lower() for user in result.invaliduser}:
             raise PermanentFailure(f"invaliduser: {row.chat_id}", unreachable=True)
         return Delivered(result.msgid)
 

@@ -6,9 +6,13 @@ Errors are sorted by what the caller should do about them:
 * ``WeComRetryable`` – transient (system busy after our own retries, 5xx, network); resend later.
 * ``WeComPermanent`` – resending the same request will fail again.
 
+* ``WeComRecipientsInvalid`` – 81013: every recipient left or is outside the app's visible range.
+
 The clients never sleep for a rate limit themselves: the caller's outbox owns scheduling.
-App sends always ask WeCom for duplicate suppression, so a resend after an ambiguous
-failure (timeout after WeCom accepted the message) cannot reach the member twice.
+Duplicate suppression (``enable_duplicate_check``) is asked for only when the caller gives an
+interval: WeCom then drops any identical request inside it, which is right for a reminder
+resent after an ambiguous failure and wrong for two identical answers a member should both get
+(发送应用消息 https://developer.work.weixin.qq.com/document/path/90236).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "WeComError",
     "WeComPermanent",
     "WeComRateLimited",
+    "WeComRecipientsInvalid",
     "WeComRetryable",
     "download_media",
     "split_markdown",
@@ -39,6 +44,7 @@ BUSY = -1
 TOKEN_ERRORS = frozenset({40014, 42001, 41001})  # invalid, expired, missing access_token
 RATE_LIMITS = frozenset({45009, 45033})  # per-interval frequency limit, concurrency limit
 RETRYABLE = frozenset({BUSY, 6000})  # system busy; data version conflict
+ALL_RECIPIENTS_INVALID = 81013  # "如果全部接收人无权限或不存在,则本次调用返回失败,errcode为81013"
 TOKEN_MARGIN = 300.0  # refresh this many seconds before WeCom says the token expires
 MAX_DUPLICATE_CHECK_INTERVAL = 4 * 3600  # WeCom's documented maximum
 ROBOT_MARKDOWN_LIMIT = 4096  # bytes of UTF-8
@@ -72,6 +78,14 @@ class WeComPermanent(WeComError):
     """A failure that resending the same request will not fix."""
 
 
+class WeComRecipientsInvalid(WeComPermanent):
+    """81013: no recipient can be reached (left the corp, or outside the app's visible range)."""
+
+    def __init__(self, errmsg: str, invaliduser: list[str], *, http_status: int | None = None) -> None:
+        super().__init__(ALL_RECIPIENTS_INVALID, errmsg, http_status=http_status)
+        self.invaliduser = invaliduser
+
+
 @dataclass(frozen=True)
 class SendResult:
     """What WeCom answered to an accepted send."""
@@ -102,6 +116,8 @@ def _classify(data: dict[str, Any], *, rate_limit_retry_after: dict[int, float],
         return WeComRateLimited(errcode, errmsg, retry_after=rate_limit_retry_after[errcode], http_status=http_status)
     if errcode in RETRYABLE:
         return WeComRetryable(errcode, errmsg, http_status=http_status)
+    if errcode == ALL_RECIPIENTS_INVALID:
+        return WeComRecipientsInvalid(errmsg, _split_ids(data.get("invaliduser")), http_status=http_status)
     return WeComPermanent(errcode, errmsg, http_status=http_status)
 
 
@@ -254,15 +270,11 @@ class WeComClient:
                 continue
             raise error
 
-    async def _send(self, touser: str, msgtype: str, payload: dict[str, Any], interval: int) -> SendResult:
-        body = {
-            "touser": touser,
-            "msgtype": msgtype,
-            "agentid": self._agent_id,
-            msgtype: payload,
-            "enable_duplicate_check": 1,
-            "duplicate_check_interval": _check_interval(interval),
-        }
+    async def _send(self, touser: str, msgtype: str, payload: dict[str, Any], interval: int | None) -> SendResult:
+        body: dict[str, Any] = {"touser": touser, "msgtype": msgtype, "agentid": self._agent_id, msgtype: payload}
+        if interval is not None:
+            body["enable_duplicate_check"] = 1
+            body["duplicate_check_interval"] = _check_interval(interval)
         data = await self._call("POST", "/cgi-bin/message/send", build=lambda: {"json": body})
         msgid = data.get("msgid")
         response_code = data.get("response_code")
@@ -272,21 +284,23 @@ class WeComClient:
             response_code=str(response_code) if response_code else None,
         )
 
-    async def send_text(self, touser: str, content: str, *, duplicate_check_interval: int = 1800) -> SendResult:
-        """Send a text message to ``touser`` ("userid" or "a|b|c")."""
+    async def send_text(self, touser: str, content: str, *, duplicate_check_interval: int | None = None) -> SendResult:
+        """Send a text message to ``touser`` ("userid" or "a|b|c"); duplicate check only with an interval."""
         return await self._send(touser, "text", {"content": content}, duplicate_check_interval)
 
-    async def send_markdown(self, touser: str, content: str, *, duplicate_check_interval: int = 1800) -> SendResult:
+    async def send_markdown(
+        self, touser: str, content: str, *, duplicate_check_interval: int | None = None
+    ) -> SendResult:
         """Send a markdown message (rendered in the WeCom client only, not in WeChat)."""
         return await self._send(touser, "markdown", {"content": content}, duplicate_check_interval)
 
     async def send_template_card(
-        self, touser: str, card: dict[str, Any], *, duplicate_check_interval: int = 1800
+        self, touser: str, card: dict[str, Any], *, duplicate_check_interval: int | None = None
     ) -> SendResult:
         """Send a template card (e.g. ``card_type: button_interaction``); keep ``response_code`` to update it."""
         return await self._send(touser, "template_card", card, duplicate_check_interval)
 
-    async def send_file(self, touser: str, media_id: str, *, duplicate_check_interval: int = 1800) -> SendResult:
+    async def send_file(self, touser: str, media_id: str, *, duplicate_check_interval: int | None = None) -> SendResult:
         """Send a file previously uploaded with ``upload_media``."""
         return await self._send(touser, "file", {"media_id": media_id}, duplicate_check_interval)
 

@@ -5,6 +5,18 @@ HTTP 200, as WeCom answers) for the endpoints the bot uses: gettoken, message/se
 message/update_template_card, media/upload, webhook/send and webhook/upload_media. It runs
 uvicorn in a daemon thread with its own event loop; everything it records is guarded by a
 lock, so tests read it from their own thread.
+
+It answers as WeCom's documentation says, not as our client expects; each behaviour names
+its page:
+
+* 发送应用消息 https://developer.work.weixin.qq.com/document/path/90236
+* 更新模版卡片消息 https://developer.work.weixin.qq.com/document/path/94888
+* 上传临时素材 https://developer.work.weixin.qq.com/document/path/90253
+* 群机器人配置说明 https://developer.work.weixin.qq.com/document/path/91770
+* 全局错误码 https://developer.work.weixin.qq.com/document/path/90455
+
+Every message and card body is checked against the documented schema, so a shape WeCom
+would refuse fails the test that sent it (see ``schema_errors``).
 """
 
 from __future__ import annotations
@@ -44,13 +56,80 @@ ROBOT_UPLOAD = "/cgi-bin/webhook/upload_media"
 
 APP_MSGTYPES = frozenset({"text", "markdown", "template_card", "file", "image"})
 ROBOT_MSGTYPES = frozenset({"text", "markdown", "file", "image", "news", "template_card"})
+# 90236 模板卡片消息: the five card types; the last three call back and return a response_code.
+CARD_TYPES = frozenset({"text_notice", "news_notice", "button_interaction", "vote_interaction", "multiple_interaction"})
 CALLBACK_CARD_TYPES = frozenset({"button_interaction", "vote_interaction", "multiple_interaction"})
 MEDIA_TYPES = frozenset({"image", "voice", "video", "file"})
-MIN_MEDIA_BYTES = 6  # WeCom: "所有文件size必须大于5个字节"
+MIN_MEDIA_BYTES = 6  # 90253: "所有文件size必须大于5个字节"
+# 90236 频率限制: "每应用对同一个成员不可超过30次/分钟,1000次/小时,超过部分会被丢弃不下发"
+MEMBER_PER_MINUTE, MEMBER_PER_HOUR = 30, 1000
+ROBOT_PER_MINUTE = 20  # 91770: "每个机器人发送的消息不能超过20条/分钟"
+FREQ_LIMIT = 45009  # 90455: 接口调用超过限制
+ALL_RECIPIENTS_INVALID = 81013  # 90236/90455: "如果全部接收人无权限或不存在,则本次调用返回失败,errcode为81013"
+INVALID_PARAMETER = 40058  # 90455: 不合法的参数(传递参数不符合系统要求,需要参照具体API接口说明)
+CARD_ACTION_INVALID = 42045  # WeCom's answer to a card_action it cannot use ("card_action Missing or Invalid")
+TASK_ID_PATTERN = re.compile(r"[0-9A-Za-z_\-@]{1,128}")  # 90236: "只能由数字、字母和'_-@'组成,最长128字节"
+BUTTON_LIST_MAX = 6  # 90236 按钮交互型: button_list "列表长度不超过6"
+RESPONSE_CODE_TTL = 72 * 3600  # 94888: "response_code的有效期是72小时"
 
 
 def _err(errcode: int, errmsg: str) -> dict[str, Any]:
     return {"errcode": errcode, "errmsg": errmsg}
+
+
+def _card_action_error(card: dict[str, Any], *, required: bool) -> dict[str, Any] | None:
+    """90236 文本通知型/图文展示型: card_action is required and its type is 1 (url) or 2 (小程序)."""
+    action = card.get("card_action")
+    if action is None and not required:
+        return None
+    if not isinstance(action, dict) or action.get("type") not in (1, 2):
+        return _err(CARD_ACTION_INVALID, "Template_Card card_action Missing or Invalid")
+    if action["type"] == 1 and not action.get("url"):
+        return _err(CARD_ACTION_INVALID, "Template_Card card_action.url Missing")
+    if action["type"] == 2 and not action.get("appid"):
+        return _err(CARD_ACTION_INVALID, "Template_Card card_action.appid Missing")
+    return None
+
+
+def card_schema_error(card: object) -> dict[str, Any] | None:
+    """What WeCom answers to a template_card body it cannot use, or None (90236 模板卡片消息)."""
+    if not isinstance(card, dict):
+        return _err(INVALID_PARAMETER, "template_card must be an object")
+    card_type = card.get("card_type")
+    if card_type not in CARD_TYPES:
+        return _err(INVALID_PARAMETER, f"invalid card_type {card_type!r}")
+    title = card.get("main_title")
+    if title is not None and (not isinstance(title, dict) or not isinstance(title.get("title", ""), str)):
+        return _err(INVALID_PARAMETER, "main_title must be an object")
+    if card_type in ("text_notice", "news_notice"):
+        # 文本通知型: "main_title.title和sub_title_text必须有一项填写"; card_action 必填, type 取值范围为[1,2]
+        if card_type == "text_notice" and not ((title or {}).get("title") or card.get("sub_title_text")):
+            return _err(INVALID_PARAMETER, "main_title.title or sub_title_text required")
+        return _card_action_error(card, required=True)
+    # 按钮交互型 and the other callback cards: main_title and task_id required.
+    if not isinstance(title, dict) or not title.get("title"):
+        return _err(INVALID_PARAMETER, "main_title.title required")
+    task_id = card.get("task_id")
+    if not isinstance(task_id, str) or not TASK_ID_PATTERN.fullmatch(task_id):
+        return _err(INVALID_PARAMETER, "task_id required: digits, letters and _-@, at most 128 bytes")
+    if (error := _card_action_error(card, required=False)) is not None:
+        return error
+    if card_type == "button_interaction":
+        buttons = card.get("button_list")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= BUTTON_LIST_MAX:
+            return _err(INVALID_PARAMETER, f"button_list needs 1..{BUTTON_LIST_MAX} buttons")
+        keys = []
+        for button in buttons:
+            if not isinstance(button, dict) or not button.get("text") or not button.get("key"):
+                return _err(INVALID_PARAMETER, "every button needs text and key")
+            if len(str(button["key"]).encode("utf-8")) > 1024:
+                return _err(INVALID_PARAMETER, "button key longer than 1024 bytes")
+            if button.get("style", 1) not in (1, 2, 3, 4):
+                return _err(INVALID_PARAMETER, "button style must be 1..4")
+            keys.append(button["key"])
+        if len(set(keys)) != len(keys):  # "button_list.key ... 不可重复"
+            return _err(INVALID_PARAMETER, "button keys must be distinct")
+    return None
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
@@ -117,15 +196,18 @@ class FakeWeCom:
         self._failures: dict[str, deque[tuple[int, str]]] = defaultdict(deque)
         self._http_failures: dict[str, deque[int]] = defaultdict(deque)
         self._invalid_users: set[str] = set()
-        self._member_limits: tuple[int, int] | None = None
+        self._member_limits: tuple[int, int] | None = (MEMBER_PER_MINUTE, MEMBER_PER_HOUR)
         self._deliveries: dict[str, deque[float]] = defaultdict(deque)
-        self._robot_limit: int | None = None
+        self._robot_limit: int | None = ROBOT_PER_MINUTE
         self._robot_sends: dict[str, deque[float]] = defaultdict(deque)
-        self._duplicates: dict[tuple[str, str, str], float] = {}
+        self._duplicates: dict[str, float] = {}  # request JSON -> when it was first delivered
+        self._task_ids: set[str] = set()
         self._app_media: set[str] = set()
         self._member_files: dict[str, tuple[str, bytes]] = {}
         self._robot_media: dict[str, set[str]] = defaultdict(set)
-        self._response_codes: dict[str, bool] = {}  # code -> already spent
+        # code -> (spent, card type it updates, issued at)
+        self._response_codes: dict[str, tuple[bool, str, float]] = {}
+        self.schema_errors: list[dict[str, Any]] = []  # bodies refused for their shape, with the answer
 
     def reset(self, *, now: Callable[[], float] | None = None) -> None:
         """Forget everything recorded and every behaviour set, keeping the server running.
@@ -236,24 +318,33 @@ class FakeWeCom:
             self._http_failures[path].extend([status] * times)
 
     def mark_invalid_user(self, userid: str) -> None:
-        """message/send reports ``userid`` in invaliduser (errcode 0) and delivers nothing to it."""
-        with self._lock:
-            self._invalid_users.add(userid)
+        """A member who left: message/send lists ``userid`` in invaliduser and delivers nothing to it.
 
-    def set_member_limits(self, per_minute: int = 30, per_hour: int = 1000) -> None:
-        """Beyond these per-member counts WeCom silently drops messages (errcode 0): see ``dropped``."""
+        90236: "如果部分接收人无权限或不存在,发送仍然执行,但会返回无效的部分(即invaliduser…)";
+        "如果全部接收人无权限或不存在,则本次调用返回失败,errcode为81013"。
+        """
+        with self._lock:
+            self._invalid_users.add(userid.lower())
+
+    def set_member_limits(self, per_minute: int = MEMBER_PER_MINUTE, per_hour: int = MEMBER_PER_HOUR) -> None:
+        """Per-member limits (on by default at WeCom's 30/min, 1000/h); beyond them nothing is delivered."""
         with self._lock:
             self._member_limits = (per_minute, per_hour)
 
-    def set_robot_limit(self, per_minute: int = 20) -> None:
-        """Beyond ``per_minute`` sends per webhook key, webhook/send answers 45009."""
+    def set_robot_limit(self, per_minute: int = ROBOT_PER_MINUTE) -> None:
+        """Beyond ``per_minute`` sends per webhook key (20 by default, as 91770 says), webhook/send answers 45009."""
         with self._lock:
             self._robot_limit = per_minute
 
-    def register_response_code(self, code: str) -> None:
+    def register_response_code(self, code: str, card_type: str = "button_interaction") -> None:
         """Accept ``code`` once on update_template_card (as if it came with a card callback)."""
         with self._lock:
-            self._response_codes[code] = False
+            self._response_codes[code] = (False, card_type, self._now())
+
+    def delivered_to(self, userid: str) -> list[dict[str, Any]]:
+        """Every app message delivered to ``userid``, in order."""
+        with self._lock:
+            return [m for m in self.sent if userid.lower() in m["touser"].lower().split("|")]
 
     def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
         """Block until a message in ``sent`` satisfies ``predicate``; return it."""
@@ -353,7 +444,13 @@ class FakeWeCom:
         times.append(now)
         return True
 
+    def _schema_refusal(self, path: str, body: dict[str, Any], answer: dict[str, Any]) -> JSONResponse:
+        with self._lock:
+            self.schema_errors.append({"path": path, "body": body, "answer": answer})
+        return self._answer(path, answer)
+
     async def _send(self, request: Request) -> Response:
+        """message/send (90236)."""
         if (injected := self._injected(SEND)) is not None:
             return injected
         if (error := self._token_error(request)) is not None:
@@ -365,53 +462,74 @@ class FakeWeCom:
             return self._answer(SEND, _err(40056, "invalid agentid"))
         msgtype = body.get("msgtype")
         if msgtype not in APP_MSGTYPES or not isinstance(body.get(msgtype), dict):
-            return self._answer(SEND, _err(40008, "invalid message type"))
+            return self._schema_refusal(SEND, body, _err(40008, "invalid message type"))
         content = body[msgtype]
         if msgtype in {"text", "markdown"} and not content.get("content"):
-            return self._answer(SEND, _err(41009, "missing content"))
+            return self._schema_refusal(SEND, body, _err(41009, "missing content"))
         if msgtype == "file" and content.get("media_id") not in self._app_media:
             return self._answer(SEND, _err(40007, "invalid media_id"))
+        if body.get("enable_duplicate_check") not in (None, 0, 1):
+            return self._schema_refusal(SEND, body, _err(INVALID_PARAMETER, "enable_duplicate_check is 0 or 1"))
+        interval = body.get("duplicate_check_interval", 1800)  # 90236: "默认1800秒,最长不超过4小时"
+        if not isinstance(interval, int) or not 0 < interval <= 4 * 3600:
+            return self._schema_refusal(SEND, body, _err(INVALID_PARAMETER, "duplicate_check_interval out of range"))
         answer: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
         if msgtype == "template_card":
-            card_type = content.get("card_type")
-            if card_type in CALLBACK_CARD_TYPES and not content.get("task_id"):
-                return self._answer(SEND, _err(40035, "task_id required"))
-            if card_type in CALLBACK_CARD_TYPES or "action_menu" in content:
+            if (refusal := card_schema_error(content)) is not None:
+                return self._schema_refusal(SEND, body, refusal)
+            with self._lock:
+                task_id_used = content.get("task_id") in self._task_ids
+            if task_id_used:  # "同一个应用任务id不能重复"
+                return self._schema_refusal(SEND, body, _err(INVALID_PARAMETER, "task_id already used"))
+            if content["card_type"] in CALLBACK_CARD_TYPES or "action_menu" in content:
                 answer["response_code"] = self._next_id("rc-")
         touser = body.get("touser")
         if not isinstance(touser, str) or not touser:
             return self._answer(SEND, _err(40031, "invalid userid list"))
 
         msgid = self._next_id("msg-")
-        answer["msgid"] = msgid
         record = {**body, "msgid": msgid}
         now = self._now()
         with self._lock:
-            if "response_code" in answer:
-                self._response_codes[answer["response_code"]] = False
-            recipients = [user for user in touser.split("|") if user]
-            invalid = [user for user in recipients if user in self._invalid_users]
-            if invalid:
-                answer["invaliduser"] = "|".join(invalid)
-            valid = [user for user in recipients if user not in self._invalid_users]
-            key = (touser, msgtype, json.dumps(content, sort_keys=True, ensure_ascii=False))
-            interval = body.get("duplicate_check_interval", 1800)
-            first_seen = self._duplicates.get(key)
-            if body.get("enable_duplicate_check") == 1 and first_seen is not None and now - first_seen < interval:
-                self.duplicates_suppressed.append(record)
-            else:
-                self._duplicates[key] = now
-                delivered = []
-                for user in valid:
-                    if self._member_allows(user, now):
-                        delivered.append(user)
-                    else:
-                        self.dropped.append({**record, "touser": user})
-                if delivered:
-                    self.sent.append(record)
-        return self._answer(SEND, answer)
+            outcome = self._deliver(body, record, content, answer, now)
+        return self._answer(SEND, outcome)
+
+    def _deliver(
+        self, body: dict[str, Any], record: dict[str, Any], content: dict[str, Any], answer: dict[str, Any], now: float
+    ) -> dict[str, Any]:
+        """Deliver an accepted message/send; the answer WeCom gives (caller holds the lock)."""
+        # "返回包中的userid,不区分大小写,统一转为小写"
+        recipients = [user.lower() for user in body["touser"].split("|") if user]
+        invalid = [user for user in recipients if user in self._invalid_users]
+        valid = [user for user in recipients if user not in self._invalid_users]
+        if not valid:
+            return {**_err(ALL_RECIPIENTS_INVALID, "user & party & tag all invalid"), "invaliduser": "|".join(invalid)}
+        if invalid:
+            answer["invaliduser"] = "|".join(invalid)
+        # "同样内容(请求json)的消息,不会重复收到;时间间隔可通过duplicate_check_interval指定"
+        key = json.dumps(body, sort_keys=True, ensure_ascii=False)
+        first_seen = self._duplicates.get(key)
+        interval = body.get("duplicate_check_interval", 1800)
+        if body.get("enable_duplicate_check") == 1 and first_seen is not None and now - first_seen < interval:
+            self.duplicates_suppressed.append(record)
+            return {**answer, "msgid": record["msgid"]}
+        allowed = [user for user in valid if self._member_allows(user, now)]
+        for user in valid:
+            if user not in allowed:
+                self.dropped.append({**record, "touser": user})
+        if not allowed:
+            # Over the per-member frequency: nothing is delivered, and WeCom says so.
+            return _err(FREQ_LIMIT, "api freq out of limit")
+        self._duplicates[key] = now
+        if body["msgtype"] == "template_card":
+            self._task_ids.add(content["task_id"])
+        if "response_code" in answer:
+            self._response_codes[answer["response_code"]] = (False, content["card_type"], now)
+        self.sent.append(record)
+        return {**answer, "msgid": record["msgid"]}
 
     async def _update_card(self, request: Request) -> Response:
+        """message/update_template_card (94888): grey the buttons out, or replace the card."""
         if (injected := self._injected(UPDATE_CARD)) is not None:
             return injected
         if (error := self._token_error(request)) is not None:
@@ -421,18 +539,32 @@ class FakeWeCom:
             return self._answer(UPDATE_CARD, _err(47001, "data format error"))
         if body.get("agentid") != self.agent_id:
             return self._answer(UPDATE_CARD, _err(40056, "invalid agentid"))
-        if not isinstance(body.get("template_card"), dict) and not isinstance(body.get("button"), dict):
-            return self._answer(UPDATE_CARD, _err(40035, "template_card or button required"))
+        userids = body.get("userids")
+        if not isinstance(userids, list) or not userids or len(userids) > 1000:
+            return self._schema_refusal(UPDATE_CARD, body, _err(40031, "userids: 1..1000 member ids"))
+        card, button = body.get("template_card"), body.get("button")
+        if (card is None) == (button is None):
+            return self._schema_refusal(UPDATE_CARD, body, _err(INVALID_PARAMETER, "template_card or button required"))
+        if button is not None and (not isinstance(button, dict) or not button.get("replace_name")):
+            return self._schema_refusal(UPDATE_CARD, body, _err(INVALID_PARAMETER, "button.replace_name required"))
+        if card is not None and (refusal := card_schema_error(card)) is not None:
+            return self._schema_refusal(UPDATE_CARD, body, refusal)
         code = body.get("response_code")
+        now = self._now()
         with self._lock:
-            if not isinstance(code, str) or self._response_codes.get(code, True):
-                spent_or_unknown = True
-            else:
-                spent_or_unknown = False
-                self._response_codes[code] = True
+            known = self._response_codes.get(code) if isinstance(code, str) else None
+            # "一个code只能调用一次该接口,且只能在72小时内调用"
+            usable = known is not None and not known[0] and now - known[2] < RESPONSE_CODE_TTL
+            # "仅原卡片为 按钮交互型、投票选择型、多项选择型的卡片可以更新按钮"
+            greys_a_callback_card = button is None or (known is not None and known[1] in CALLBACK_CARD_TYPES)
+            if usable and greys_a_callback_card:
+                assert known is not None and isinstance(code, str)
+                self._response_codes[code] = (True, known[1], known[2])
                 self.card_updates.append(body)
-        if spent_or_unknown:
+        if not usable:
             return self._answer(UPDATE_CARD, _err(40035, "invalid response_code"))
+        if not greys_a_callback_card:
+            return self._schema_refusal(UPDATE_CARD, body, _err(INVALID_PARAMETER, "this card has no buttons"))
         return self._answer(UPDATE_CARD, {"errcode": 0, "errmsg": "ok", "invaliduser": []})
 
     async def _upload(self, request: Request, kind: str) -> tuple[dict[str, Any], str | None]:
