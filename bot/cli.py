@@ -34,8 +34,8 @@ from core.plan_corrections import (
     parse_group,
     parse_merge,
 )
-from core.plan_import import ImportDiff, import_parsed, short_title
-from core.plan_parser import Annex, ParsedPlan, parse_plan
+from core.plan_import import ImportDiff, define_group, import_parsed, plan_groups, short_title
+from core.plan_parser import Annex, ParsedPlan, parse_plan, split_unit_list
 from core.plan_preview import ImportPreview, build_preview
 from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
@@ -547,6 +547,54 @@ def units(state: CliState, as_json: bool) -> None:
         )
     console().print(table)
     click.echo(f"共 {len(rows)} 个单位")
+
+
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def groups(ctx: click.Context, as_json: bool) -> None:
+    """Group phrases the plan's tasks name (各镇人民政府 …): defined, or still to define."""
+    if ctx.invoked_subcommand is not None:
+        return
+    state: CliState = ctx.obj
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        found = plan_groups(session, state.settings, plan)
+    if as_json:
+        emit_json([vars(group) for group in found])
+        return
+    for group in found:
+        labels = "、".join(_label(key) for key in group.tasks)
+        if group.defined:
+            members = "、".join(group.members) or "(除直接列出的单位外无其他单位)"
+            click.echo(f"{group.phrase} = {members}\n  任务:{labels}")
+        else:
+            click.echo(f"{group.phrase} [待定义]\n  任务:{labels}")
+    click.echo(f"共 {len(found)} 个群体称谓,待定义 {sum(1 for g in found if not g.defined)} 个")
+
+
+@groups.command(name="define")
+@click.argument("phrase")
+@click.argument("members", nargs=-1, required=True)
+@click.pass_obj
+def groups_define(state: CliState, phrase: str, members: tuple[str, ...]) -> None:
+    """Define PHRASE as MEMBERS (units, or one 、-separated list); every task naming it is assigned to them."""
+    names = [name for member in members for name in split_unit_list(member)]
+    with _database_ready(state) as runtime:
+        try:
+            with runtime.transaction() as session:
+                plan = current_plan(session, state.settings)
+                if plan is None:
+                    fail("还没有导入方案: duban import PATH")
+                done = define_group(session, state.settings, plan, phrase, names, now=runtime.clock.now(), actor="cli")
+        except CorrectionError as exc:
+            fail(f"无法定义群体:{exc}")
+    click.echo(
+        f"已定义“{done.phrase}” = {'、'.join(done.members)}:涉及 {len(done.tasks)} 项任务,"
+        f"新增分工 {done.added} 条,停用 {done.removed} 条(已记录的进展保留)。"
+    )
 
 
 # --- people ---------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from core.plan_import import (
 )
 from core.plan_parser import ParsedPlan, normalise_text, parse_plan, split_unit_list
 from core.plan_preview import ImportPreview, build_preview
-from core.plan_staging import ImportStaging, StagedImport
+from core.plan_staging import ImportStaging, StagedImport, import_staging_folder
 from core.units import UnitDirectory
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ class ImportPages:
         self.dashboard = dashboard
         self.service = dashboard.service
         self.settings = dashboard.settings
-        self.staging = ImportStaging(self.settings.path(self.settings.service.data_dir) / "import-staging")
+        self.staging = ImportStaging(import_staging_folder(self.settings))
 
     async def _owner(self, request: Request) -> str:
         return (await self.dashboard.ui.session(request)).token_hash

@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from core.config import Settings
 from core.plan_corrections import Corrections
 
 STAGING_TTL = timedelta(hours=2)
 _ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _META = "meta.json"
 _SOURCE = "source"
+
+
+def import_staging_folder(settings: Settings) -> Path:
+    return settings.path(settings.service.data_dir) / "import-staging"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from core.digest import Digest
 from core.drafts import DraftSweep, sweep_drafts
 from core.escalation import Escalation, TickReport
 from core.outbox import SCRUBBED_TEXT
+from core.plan_staging import ImportStaging, import_staging_folder
 from core.quarter_end import plans_with_closed_rounds, send_notifications
 from core.runtime import Runtime
 from storage.models import InboundUpdate, LoginCode, OutboxMessage, Plan, SignInLimit, WebSession
@@ -81,6 +82,7 @@ class Expired:
     limits: int = 0
     inbound_updates: int = 0
     export_folders: int = 0
+    import_uploads: int = 0
     scrubbed: int = 0
 
 
@@ -90,7 +92,8 @@ SIGN_IN_WINDOW = timedelta(hours=1)
 def expire_bookkeeping(runtime: Runtime, exports: Path, now: datetime) -> Expired:
     """Delete what only served for a while: ended web sessions and sign-in codes, spent sign-in limits,
     handled inbound updates past ``[web] retention`` (kept that long to recognise a re-delivery) and the
-    dashboard's per-request export folders past it; wipe sign-in codes from outbox rows that are done."""
+    dashboard's per-request export folders past it, and uploaded plans never confirmed (staging time to live);
+    wipe sign-in codes from outbox rows that are done."""
     retention = runtime.settings.web.retention
     done = Expired()
     with runtime.transaction() as session:
@@ -130,6 +133,7 @@ def expire_bookkeeping(runtime: Runtime, exports: Path, now: datetime) -> Expire
             if folder.is_dir() and folder.stat().st_mtime < cutoff:
                 shutil.rmtree(folder, ignore_errors=True)
                 done.export_folders += 1
+    done.import_uploads = ImportStaging(import_staging_folder(runtime.settings)).expire(now)
     if any(vars(done).values()):
         log.info("housekeeping", extra={"expired": vars(done)})
     return done

@@ -260,3 +260,16 @@ def test_a_bad_correction_is_a_clear_error(env: dict[str, str], notice: Path, tm
     corrections.write_text('[tasks."county-9"]\nlead = ["县人社局"]\n', encoding="utf-8")
     refused = run(env, "import", str(notice), "--jurisdiction", NEW_COUNTY, "--corrections", str(corrections), "--yes")
     assert refused.exit_code == 1 and "更正指向不存在的任务 county-9" in refused.output
+
+
+def test_groups_lists_the_phrases_and_define_assigns_their_tasks(env: dict[str, str], notice: Path) -> None:
+    run(env, "init")
+    assert run(env, "import", str(notice), "--jurisdiction", NEW_COUNTY, "--yes").exit_code == 0
+    listed = run(env, "--jurisdiction", NEW_COUNTY, "groups")
+    assert "各乡镇人民政府 [待定义]\n  任务:县1、县3" in listed.output
+    done = run(env, "--jurisdiction", NEW_COUNTY, "groups", "define", "各乡镇人民政府", "甲镇、乙镇")
+    assert done.exit_code == 0, done.output
+    assert "涉及 2 项任务,新增分工 4 条" in done.output
+    data = json.loads(run(env, "--jurisdiction", NEW_COUNTY, "groups", "--json").output)
+    assert {g["phrase"]: g["defined"] for g in data} == {"各乡镇人民政府": True, "县直各有关单位": False}
+    assert county_units(env)["乙镇人民政府"]["responsible"] == 2

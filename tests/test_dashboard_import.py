@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from bot.service import Service
+from core.clock import ManualClock
 from core.config import BUNDLED_PLAN
+from core.plan_staging import STAGING_TTL
 from core.runtime import Runtime
 from storage.models import Assignment, AuditLog, Jurisdiction, Plan, Task, Unit, UnitAlias
 from tests.test_web import WebClient, service  # noqa: F401  (the service fixture)
@@ -176,3 +179,15 @@ def test_defining_a_group_of_the_current_plan_assigns_its_tasks(client: WebClien
     assert "已定义“各镇人民政府”:2 个单位" in answer.text
     assert county_task(runtime, 68).get("官桥镇人民政府") == "responsible"
     assert "高铁岭镇人民政府" not in county_task(runtime, 68)
+
+
+def test_an_upload_never_confirmed_expires_and_housekeeping_deletes_it(
+    client: WebClient, runtime: Runtime, clock: ManualClock, tmp_path: Path
+) -> None:
+    from jobs.ticks import expire_bookkeeping
+
+    stage = upload(client)
+    clock.advance(STAGING_TTL + timedelta(minutes=1))
+    assert expire_bookkeeping(runtime, tmp_path / "exports", clock.now()).import_uploads == 1
+    assert not (tmp_path / "import-staging" / stage).exists()
+    assert "已过期或不存在" in client.get(f"/office/import?s={stage}", follow_redirects=True).text
