@@ -191,3 +191,22 @@ def test_an_upload_never_confirmed_expires_and_housekeeping_deletes_it(
     assert expire_bookkeeping(runtime, tmp_path / "exports", clock.now()).import_uploads == 1
     assert not (tmp_path / "import-staging" / stage).exists()
     assert "已过期或不存在" in client.get(f"/office/import?s={stage}", follow_redirects=True).text
+
+
+def test_clearing_the_corrections_restores_the_parsed_units(client: WebClient) -> None:
+    stage = upload(client)
+    correct(client, stage, action="merge", spelling="县自然资源局", canonical="县自然资源和规划局")
+    page = correct(client, stage, action="reset")
+    assert "已清除全部更正" in page and "本次更正" not in page
+    assert re.search(r'data-task="county-1">.*?class="responsible">县自然资源局', page, re.S)
+
+
+def test_discarding_an_upload_deletes_it_and_writes_nothing(
+    client: WebClient, runtime: Runtime, tmp_path: Path
+) -> None:
+    before = rows(runtime)
+    stage = upload(client)
+    answer = client.post(f"/office/import/{stage}/discard", data={"csrf": token(client)})
+    assert "已放弃本次上传" in answer.text
+    assert not (tmp_path / "import-staging" / stage).exists()
+    assert rows(runtime) == before
