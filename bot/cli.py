@@ -7,7 +7,6 @@ each command through click's context.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -34,16 +33,18 @@ from core.plan_corrections import (
     parse_group,
     parse_merge,
 )
+from core.plan_document import read_plan_file
 from core.plan_import import ImportDiff, define_group, import_parsed, plan_groups, short_title
-from core.plan_parser import Annex, ParsedPlan, parse_plan, split_unit_list
+from core.plan_ledger import ledger_file_name, ledger_workbook
+from core.plan_parser import Annex, ParsedPlan, split_unit_list
 from core.plan_preview import ImportPreview, build_preview
+from core.plan_sources import SourceRefused
 from core.reconcile import KIND_TITLES, Reconciliation, reconcile
 from core.runtime import Runtime, current_plan, initialise, open_runtime
 from core.simulation import Timeline, load_answers, run_simulation
 from core.targets import KIND_LABELS, TargetKind, format_number
 from core.task_targets import TargetRefused, set_target, targets_by_task
 from core.tasks import parse_task_ref, task_label
-from core.units import UnitDirectory
 from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
@@ -283,14 +284,12 @@ def import_command(
     """
     settings = state.settings
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        fail(f"{path}: 不是 UTF-8 文本文件")
+        plan_file = read_plan_file(path, settings)
+    except SourceRefused as refused:
+        fail(refused.message)
     corrections = _read_corrections(merges, groups, corrections_path)
     name = jurisdiction or settings.plan.jurisdiction
-
-    def parse(directory: UnitDirectory) -> ParsedPlan:
-        return parse_plan(text, directory)
+    parse = plan_file.parse
 
     with _database_ready(state) as runtime:
         with runtime.transaction() as session:
@@ -302,7 +301,7 @@ def import_command(
                 jurisdiction_name=name,
                 now=runtime.clock.now(),
                 corrections=corrections,
-                source_lines=text.splitlines(),
+                source_lines=plan_file.lines,
             )
         blocked = preview.blocked_by(allow_shrink)
         data = preview.as_dict() | {"applied": False, "refused": blocked}
@@ -344,7 +343,7 @@ def import_command(
                 settings,
                 parse,
                 source_name=path.name,
-                source_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                source_sha256=plan_file.sha256,
                 jurisdiction_name=name,
                 now=runtime.clock.now(),
                 allow_shrink=allow_shrink,
@@ -384,7 +383,10 @@ def reconcile_command(state: CliState, path: Path | None, as_json: bool) -> None
     settings = state.settings
     source = path or settings.plan_path
     directory = settings.units.directory()
-    parsed = parse_plan(source.read_text(encoding="utf-8"), directory)
+    try:
+        parsed = read_plan_file(source, settings).parse(directory)
+    except SourceRefused as refused:
+        fail(refused.message)
     if parsed.errors:
         for problem in parsed.errors:
             click.echo(f"  {problem}", err=True)
@@ -637,6 +639,33 @@ def invite(state: CliState, unit_name: str, role: str, as_json: bool) -> None:
         click.echo(f"Telegram: 向机器人发送 /start {issued.code}(配置 [telegram] bot_username 后可生成链接)")
     click.echo(f"企业微信: 在应用中发送“绑定 {issued.code}”")
     click.echo(f"本地沙盒: 在 http://{settings.web.host}:{settings.web.port}/ 中输入绑定码")
+
+
+# --- plan ledger ------------------------------------------------------------------------
+
+
+@main.group(name="plan")
+def plan_group() -> None:
+    """The plan as a file: the task ledger (任务台账) an office can edit and re-import."""
+
+
+@plan_group.command(name="export")
+@click.option("--format", "fmt", type=click.Choice(["xlsx"]), default="xlsx", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="File to write.")
+@click.pass_obj
+def plan_export(state: CliState, fmt: str, output: Path | None) -> None:
+    """Write the plan as a standard task ledger: 序号, 任务, 牵头单位, 责任单位, 完成时限, 分组, 备注.
+
+    The file imports back with no change (duban import FILE); edited, its import shows the diff.
+    """
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        data = ledger_workbook(session, plan)
+        target = output or Path(ledger_file_name(plan))
+    target.write_bytes(data)
+    click.echo(f"已导出任务台账: {target}")
 
 
 # --- checkpoints ------------------------------------------------------------------------

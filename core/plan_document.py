@@ -25,12 +25,23 @@ _SPREADSHEETS = ("xlsx", "xls", "et")
 
 
 @dataclass(frozen=True)
-class LoadedPlan:
-    """A plan file read and parsed: what the preview shows and the import writes."""
+class PlanFile:
+    """A plan file read into blocks, ready to parse with whichever unit directory the import uses."""
 
     document: SourceDocument
-    parsed: ParsedPlan
-    sha256: str  # of the file's bytes
+    sha256: str  # of the file's bytes, as uploaded
+
+    @property
+    def name(self) -> str:
+        return self.document.name
+
+    @property
+    def lines(self) -> list[str]:
+        """The document as numbered lines (tables one row a line): what problems' line numbers point into."""
+        return self.document.text().splitlines()
+
+    def parse(self, directory: UnitDirectory) -> ParsedPlan:
+        return parse_document(self.document, directory)
 
 
 def _row_line(row: list[str]) -> str:
@@ -88,13 +99,17 @@ def parse_document(doc: SourceDocument, directory: UnitDirectory) -> ParsedPlan:
             continue
         _feed_task_table(reader, table)
     if doc.format in _SPREADSHEETS and not recognised:
-        sheets = "、".join(t.sheet for t in doc.tables()) or "(无)"
-        raise SourceRefused(
-            f"{doc.name}:工作表({sheets})中没有找到表头。请在任务清单上方加一行列名,"
-            "至少包括“任务”(或 重点任务/工作任务/任务内容)和“牵头单位”或“责任单位”,"
-            "可再加 序号、完成时限、分组、备注 等列。"
-        )
+        raise _no_header(doc)
     return reader.finish()
+
+
+def _no_header(doc: SourceDocument) -> SourceRefused:
+    sheets = "、".join(t.sheet for t in doc.tables()) or "(无)"
+    return SourceRefused(
+        f"{doc.name}:工作表({sheets})中没有找到表头。请在任务清单上方加一行列名,"
+        "至少包括“任务”(或 重点任务/工作任务/任务内容)和“牵头单位”或“责任单位”,"
+        "可再加 序号、完成时限、分组、备注 等列。"
+    )
 
 
 def _feed_lines(reader: PlanReader, lines: list[TableLine]) -> None:
@@ -117,26 +132,21 @@ def _feed_task_table(reader: PlanReader, table: TaskTable) -> None:
         reader.feed_task_row(row)
 
 
-def file_sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_plan_bytes(
-    data: bytes, filename: str, settings: Settings, directory: UnitDirectory | None = None
-) -> LoadedPlan:
-    """Read and parse an uploaded plan file; raises :class:`SourceRefused` for a file that cannot be read."""
+def read_plan_bytes(data: bytes, filename: str, settings: Settings) -> PlanFile:
+    """Read an uploaded plan file of any supported format; raises :class:`SourceRefused` when it cannot be read."""
     document = read_source(data, filename, max_bytes=settings.uploads.max_bytes, soffice=settings.uploads.soffice)
-    parsed = parse_document(document, directory or settings.units.directory())
-    return LoadedPlan(document, parsed, file_sha256(data))
+    if document.format in _SPREADSHEETS and not any(read_table(t) is not None for t in document.tables()):
+        raise _no_header(document)  # here, so nothing downstream meets a workbook with no task list
+    return PlanFile(document, hashlib.sha256(data).hexdigest())
 
 
-def load_plan_file(path: Path, settings: Settings, directory: UnitDirectory | None = None) -> LoadedPlan:
-    """Read and parse a plan file from disk (any supported format)."""
+def read_plan_file(path: Path, settings: Settings) -> PlanFile:
+    """Read a plan file from disk; a file over the size cap is refused before it is read."""
     try:
         size = path.stat().st_size
+        if size > settings.uploads.max_bytes:
+            raise too_large(path.name, size, settings.uploads.max_bytes)
+        data = path.read_bytes()
     except OSError as exc:
         raise SourceRefused(f"{path.name}:无法读取文件({exc.strerror})。") from exc
-    if size > settings.uploads.max_bytes:
-        # Refused before a huge file is read into memory.
-        raise too_large(path.name, size, settings.uploads.max_bytes)
-    return load_plan_bytes(path.read_bytes(), path.name, settings, directory)
+    return read_plan_bytes(data, path.name, settings)

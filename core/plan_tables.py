@@ -299,7 +299,8 @@ _UNIT_KINDS = (ColumnKind.LEAD, ColumnKind.RESPONSIBLE, ColumnKind.LEADER)
 
 def _cells(row: list[str], kinds: dict[int, ColumnKind], kind: ColumnKind) -> list[str]:
     """The column(s) of a kind in a row; a cell's lines are list items in unit columns, wrapped text elsewhere."""
-    separator = "、" if kind in _UNIT_KINDS else ""
+    # A section column may hold a section and its subsection on two lines: kept apart.
+    separator = "、" if kind in _UNIT_KINDS else "\n" if kind is ColumnKind.GROUP else ""
     return [
         separator.join(line.strip() for line in row[i].splitlines() if line.strip())
         for i, k in kinds.items()

@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.checkpoints import sync_config_checkpoints
 from core.clock import Clock, SystemClock
 from core.config import Settings
-from core.plan_import import ImportResult, ensure_office_unit, import_plan
+from core.plan_document import read_plan_file
+from core.plan_import import ImportResult, ensure_office_unit, import_parsed
 from storage.db import make_engine, session_factory, transaction, upgrade
 from storage.models import Binding, Jurisdiction, Plan, Unit
 from storage.queries import newest_plan, newest_plans
@@ -63,11 +64,13 @@ def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> Import
     with runtime.transaction() as session:
         if import_plan_if_empty and current_plan(session, settings) is None:
             path: Path = settings.plan_path
-            result = import_plan(
+            plan_file = read_plan_file(path, settings)
+            result = import_parsed(
                 session,
                 settings,
-                path.read_text(encoding="utf-8"),
+                plan_file.parse,
                 source_name=path.name,
+                source_sha256=plan_file.sha256,
                 jurisdiction_name=settings.plan.jurisdiction,
                 now=runtime.clock.now(),
                 actor="init",
