@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -167,12 +167,26 @@ def read_source(
         kind = {"docx": "doc", "xlsx": "xls"}[kind]
     if kind in _CONVERTED:
         converted = _convert(data, name, kind, soffice)
-        document = _read_docx(converted, name) if _CONVERTED[kind] == "docx" else _read_xlsx(converted, name)
+        document = _guarded(_read_docx if _CONVERTED[kind] == "docx" else _read_xlsx, converted, name)
         document.format = kind
         return document
-    if kind == "docx":
-        return _read_docx(data, name)
-    return _read_xlsx(data, name)
+    return _guarded(_read_docx if kind == "docx" else _read_xlsx, data, name)
+
+
+def _guarded(reader: Callable[[bytes, str], SourceDocument], data: bytes, name: str) -> SourceDocument:
+    """Run a Word/Excel reader; any failure of the file's parser means a damaged file.
+
+    zip, zlib, lxml and openpyxl each raise their own exceptions for damaged
+    input (a flipped byte may surface as any of them), and the importer must
+    answer every bad file with a clear refusal, never a crash.
+    """
+    try:
+        return reader(data, name)
+    except SourceRefused:
+        raise
+    except Exception as exc:
+        kind = "Word(.docx)文档" if reader is _read_docx else "Excel(.xlsx)工作簿"
+        raise SourceRefused(f"{name}:文件已损坏或不是有效的{kind},无法读取({type(exc).__name__})。") from exc
 
 
 def too_large(name: str, size: int, max_bytes: int) -> SourceRefused:
@@ -309,12 +323,9 @@ def _body_children(body: Any) -> Iterator[Any]:
 
 
 def _read_docx(data: bytes, name: str) -> SourceDocument:
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            xml = archive.read("word/document.xml")
-        root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False, huge_tree=False))
-    except (zipfile.BadZipFile, KeyError, etree.XMLSyntaxError, OSError, ValueError) as exc:
-        raise SourceRefused(f"{name}:文件已损坏或不是有效的 Word(.docx)文档,无法读取({type(exc).__name__})。") from exc
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        xml = archive.read("word/document.xml")
+    root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False, huge_tree=False))
     body = root.find(_qn("body"))
     if body is None:
         raise SourceRefused(f"{name}:Word 文档没有正文。")
@@ -360,16 +371,8 @@ def _cell_value(value: Any) -> str:
 
 def _read_xlsx(data: bytes, name: str) -> SourceDocument:
     from openpyxl import load_workbook
-    from openpyxl.utils.exceptions import InvalidFileException
 
-    try:
-        workbook = load_workbook(io.BytesIO(data), data_only=True)
-    except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError, TypeError) as exc:
-        raise SourceRefused(
-            f"{name}:文件已损坏或不是有效的 Excel(.xlsx)工作簿,无法读取({type(exc).__name__})。"
-        ) from exc
-    except etree.XMLSyntaxError as exc:
-        raise SourceRefused(f"{name}:文件已损坏,Excel 工作簿的内容无法解析。") from exc
+    workbook = load_workbook(io.BytesIO(data), data_only=True)
     blocks: list[Block] = []
     line = 1
     for sheet in workbook.worksheets:

@@ -98,7 +98,7 @@ def test_zip_without_a_document_is_refused_as_not_word() -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("hello.txt", "hi")
-    assert "不是有效的 Word" in refusal(buffer.getvalue(), "方案.docx")
+    assert "不是有效的Word" in refusal(buffer.getvalue(), "方案.docx")
 
 
 def test_password_protected_docx_is_refused_as_such() -> None:
