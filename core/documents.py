@@ -34,7 +34,7 @@ from storage.models import Plan
 FileFormat = Literal["html", "xlsx", "md"]
 FILE_FORMATS: tuple[FileFormat, ...] = ("xlsx", "html", "md")
 View = Notification | YearView
-CellKind = Literal["text", "wrap", "int", "pct", "days", "datetime", "light", "center"]
+CellKind = Literal["text", "wrap", "int", "number", "pct", "days", "datetime", "light", "center"]
 
 LABELS_TEMPLATE = "_report_labels.j2"
 _WRAP_MAX_WIDTH = 48
@@ -103,6 +103,7 @@ class _Formats:
             "int": book.add_format({**base, "num_format": "0"}),
             "pct": book.add_format({**base, "num_format": "0.0%"}),
             "days": book.add_format({**base, "num_format": "0.0"}),
+            "number": book.add_format({**base, "num_format": "General"}),
             "datetime": book.add_format({**base, "num_format": "yyyy-mm-dd hh:mm"}),
             "center": book.add_format({**base, "align": "center"}),
         }
@@ -164,9 +165,9 @@ class _Table:
         elif kind == "pct" and cell.light is not None:
             sheet.write_number(row, column, value, self.formats.pct_lights[cell.light])
             shown = "100.0%"
-        elif kind in ("int", "pct", "days"):
+        elif kind in ("int", "pct", "days", "number"):
             sheet.write_number(row, column, value, fmt)
-            shown = {"int": str(value), "pct": "100.0%", "days": f"{value:.1f}"}[kind]
+            shown = {"int": str(value), "pct": "100.0%", "days": f"{value:.1f}", "number": f"{value:g}"}[kind]
         else:
             shown = str(value)
             sheet.write_string(row, column, shown, fmt)
@@ -257,6 +258,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
                 Cell("、".join(lead.unit for lead in leads)),
                 Cell("\n".join(_lead_outcome(labels, lead.outcome, lead.accepted) for lead in leads)),
                 Cell(t.light, "light"),
+                Cell(t.pace_light, "light"),
                 Cell("\n".join(status.get(lead.status, lead.status) for lead in leads if lead.status)),
                 Cell("\n".join(lead.note for lead in leads if lead.note), "wrap"),
                 Cell(leads[0].reported_at if len(leads) == 1 else None, "datetime"),
@@ -284,6 +286,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
                 Cell(u.rate, "pct", u.light),
                 Cell(u.avg_delay_days, "days"),
                 Cell(u.light, "light"),
+                Cell(u.pace_light, "light"),
             ]
         )
     units.finish(freeze_columns=2)
@@ -325,9 +328,32 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
                 Cell(status.get(i.status, i.status) if i.status else ""),
                 Cell(i.note, "wrap"),
                 Cell(i.return_reason, "wrap"),
+                Cell("、".join(labels.flag[f] for f in i.flags)),
             ]
         )
     items.finish(freeze_columns=1)
+
+    targets = _Table(book, formats, labels, labels.sheet["targets"], labels.target_head)
+    below = {(b.task_label, b.metric) for b in n.below_half} if n.mid_year else set()
+    for line in n.targets:
+        targets.add(
+            [
+                Cell(line.task_label),
+                Cell(line.title, "wrap"),
+                Cell(line.metric, "wrap"),
+                Cell(labels.target_kind[line.kind], "center"),
+                Cell(line.lead),
+                Cell(line.target, "number"),
+                Cell(line.unit_of_measure, "center"),
+                Cell(line.reported, "number"),
+                Cell(line.done, "pct", line.light),
+                Cell(line.expected, "pct"),
+                Cell(labels.pace[line.pace], "center"),
+                Cell(line.change, "number"),
+                Cell("是" if (line.task_label, line.metric) in below else "", "center"),
+            ]
+        )
+    targets.finish(freeze_columns=1)
 
 
 def _days_late(delay_days: float | None, overdue_days: int | None) -> float | None:

@@ -45,7 +45,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import cached_property
 from typing import Any, Literal
@@ -54,10 +54,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from core.answer_flags import COPY_THRESHOLD, is_copy, is_vague
 from core.checkpoints import live_checkpoints
 from core.config import ReportSettings, Settings
 from core.notices import days_late
 from core.plan_import import short_title
+from core.progress import TargetProgress, below_half, pace_lights, round_progress
 from core.reporting import StatusCode
 from core.tasks import task_label
 from storage.models import Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task
@@ -146,6 +148,8 @@ class Item(_AsDict):
     note: str
     reported_at: datetime | None
     return_reason: str
+    # 空泛 (says nothing concrete) / 雷同 (repeats the unit's last-round note): shown, not punished.
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ class Lead(_AsDict):
     delay_days: float | None
     overdue_days: int | None
     return_reason: str
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,7 @@ class TaskRow(_AsDict):
     light: Light
     responsible_answered: int
     responsible_total: int
+    pace_light: Light = "none"
 
     @property
     def lead_units(self) -> str:
@@ -213,6 +219,7 @@ class UnitRow(_AsDict):
     missing_tasks: list[str] = field(default_factory=list)
     late_tasks: list[str] = field(default_factory=list)
     returned_tasks: list[str] = field(default_factory=list)
+    pace_light: Light = "none"
 
 
 @dataclass(frozen=True)
@@ -245,11 +252,35 @@ class AreaMix(_AsDict):
 
 
 @dataclass(frozen=True)
+class TargetLine(_AsDict):
+    """One target at the round (目标完成情况): the lead unit's figure against the time gone."""
+
+    task_label: str
+    title: str
+    metric: str
+    lead: str
+    target: float
+    unit_of_measure: str
+    kind: str
+    reported: float | None
+    previous: float | None
+    change: float | None
+    done: float | None
+    expected: float
+    pace: str | None
+    light: Light
+
+
+@dataclass(frozen=True)
 class Thresholds(_AsDict):
     green_at: float
     yellow_at: float
     name_below: float
     name_if_missing: bool
+    pace_ahead: float = 1.1
+    pace_behind: float = 0.9
+    pace_far_behind: float = 0.6
+    copy_at: float = COPY_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -273,6 +304,10 @@ class Notification(_AsDict):
     areas: list[AreaMix]
     items: list[Item]
     status_order: list[str] = field(default_factory=lambda: list(STATUS_ORDER))
+    targets: list[TargetLine] = field(default_factory=list)
+    # The mid-year round carries the 时间过半、任务过半 check: the targets less than half done.
+    mid_year: bool = False
+    below_half: list[TargetLine] = field(default_factory=list)
 
     @cached_property
     def _items_by_unit(self) -> dict[str, list[Item]]:
@@ -494,7 +529,15 @@ def _jurisdiction(session: Session, plan: Plan) -> str:
 
 
 def _thresholds(report: ReportSettings) -> Thresholds:
-    return Thresholds(report.green_at, report.yellow_at, report.name_below, report.name_if_missing)
+    return Thresholds(
+        report.green_at,
+        report.yellow_at,
+        report.name_below,
+        report.name_if_missing,
+        report.pace.ahead,
+        report.pace.behind,
+        report.pace.far_behind,
+    )
 
 
 # --- the notification ----------------------------------------------------------------------
@@ -514,6 +557,7 @@ def build_notification(
     obligations = _live_obligations(session, [checkpoint.id])
     reports = _reports(session, obligations)
     reasons = _return_reasons(session, obligations)
+    previous_notes = _previous_notes(session, checkpoint, obligations)
 
     items: list[Item] = []
     leads: dict[int, list[Lead]] = defaultdict(list)
@@ -554,6 +598,7 @@ def build_notification(
             note=last.note if last else "",
             reported_at=_local(last.reported_at, tz) if last else None,
             return_reason=reasons.get(obligation.id, ""),
+            flags=_flags(last, previous_notes.get((obligation.unit_id, task.id))) if last else (),
         )
         items.append(item)
         by_unit[obligation.unit_id].append(obligation)
@@ -573,16 +618,36 @@ def build_notification(
                     delay_days=delay,
                     overdue_days=overdue,
                     return_reason=item.return_reason,
+                    flags=item.flags,
                 )
             )
         else:
             responsible[task.id].append(obligation)
 
+    progress = round_progress(
+        session,
+        checkpoint,
+        list(tasks),
+        year=plan.year,
+        thresholds=report.pace.thresholds(),
+        tz=tz,
+        cutoff=min(now, due_at),
+    )
+    task_pace, unit_pace = pace_lights(progress)
     task_rows = [
-        _task_row(task, leads.get(task.id, []), responsible.get(task.id, []))
+        replace(
+            _task_row(task, leads.get(task.id, []), responsible.get(task.id, [])),
+            pace_light=task_pace.get(task.id, "none"),
+        )
         for task in sorted(tasks.values(), key=_task_order)
     ]
-    unit_rows = _unit_rows(by_unit, unit_items, due_at, now, report)
+    unit_rows = [
+        replace(row, pace_light=unit_pace.get(row.unit, "none"))
+        for row in _unit_rows(by_unit, unit_items, due_at, now, report)
+    ]
+    titles = {task.id: derived[task.id][1] for task in tasks.values()}
+    halfway_short = set(below_half(progress))
+    target_lines = [_target_line(p, titles[p.task_id]) for p in progress]
     whole = tally(((o, due_at) for o in obligations), now, report)
     summary = Summary(
         tasks=len(tasks),
@@ -614,7 +679,71 @@ def build_notification(
         named=_named(unit_rows, report),
         areas=_areas(task_rows),
         items=items,
+        targets=target_lines,
+        mid_year=_is_mid_year(due_at.astimezone(tz).date()),
+        below_half=[line for line, p in zip(target_lines, progress, strict=True) if p in halfway_short],
     )
+
+
+def _is_mid_year(due: date) -> bool:
+    """The round that closes the first half (due in June or July) carries the 时间过半 check."""
+    return due.month in (6, 7)
+
+
+def _target_line(progress: TargetProgress, title: str) -> TargetLine:
+    return TargetLine(
+        task_label=progress.task,
+        title=title,
+        metric=progress.metric,
+        lead=progress.lead,
+        target=progress.target,
+        unit_of_measure=progress.unit_of_measure,
+        kind=progress.kind,
+        reported=progress.reported,
+        previous=progress.previous,
+        change=progress.change,
+        done=progress.done,
+        expected=progress.expected,
+        pace=progress.pace.name.lower() if progress.pace else None,
+        light=progress.light,
+    )
+
+
+def _flags(report: StatusReport, previous_note: str | None) -> tuple[str, ...]:
+    flags = []
+    if is_vague(report.note):
+        flags.append("vague")
+    if is_copy(report.note, previous_note):
+        flags.append("copied")
+    return tuple(flags)
+
+
+def _previous_notes(
+    session: Session, checkpoint: Checkpoint, obligations: Sequence[Obligation]
+) -> dict[tuple[int, int], str]:
+    """(unit, task) → the note of the unit's last report on the task in an earlier round."""
+    earlier = session.scalar(
+        select(Checkpoint.id)
+        .where(
+            Checkpoint.plan_id == checkpoint.plan_id,
+            Checkpoint.cancelled_at.is_(None),
+            Checkpoint.due_at < checkpoint.due_at,
+            Checkpoint.satisfied_by == "status",
+        )
+        .order_by(Checkpoint.due_at.desc())
+        .limit(1)
+    )
+    if earlier is None or not obligations:
+        return {}
+    notes: dict[tuple[int, int], str] = {}
+    rows = session.execute(
+        select(StatusReport.unit_id, StatusReport.task_id, StatusReport.note)
+        .where(StatusReport.checkpoint_id == earlier)
+        .order_by(StatusReport.reported_at, StatusReport.id)
+    )
+    for unit_id, task_id, note in rows:
+        notes[(unit_id, task_id)] = note
+    return notes
 
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:

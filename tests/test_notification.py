@@ -389,7 +389,8 @@ def test_html_summary_table_shows_the_numbers(notification: Notification, messag
 def test_html_draws_unit_rates_and_status_mix_as_inline_svg(notification: Notification, messages: Messages) -> None:
     page = _Page()
     page.feed(render_html(notification, messages))
-    assert page.tags.count("svg") == 2  # unit on-time rates, status mix per area
+    # unit on-time rates, status mix per area, and a bullet chart per target (目标完成情况)
+    assert page.tags.count("svg") == 2 + len(notification.targets)
     assert page.tags.count("rect") >= len(notification.units)
 
 
@@ -430,14 +431,14 @@ def test_xlsx_sheets_headers_frozen_panes_and_filters(
     path = tmp_path / "n.xlsx"
     write_xlsx(notification, path, messages)
     book = load_workbook(path)
-    assert book.sheetnames == ["概况", "任务", "单位", "通报单位", "明细"]
+    assert book.sheetnames == ["概况", "任务", "单位", "通报单位", "明细", "目标完成情况"]
     units = book["单位"]
     header = [c.value for c in units[1]]
     assert header[:3] == ["排名", "单位", "应报送"] and "按时报送率" in header
     for sheet in book.worksheets:
         assert sheet.freeze_panes is not None and sheet.freeze_panes.endswith("2"), sheet.title
         assert sheet.auto_filter.ref and sheet.auto_filter.ref.startswith("A1:"), sheet.title
-    assert units.auto_filter.ref == "A1:L11"
+    assert units.auto_filter.ref == "A1:M11"
 
 
 def test_xlsx_numbers_percentages_datetimes_and_light_fills(
@@ -459,11 +460,11 @@ def test_xlsx_numbers_percentages_datetimes_and_light_fills(
     kejing = rows["县科经局"]
     rate = kejing[header.index("按时报送率")]
     assert rate.value == pytest.approx(2 / 3) and rate.number_format == "0.0%"
-    light = kejing[header.index("灯号")]
+    light = kejing[header.index("报送灯")]
     assert light.value == "黄灯"
     assert light.fill.fgColor.rgb.endswith("FFEB9C")
-    assert rows["县教育局"][header.index("灯号")].fill.fgColor.rgb.endswith("FFC7CE")
-    assert rows["县卫健局"][header.index("灯号")].fill.fgColor.rgb.endswith("C6EFCE")
+    assert rows["县教育局"][header.index("报送灯")].fill.fgColor.rgb.endswith("FFC7CE")
+    assert rows["县卫健局"][header.index("报送灯")].fill.fgColor.rgb.endswith("C6EFCE")
     assert rows["县教育局"][header.index("逾期未报送")].value == 1
 
     tasks = book["任务"]
