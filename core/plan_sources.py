@@ -265,9 +265,147 @@ def _attr(element: Any, path: str) -> str | None:
     return value if value is not None else ""
 
 
-def _paragraph_lines(paragraph: Any) -> list[str]:
-    """A w:p's text, split at line breaks (w:br, w:cr); tabs kept as tabs."""
-    parts: list[str] = []
+_CN_DIGITS = "零一二三四五六七八九"
+_CHINESE_FORMATS = {
+    "chineseCounting",
+    "chineseCountingThousand",
+    "chineseLegalSimplified",
+    "ideographTraditional",
+    "japaneseCounting",
+    "taiwaneseCounting",
+    "taiwaneseCountingThousand",
+}
+
+
+def chinese_numeral(value: int) -> str:
+    """一, 十, 十一, 二十三, 一百零五: how a Chinese list numbers its items."""
+    if value <= 0:
+        return str(value)
+    if value >= 1000:
+        return str(value)
+    hundreds, rest = divmod(value, 100)
+    tens, units = divmod(rest, 10)
+    text = f"{_CN_DIGITS[hundreds]}百" if hundreds else ""
+    if tens:
+        text += ("" if tens == 1 and not hundreds else _CN_DIGITS[tens]) + "十"
+    elif hundreds and units:
+        text += "零"
+    if units:
+        text += _CN_DIGITS[units]
+    return text
+
+
+def _format_number(value: int, fmt: str) -> str:
+    if fmt in _CHINESE_FORMATS:
+        return chinese_numeral(value)
+    if fmt == "decimalZero":
+        return f"{value:02d}"
+    if fmt == "decimalEnclosedCircle" and 1 <= value <= 20:
+        return chr(0x2460 + value - 1)
+    if fmt == "decimalFullWidth":
+        return str(value).translate({ord(d): ord(d) + 0xFEE0 for d in "0123456789"})
+    if fmt in ("upperLetter", "lowerLetter") and 1 <= value <= 26:
+        letter = chr(ord("A") + value - 1)
+        return letter if fmt == "upperLetter" else letter.lower()
+    return str(value)
+
+
+class ListNumbering:
+    """Word's automatic list numbering (numbering.xml), so a numbered paragraph reads "1.任务" as shown.
+
+    Offices often let Word number the tasks and the 序号 column: the number is
+    then not in the text at all.  Counters run in document order, per list,
+    and a level's counter restarts when a higher level advances.
+    """
+
+    def __init__(self, numbering: bytes | None, styles: bytes | None) -> None:
+        # abstractNumId -> level -> (start, format, text)
+        self.levels: dict[str, dict[int, tuple[int, str, str]]] = {}
+        self.lists: dict[str, tuple[str, dict[int, int]]] = {}  # numId -> (abstractNumId, start overrides)
+        self.style_lists: dict[str, tuple[str, int]] = {}  # styleId -> (numId, level)
+        self.counters: dict[str, dict[int, int]] = {}
+        if numbering:
+            self._read_numbering(_parse_xml(numbering))
+        if styles:
+            self._read_styles(_parse_xml(styles))
+
+    def _read_numbering(self, root: Any) -> None:
+        for abstract in root.iterchildren(_qn("abstractNum")):
+            levels: dict[int, tuple[int, str, str]] = {}
+            for level in abstract.iterchildren(_qn("lvl")):
+                index = int(level.get(_qn("ilvl"), "0"))
+                start = int(_attr(level, "w:start") or 1)
+                levels[index] = (start, _attr(level, "w:numFmt") or "decimal", _attr(level, "w:lvlText") or "")
+            self.levels[abstract.get(_qn("abstractNumId"), "")] = levels
+        for num in root.iterchildren(_qn("num")):
+            overrides = {
+                int(o.get(_qn("ilvl"), "0")): int(_attr(o, "w:startOverride") or 1)
+                for o in num.iterchildren(_qn("lvlOverride"))
+                if _attr(o, "w:startOverride") is not None
+            }
+            self.lists[num.get(_qn("numId"), "")] = (_attr(num, "w:abstractNumId") or "", overrides)
+
+    def _read_styles(self, root: Any) -> None:
+        based: dict[str, str] = {}
+        for style in root.iterchildren(_qn("style")):
+            style_id = style.get(_qn("styleId"), "")
+            num_id = _attr(style, "w:pPr/w:numPr/w:numId")
+            if num_id is not None:
+                self.style_lists[style_id] = (num_id, int(_attr(style, "w:pPr/w:numPr/w:ilvl") or 0))
+            parent = _attr(style, "w:basedOn")
+            if parent:
+                based[style_id] = parent
+        for style_id, parent in based.items():
+            seen = {style_id}
+            while style_id not in self.style_lists and parent in based and parent not in seen:
+                seen.add(parent)
+                parent = based[parent]
+            if style_id not in self.style_lists and parent in self.style_lists:
+                self.style_lists[style_id] = self.style_lists[parent]
+
+    def label(self, paragraph: Any) -> str:
+        """The number Word shows before this paragraph ("" for none), advancing the list's counters."""
+        num_id = _attr(paragraph, "w:pPr/w:numPr/w:numId")
+        level_text = _attr(paragraph, "w:pPr/w:numPr/w:ilvl")
+        if num_id is None:
+            style = _attr(paragraph, "w:pPr/w:pStyle")
+            if style is None or style not in self.style_lists:
+                return ""
+            num_id, level = self.style_lists[style]
+            level = int(level_text) if level_text is not None else level
+        else:
+            level = int(level_text or 0)
+        if num_id not in self.lists:
+            return ""  # numId 0 (numbering switched off) or a list that is not defined
+        abstract, overrides = self.lists[num_id]
+        levels = self.levels.get(abstract, {})
+        if level not in levels:
+            return ""
+        counters = self.counters.setdefault(num_id, {})
+        start = overrides.get(level, levels[level][0])
+        counters[level] = counters.get(level, start - 1) + 1
+        for deeper in [k for k in counters if k > level]:
+            del counters[deeper]
+        _, fmt, text = levels[level]
+        if fmt in ("bullet", "none"):
+            return ""
+
+        def number(match: re.Match[str]) -> str:
+            index = int(match.group(1)) - 1
+            value = counters.get(index, overrides.get(index, levels.get(index, (1, "", ""))[0]))
+            return _format_number(value, levels.get(index, (1, fmt, ""))[1])
+
+        return re.sub(r"%(\d)", number, text)
+
+
+def _parse_xml(data: bytes) -> Any:
+    return etree.fromstring(data, parser=etree.XMLParser(resolve_entities=False, huge_tree=False))
+
+
+def _paragraph_lines(paragraph: Any, numbering: ListNumbering | None = None) -> list[str]:
+    """A w:p's text, split at line breaks (w:br, w:cr); tabs kept as tabs; an automatic list number put in front."""
+    label = numbering.label(paragraph) if numbering is not None else ""
+    parts: list[str] = [label + ("" if not label or label[-1] in ".、)）．:：" else " ")]
     for node in paragraph.iter(_qn("t"), _qn("tab"), _qn("br"), _qn("cr"), _qn("delText")):
         if node.tag == _qn("t"):
             parts.append(node.text or "")
@@ -278,15 +416,15 @@ def _paragraph_lines(paragraph: Any) -> list[str]:
     return "".join(parts).split("\n")
 
 
-def _cell_text(cell: Any) -> str:
+def _cell_text(cell: Any, numbering: ListNumbering) -> str:
     """A table cell's text: its paragraphs (nested tables' too) joined by newlines."""
     lines: list[str] = []
     for paragraph in cell.iter(_qn("p")):
-        lines.extend(_paragraph_lines(paragraph))
+        lines.extend(_paragraph_lines(paragraph, numbering))
     return "\n".join(line.strip() for line in lines if line.strip())
 
 
-def _table_rows(table: Any) -> list[list[str]]:
+def _table_rows(table: Any, numbering: ListNumbering) -> list[list[str]]:
     """A w:tbl as a grid: horizontal spans repeated, vertical merges filled from the cell above."""
     grid: list[list[str]] = []
     width = len(table.findall(f"{_qn('tblGrid')}/{_qn('gridCol')}"))
@@ -304,7 +442,7 @@ def _table_rows(table: Any) -> list[list[str]]:
                     above = grid[-1]
                     text = above[column] if column < len(above) else ""
                 else:
-                    text = _cell_text(cell)
+                    text = _cell_text(cell, numbering)
                 row.extend([text] * span)
         grid.append(row)
     width = max([width, *(len(r) for r in grid)], default=0)
@@ -324,8 +462,12 @@ def _body_children(body: Any) -> Iterator[Any]:
 
 def _read_docx(data: bytes, name: str) -> SourceDocument:
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        xml = archive.read("word/document.xml")
-    root = etree.fromstring(xml, parser=etree.XMLParser(resolve_entities=False, huge_tree=False))
+        root = _parse_xml(archive.read("word/document.xml"))
+        names = set(archive.namelist())
+        numbering = ListNumbering(
+            archive.read("word/numbering.xml") if "word/numbering.xml" in names else None,
+            archive.read("word/styles.xml") if "word/styles.xml" in names else None,
+        )
     body = root.find(_qn("body"))
     if body is None:
         raise SourceRefused(f"{name}:Word 文档没有正文。")
@@ -336,7 +478,7 @@ def _read_docx(data: bytes, name: str) -> SourceDocument:
     tables = 0
     for child in _body_children(body):
         if child.tag == _qn("p"):
-            for text in _paragraph_lines(child):
+            for text in _paragraph_lines(child, numbering):
                 lines.append(text)
                 line += 1
             continue
@@ -344,7 +486,7 @@ def _read_docx(data: bytes, name: str) -> SourceDocument:
             blocks.append(TextBlock(lines, first, "正文"))
             lines = []
         tables += 1
-        rows = _table_rows(child)
+        rows = _table_rows(child, numbering)
         if rows:
             blocks.append(TableBlock(rows, line, f"表{tables}"))
             line += len(rows)

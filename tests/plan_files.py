@@ -172,3 +172,31 @@ def district_docx() -> bytes:
     for column in (0, 1, 4):
         merge_down(table, column, 0, 1)
     return docx_bytes(document)
+
+
+W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+
+
+def add_list(document: docx.document.Document, num_id: int, levels: list[tuple[str, str]]) -> None:
+    """Define an automatic list (w:num ``num_id``) whose levels are (numFmt, lvlText), e.g. ("chineseCounting", "%1、")."""
+    from docx.oxml import parse_xml
+
+    numbering = document.part.numbering_part.element
+    lvls = "".join(
+        f'<w:lvl w:ilvl="{i}"><w:start w:val="1"/><w:numFmt w:val="{fmt}"/><w:lvlText w:val="{text}"/></w:lvl>'
+        for i, (fmt, text) in enumerate(levels)
+    )
+    abstract = parse_xml(f'<w:abstractNum xmlns:w="{W_NS}" w:abstractNumId="{100 + num_id}">{lvls}</w:abstractNum>')
+    numbering.insert(0, abstract)  # abstractNum elements come before num elements
+    numbering.append(
+        parse_xml(f'<w:num xmlns:w="{W_NS}" w:numId="{num_id}"><w:abstractNumId w:val="{100 + num_id}"/></w:num>')
+    )
+
+
+def number_paragraph(paragraph: docx.text.paragraph.Paragraph, num_id: int, level: int = 0) -> None:
+    """Make a paragraph an item of list ``num_id`` at ``level`` (Word shows the number; the text has none)."""
+    from docx.oxml import parse_xml
+
+    paragraph._p.get_or_add_pPr().append(
+        parse_xml(f'<w:numPr xmlns:w="{W_NS}"><w:ilvl w:val="{level}"/><w:numId w:val="{num_id}"/></w:numPr>')
+    )

@@ -15,8 +15,16 @@ from msoffcrypto.format.ooxml import OOXMLFile
 from openpyxl import Workbook
 from pypdf import PdfWriter
 
-from core.plan_sources import SourceRefused, TableBlock, TextBlock, read_source
-from tests.plan_files import add_table, district_docx, docx_bytes, merge_down, workbook_bytes
+from core.plan_sources import SourceRefused, TableBlock, TextBlock, chinese_numeral, read_source
+from tests.plan_files import (
+    add_list,
+    add_table,
+    district_docx,
+    docx_bytes,
+    merge_down,
+    number_paragraph,
+    workbook_bytes,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LIMIT = 5 * 1024 * 1024
@@ -270,4 +278,53 @@ def test_old_word_file_is_converted_with_libreoffice(tmp_path: Path) -> None:
     assert doc.format == "doc"
     assert [b.rows for b in doc.tables()] == [
         [["序号", "重点任务", "牵头单位"], ["1", "城镇新增就业3000人。", "区人社局"]]
+    ]
+
+
+def test_word_automatic_list_numbers_are_read_as_shown() -> None:
+    document = docx.Document()
+    add_list(document, 41, [("chineseCounting", "%1、")])
+    add_list(document, 42, [("decimal", "%1."), ("decimal", "(%2)")])
+    for text, num_id, level in [
+        ("经济发展", 41, 0),
+        ("城镇新增就业3000人。", 42, 0),
+        ("开展招聘。", 42, 1),
+        ("新建5G基站100个。", 42, 0),
+        ("保障民生", 41, 0),
+        ("新建养老中心5个。", 42, 0),
+    ]:
+        number_paragraph(document.add_paragraph(text), num_id, level)
+    (block,) = read_source(docx_bytes(document), "a.docx", max_bytes=LIMIT).blocks
+    assert isinstance(block, TextBlock)
+    assert block.lines == [
+        "一、经济发展",
+        "1.城镇新增就业3000人。",
+        "(1)开展招聘。",
+        "2.新建5G基站100个。",
+        "二、保障民生",
+        "3.新建养老中心5个。",
+    ]
+
+
+def test_word_automatic_numbers_in_a_table_column_are_read() -> None:
+    document = docx.Document()
+    add_list(document, 43, [("decimal", "%1")])
+    table = add_table(document, [["序号", "任务"], ["", "甲"], ["", "乙"]])
+    for row in (1, 2):
+        number_paragraph(table.cell(row, 0).paragraphs[0], 43)
+    (block,) = read_source(docx_bytes(document), "a.docx", max_bytes=LIMIT).tables()
+    assert [row[0] for row in block.rows] == ["序号", "1", "2"]
+
+
+def test_chinese_numerals_count_as_a_list_does() -> None:
+    assert [chinese_numeral(n) for n in (1, 10, 11, 17, 20, 23, 100, 105, 110)] == [
+        "一",
+        "十",
+        "十一",
+        "十七",
+        "二十",
+        "二十三",
+        "一百",
+        "一百零五",
+        "一百一十",
     ]
