@@ -10,63 +10,32 @@ session's CSRF token, like the rest of the dashboard.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from core.plan_corrections import CorrectionError, Corrections
+from core.plan_document import PlanFile, read_plan_bytes
 from core.plan_import import (
     ImportRefused,
     ImportShrinks,
-    ParseFunction,
     define_group,
     import_parsed,
     plan_groups,
 )
-from core.plan_parser import ParsedPlan, normalise_text, parse_plan, split_unit_list
+from core.plan_ledger import ledger_file_name, ledger_workbook
+from core.plan_parser import normalise_text, split_unit_list
 from core.plan_preview import ImportPreview, build_preview
+from core.plan_sources import SourceRefused
 from core.plan_staging import ImportStaging, StagedImport, import_staging_folder
-from core.units import UnitDirectory
 
 if TYPE_CHECKING:
     from bot.dashboard import Dashboard
 
 IMPORT_PAGE = "/office/import"
-
-
-class UploadRefused(Exception):
-    """A file the importer cannot read; the message is Chinese and names the file."""
-
-
-@dataclass(frozen=True)
-class ReadUpload:
-    """An uploaded file read for the importer: how to parse it, its lines (for spans) and its digest."""
-
-    parse: ParseFunction
-    lines: list[str]
-    sha256: str
-
-
-def read_upload(data: bytes, filename: str) -> ReadUpload:
-    """Read an uploaded plan; text files for now (other formats through core.plan_sources once it exists)."""
-    if not filename.lower().endswith(".txt"):
-        raise UploadRefused(f"{filename}:暂只能导入 .txt 文本文件")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UploadRefused(f"{filename}:不是 UTF-8 文本文件") from exc
-    if "\x00" in text:
-        raise UploadRefused(f"{filename}:不是文本文件")
-
-    def parse(directory: UnitDirectory) -> ParsedPlan:
-        return parse_plan(text, directory)
-
-    return ReadUpload(parse, text.splitlines(), hashlib.sha256(data).hexdigest())
 
 
 def _units(value: Any) -> list[str]:
@@ -126,8 +95,8 @@ class ImportPages:
             if staged is not None:
                 try:
                     preview = self._preview(session, staged, viewer)
-                except UploadRefused as exc:
-                    unreadable = str(exc)
+                except SourceRefused as exc:
+                    unreadable = exc.message
             return {
                 "plan": current,
                 "plan_groups": groups,
@@ -135,12 +104,15 @@ class ImportPages:
                 "unreadable": unreadable,
             }
 
+    def _read(self, staged: StagedImport) -> PlanFile:
+        return read_plan_bytes(staged.data(), staged.filename, self.settings)
+
     def _jurisdiction(self, session: Any, viewer: int | None) -> str:
         plan = self.dashboard._plan(session, viewer)
         return plan.jurisdiction.name if plan is not None else self.settings.plan.jurisdiction
 
     def _preview(self, session: Any, staged: StagedImport, viewer: int | None) -> ImportPreview:
-        upload = read_upload(staged.data(), staged.filename)
+        upload = self._read(staged)
         return build_preview(
             session,
             self.settings,
@@ -167,14 +139,13 @@ class ImportPages:
             return self._back(None, "请选择要导入的文件。", "warn")
         data = await upload.read(limit + 1)
         await upload.close()
-        if len(data) > limit:
-            return self._back(None, f"{upload.filename}:文件超过 {limit // (1 << 20)} MB 上限。", "warn")
-        if not data:
-            return self._back(None, f"{upload.filename}:文件是空的。", "warn")
+        name = Path(upload.filename).name
+        try:  # a file no reader can open (too large, empty, damaged …) is refused here and never staged
+            await self.service.threads.run(read_plan_bytes, data, name, self.settings)
+        except SourceRefused as exc:
+            return self._back(None, exc.message, "error")
         owner = await self._owner(request)
-        staged = await self.service.threads.run(
-            self.staging.create, data, Path(upload.filename).name, owner, self._now()
-        )
+        staged = await self.service.threads.run(self.staging.create, data, name, owner, self._now())
         return RedirectResponse(f"{IMPORT_PAGE}?s={staged.id}", status_code=303)
 
     # --- corrections ---------------------------------------------------------
@@ -237,8 +208,8 @@ class ImportPages:
             summary = await self.service.threads.run(
                 self._confirm, staged, viewer, bool(form.get("allow_shrink")), self.dashboard._actor(info)
             )
-        except UploadRefused as exc:
-            return self._back(staged, str(exc), "error")
+        except SourceRefused as exc:
+            return self._back(staged, exc.message, "error")
         except ImportRefused as exc:
             return self._back(staged, f"文件有 {len(exc.problems)} 处错误,未导入。", "error")
         except ImportShrinks as exc:
@@ -253,7 +224,7 @@ class ImportPages:
         return self.dashboard._back("/office", summary)
 
     def _confirm(self, staged: StagedImport, viewer: int | None, allow_shrink: bool, actor: str) -> str:
-        upload = read_upload(staged.data(), staged.filename)
+        upload = self._read(staged)
         with self.service.runtime.transaction() as session:
             result = import_parsed(
                 session,
@@ -270,6 +241,29 @@ class ImportPages:
         tasks = len(result.parsed.tasks)
         verb = "导入" if result.first_import else "重新导入"
         return f"已{verb} {staged.filename}:{tasks} 项任务,{sum(len(t.units()) for t in result.parsed.tasks)} 条分工。"
+
+    # --- the plan as a task ledger ------------------------------------------------
+
+    async def ledger(self, request: Request) -> Response:
+        """The current plan as the standard task ledger (.xlsx), which imports back unchanged."""
+        if (refused := await self.dashboard._guard(request)) is not None:
+            return refused
+        found = await self.service.threads.run(self._ledger, await self.dashboard._viewer(request))
+        if found is None:
+            return PlainTextResponse("还没有导入方案", status_code=404)
+        name, data = found
+        return Response(
+            data,
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"},
+        )
+
+    def _ledger(self, viewer: int | None) -> tuple[str, bytes] | None:
+        with self.service.runtime.transaction() as session:
+            plan = self.dashboard._plan(session, viewer)
+            if plan is None:
+                return None
+            return ledger_file_name(plan), ledger_workbook(session, plan)
 
     # --- the current plan's groups -----------------------------------------------
 

@@ -110,6 +110,7 @@ def build_web_app(service: Service) -> Starlette:
         Route("/office/import/{stage}/confirm", office.imports.confirm, methods=["POST"]),
         Route("/office/import/{stage}/discard", office.imports.discard, methods=["POST"]),
         Route("/office/groups", office.imports.define, methods=["POST"]),
+        Route("/office/plan.xlsx", office.imports.ledger, methods=["GET"]),
         Route("/office/login", ui.login_page, methods=["GET"]),
         Route("/office/login/secret", ui.login_secret, methods=["POST"]),
         Route("/office/login/code", ui.login_send_code, methods=["POST"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -40,11 +41,12 @@ def token(client: WebClient, path: str = "/office/import") -> str:
     return found.group(1)
 
 
-def upload(client: WebClient, text: str = NOTICE, name: str = "notice.txt") -> str:
+def upload(client: WebClient, content: str | bytes = NOTICE, name: str = "notice.txt") -> str:
+    data = content.encode("utf-8") if isinstance(content, str) else content
     answer = client.post(
         "/office/import",
         data={"csrf": token(client)},
-        files={"file": (name, text.encode("utf-8"), "text/plain")},
+        files={"file": (name, data, "application/octet-stream")},
         follow_redirects=False,
     )
     assert answer.status_code == 303, answer.text
@@ -165,9 +167,36 @@ def test_a_correction_without_the_csrf_token_is_refused(client: WebClient) -> No
     assert answer.status_code == 403
 
 
-def test_a_file_the_importer_cannot_read_is_explained(client: WebClient) -> None:
-    stage = upload(client, "随便", "plan.bin")
-    assert "plan.bin:暂只能导入 .txt 文本文件" in client.get(f"/office/import?s={stage}").text
+def test_a_file_no_reader_can_open_is_refused_and_not_staged(client: WebClient, tmp_path: Path) -> None:
+    answer = client.post(
+        "/office/import",
+        data={"csrf": token(client)},
+        files={"file": ("plan.docx", b"PK\x03\x04 not really a zip", "application/octet-stream")},
+    )
+    assert "plan.docx" in answer.text and "预览:" not in answer.text
+    assert not any((tmp_path / "import-staging").glob("*/source"))
+
+
+def test_a_word_file_is_previewed_like_the_text(client: WebClient) -> None:
+    from docx import Document
+
+    document = Document()
+    for line in NOTICE.splitlines():
+        document.add_paragraph(line)
+    saved = io.BytesIO()
+    document.save(saved)
+    stage = upload(client, saved.getvalue(), "notice.docx")
+    page = client.get(f"/office/import?s={stage}").text
+    assert "预览:notice.docx" in page and 'data-task="county-2"' in page
+
+
+def test_the_ledger_downloaded_from_the_dashboard_imports_back_with_no_change(client: WebClient) -> None:
+    ledger = client.get("/office/plan.xlsx")
+    assert ledger.status_code == 200 and ledger.content.startswith(b"PK")
+    assert "attachment" in ledger.headers["content-disposition"]
+    stage = upload(client, ledger.content, "ledger.xlsx")
+    page = client.get(f"/office/import?s={stage}").text
+    assert '<p id="diff">没有变化。</p>' in page
 
 
 def test_defining_a_group_of_the_current_plan_assigns_its_tasks(client: WebClient, runtime: Runtime) -> None:
