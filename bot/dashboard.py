@@ -25,6 +25,7 @@ from core.config import PersonRole
 from core.conversation import parse_local_datetime
 from core.office import export_folder
 from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, urge, who_view
+from core.records import recent_reports
 from core.runtime import plan_for_person
 from jobs.sender import outbox_depth
 from storage.models import Identity, OutboxMessage
@@ -143,6 +144,7 @@ class Dashboard:
                 "bound_units": len(who["bound"]),
                 "unbound_units": len(who["unbound"]),
                 "audit": audit_view(session, self.m),
+                "recent": recent_reports(session, self.m, plan),
             }
 
     async def checkpoints(self, request: Request) -> Response:
@@ -181,7 +183,9 @@ class Dashboard:
         path = await self.service.threads.run(self._export, match["key"], match["fmt"], await self._viewer(request))
         if path is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
-        return FileResponse(path, filename=path.name)
+        # The HTML 通报 opens in the browser, to read and print; the others are files to keep.
+        disposition = "inline" if match["fmt"] == "html" else "attachment"
+        return FileResponse(path, filename=path.name, content_disposition_type=disposition)
 
     def _export(self, key: str, fmt: str, viewer: int | None) -> Any:
         from core.documents import export, file_format
@@ -337,8 +341,16 @@ class Dashboard:
                 decision,
                 str(form.get("reason") or ""),
                 info,
+                bool(form.get("confirm")),
             )
         except OfficeRefusal as refusal:
+            if refusal.code == "confirm_return":
+                return self._back(
+                    back,
+                    f"{refusal.detail} 的报送已审核通过。退回将撤销“通过”(首次报送时间和按时情况保留):"
+                    "请填写退回原因,勾选“确认撤销通过并退回”后再提交。",
+                    "warn",
+                )
             detail = refusal.detail if refusal.code != "usage" else "退回需要填写原因"
             return self._back(
                 back,
@@ -357,7 +369,9 @@ class Dashboard:
         )
         return self._back(back, text)
 
-    def _review(self, task: str, unit: str, decision: str, reason: str, info: SessionInfo) -> Any:
+    def _review(
+        self, task: str, unit: str, decision: str, reason: str, info: SessionInfo, confirmed: bool = False
+    ) -> Any:
         with self.service.runtime.transaction() as session:
             plan = self._plan(session, info.person_id)
             assert plan is not None
@@ -373,6 +387,7 @@ class Dashboard:
                 actor=self._actor(info),
                 person_id=info.person_id,
                 key=f"web:{uuid.uuid4().hex}",
+                confirmed=confirmed,
             )
 
     async def do_round(self, request: Request) -> Response:

@@ -84,12 +84,14 @@ class ResponseGuard:
 
 def build_web_app(service: Service) -> Starlette:
     from bot.dashboard import Dashboard
+    from bot.records import RecordPages
     from bot.sandbox import SandboxRoutes
     from bot.webui import WebUI
 
     settings = service.settings
     ui = WebUI(service)
     office = Dashboard(service, ui)
+    records = RecordPages(office)
     routes: list[Any] = [
         Route("/healthz", _health(service), methods=["GET"]),
         Route("/metrics", _metrics(service), methods=["GET"]),
@@ -98,6 +100,11 @@ def build_web_app(service: Service) -> Starlette:
         Route("/office/checkpoints", office.checkpoints, methods=["GET"]),
         Route("/office/checkpoint/{key}", office.checkpoint, methods=["GET"]),
         Route("/office/export/{name}", office.export, methods=["GET"]),
+        Route("/office/report/{report_id:int}", records.report, methods=["GET"]),
+        Route("/office/unit/{name}", records.unit, methods=["GET"]),
+        Route("/office/task/{ref}", records.task, methods=["GET"]),
+        Route("/office/file/{attachment_id:int}", records.file, methods=["GET"]),
+        Route("/office/files/{key}.zip", records.archive, methods=["GET"]),
         Route("/office/people", office.people, methods=["GET"]),
         Route("/office/outbox", office.outbox, methods=["GET"]),
         Route("/office/urge", office.do_urge, methods=["POST"]),

@@ -1240,6 +1240,8 @@ class Conversation:
         if len(parts) < 2:
             self._error(turn, "usage", usage)
             return
+        reason = parts[2] if len(parts) > 2 else ""
+        confirmed, reason = _confirmation(reason)
         try:
             result = decide(
                 turn.session,
@@ -1248,11 +1250,12 @@ class Conversation:
                 parts[0],
                 parts[1],
                 decision,
-                parts[2] if len(parts) > 2 else "",
+                reason,
                 now=turn.now,
                 actor=self._actor(turn),
                 person_id=turn.identity.person_id,
                 key=f"{turn.incoming.platform}:{turn.incoming.update_key}",
+                confirmed=confirmed,
             )
         except OfficeRefusal as refusal:
             self._error(turn, refusal.code, refusal.detail if refusal.code != "usage" else usage, **refusal.extra)
@@ -1348,6 +1351,17 @@ class Conversation:
             self._error(turn, "checkpoint", answer)
         else:
             turn.queued.extend(answer)
+
+
+_CONFIRM_WORDS = ("确认退回", "确认", "confirm")
+
+
+def _confirmation(reason: str) -> tuple[bool, str]:
+    """"确认退回 附件不全" → (True, "附件不全"): the office confirms undoing an acceptance."""
+    for word in _CONFIRM_WORDS:
+        if reason.lower().startswith(word):
+            return True, re.sub(r"^[\s:,;:,;]+", "", reason[len(word) :])
+    return False, reason
 
 
 def parse_local_datetime(text: str, settings: Settings, *, default_hour: int = 18, default_minute: int = 0) -> datetime:

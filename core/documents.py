@@ -27,7 +27,7 @@ from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from core.config import Settings
-from core.notification import Notification, Tally, YearView, build_notification, build_year
+from core.notification import FileRef, Notification, Tally, YearView, build_notification, build_year
 from messages import Messages
 from storage.models import Plan
 
@@ -35,6 +35,8 @@ FileFormat = Literal["html", "xlsx", "md"]
 FILE_FORMATS: tuple[FileFormat, ...] = ("xlsx", "html", "md")
 View = Notification | YearView
 CellKind = Literal["text", "wrap", "int", "number", "pct", "days", "datetime", "light", "center"]
+# Printed at the foot of every page of every sheet.
+_FOOTER = "&C第 &P 页,共 &N 页"
 
 LABELS_TEMPLATE = "_report_labels.j2"
 _WRAP_MAX_WIDTH = 48
@@ -86,6 +88,7 @@ class Cell:
     value: Any
     kind: CellKind = "text"
     light: str | None = None
+    url: str | None = None  # a link to follow (an attachment on the dashboard)
 
 
 class _Formats:
@@ -97,6 +100,8 @@ class _Formats:
         self.header = book.add_format(
             {**base, "bold": True, "bg_color": "#E7E6E6", "valign": "vcenter", "align": "center", "text_wrap": True}
         )
+        self.title = book.add_format({"bold": True, "font_size": 14, "align": "center", "valign": "vcenter"})
+        self.link = book.add_format({**base, "text_wrap": True, "font_color": "#1D5FBF", "underline": 1})
         self.kinds: dict[str, Format] = {
             "text": book.add_format(base),
             "wrap": book.add_format({**base, "text_wrap": True}),
@@ -128,9 +133,10 @@ class _Table:
         name: str,
         header: Sequence[str],
         *,
+        title: str,
         header_rows: int = 1,
     ) -> None:
-        """``header`` names every column; with ``header_rows=1`` it is written as the first row."""
+        """A title row over every column, then ``header`` (with ``header_rows=1`` written as one row)."""
         self.sheet: Worksheet = book.add_worksheet(name)
         self.formats = formats
         self.labels = labels
@@ -138,10 +144,16 @@ class _Table:
         self.columns = len(header)
         self.widths = [display_width(h) for h in header]
         self.caps = [_DEFAULT_MAX_WIDTH] * len(header)
+        self.top = 1  # the title row
+        self.sheet.set_row(0, 24)
+        if self.columns > 1:
+            self.sheet.merge_range(0, 0, 0, self.columns - 1, title, formats.title)
+        else:
+            self.sheet.write_string(0, 0, title, formats.title)
         if header_rows == 1:
             for column, text in enumerate(header):
-                self.sheet.write_string(0, column, text, formats.header)
-        self.row = header_rows
+                self.sheet.write_string(self.top, column, text, formats.header)
+        self.row = self.top + header_rows
 
     def add(self, cells: Sequence[Cell]) -> None:
         for column, cell in enumerate(cells):
@@ -152,7 +164,11 @@ class _Table:
         sheet, value, kind = self.sheet, cell.value, cell.kind
         fmt = self.formats.kinds.get(kind, self.formats.kinds["text"])
         shown = ""
-        if kind == "light":
+        if cell.url and value:
+            shown = str(value)
+            sheet.write_url(row, column, cell.url, self.formats.link, string=shown)
+            self.caps[column] = _WRAP_MAX_WIDTH
+        elif kind == "light":
             shown = str(self.labels.light[value])
             sheet.write_string(row, column, shown, self.formats.lights[value])
         elif value is None or value == "":
@@ -186,13 +202,15 @@ class _Table:
         sheet = self.sheet
         for column, width in enumerate(self.widths):
             sheet.set_column(column, column, min(width, self.caps[column]) + 2)
-        sheet.freeze_panes(self.header_rows, freeze_columns)
-        last_row = max(self.row - 1, self.header_rows - 1)
-        sheet.autofilter(self.header_rows - 1, 0, last_row, self.columns - 1)
+        header_end = self.top + self.header_rows - 1
+        sheet.freeze_panes(header_end + 1, freeze_columns)
+        last_row = max(self.row - 1, header_end)
+        sheet.autofilter(header_end, 0, last_row, self.columns - 1)
         sheet.set_paper(9)  # A4
         sheet.set_landscape()
         sheet.fit_to_pages(1, 0)
-        sheet.repeat_rows(0, self.header_rows - 1)
+        sheet.repeat_rows(0, header_end)  # the title and the column names on every printed page
+        sheet.set_footer(_FOOTER)
 
 
 def _number(value: int | float | None) -> Cell:
@@ -223,9 +241,10 @@ def write_xlsx(view: View, path: Path, messages: Messages) -> None:
 
 def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Notification, messages: Messages) -> None:
     status = messages.labels("status")
+    title = str(labels.title(n))
     s = n.summary
     rows = labels.summary_rows
-    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.summary_head)
+    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.summary_head, title=title)
     for key, cell in [
         ("title", Cell(str(labels.title(n)))),
         ("jurisdiction", Cell(n.jurisdiction)),
@@ -247,7 +266,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
         summary.add([Cell(rows[key]), cell])
     summary.finish()
 
-    tasks = _Table(book, formats, labels, labels.sheet["tasks"], labels.task_head)
+    tasks = _Table(book, formats, labels, labels.sheet["tasks"], labels.task_head, title=title)
     for t in n.tasks:
         leads = t.leads
         tasks.add(
@@ -270,7 +289,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
         )
     tasks.finish(freeze_columns=1)
 
-    units = _Table(book, formats, labels, labels.sheet["units"], labels.unit_head)
+    units = _Table(book, formats, labels, labels.sheet["units"], labels.unit_head, title=title)
     for u in n.units:
         units.add(
             [
@@ -291,7 +310,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
         )
     units.finish(freeze_columns=2)
 
-    named = _Table(book, formats, labels, labels.sheet["named"], labels.named_head)
+    named = _Table(book, formats, labels, labels.sheet["named"], labels.named_head, title=title)
     for m in n.named:
         reasons = [
             f"{labels.reason[r]}{labels.pct(n.thresholds.name_below)}" if r == "rate_below" else labels.reason[r]
@@ -313,7 +332,7 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
         )
     named.finish(freeze_columns=1)
 
-    items = _Table(book, formats, labels, labels.sheet["items"], labels.item_head)
+    items = _Table(book, formats, labels, labels.sheet["items"], labels.item_head, title=title)
     for i in n.items:
         items.add(
             [
@@ -329,11 +348,13 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
                 Cell(i.note, "wrap"),
                 Cell(i.return_reason, "wrap"),
                 Cell("、".join(labels.flag[f] for f in i.flags)),
+                _number(i.returns or None),
+                _files_cell(i.files, i.report_id, n.dashboard_url),
             ]
         )
     items.finish(freeze_columns=1)
 
-    targets = _Table(book, formats, labels, labels.sheet["targets"], labels.target_head)
+    targets = _Table(book, formats, labels, labels.sheet["targets"], labels.target_head, title=title)
     below = {(b.task_label, b.metric) for b in n.below_half} if n.mid_year else set()
     for line in n.targets:
         targets.add(
@@ -356,6 +377,17 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
     targets.finish(freeze_columns=1)
 
 
+def _files_cell(files: list[FileRef], report_id: int | None, dashboard_url: str) -> Cell:
+    """The attachments' names, linked to the file on the dashboard (to the report when there are several)."""
+    if not files:
+        return Cell("")
+    names = "\n".join(f.name for f in files)
+    if not dashboard_url:
+        return Cell(names, "wrap")
+    target = f"/office/file/{files[0].id}" if len(files) == 1 else f"/office/report/{files[-1].report_id or report_id}"
+    return Cell(names, "wrap", url=f"{dashboard_url}{target}")
+
+
 def _days_late(delay_days: float | None, overdue_days: int | None) -> float | None:
     """How late, in days: the delay of a late answer, else how long a missing one is overdue."""
     return delay_days if delay_days is not None else overdue_days
@@ -367,7 +399,8 @@ def _lead_outcome(labels: Any, outcome: str, accepted: bool) -> str:
 
 
 def _year_sheets(book: Workbook, formats: _Formats, labels: Any, y: YearView) -> None:
-    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.year_summary_head)
+    title = str(labels.year_title(y))
+    summary = _Table(book, formats, labels, labels.sheet["summary"], labels.year_summary_head, title=title)
     for checkpoint in y.checkpoints:
         _tally_row(summary, f"{checkpoint.title}({checkpoint.key})", checkpoint.due_at, checkpoint.tally)
     _tally_row(summary, str(labels.year_total), None, y.total)
@@ -377,16 +410,17 @@ def _year_sheets(book: Workbook, formats: _Formats, labels: Any, y: YearView) ->
     fixed = list(labels.year_fixed_head)
     groups = [f"{c.title}({c.key})" for c in y.checkpoints] + [str(labels.year_total)]
     columns = [*fixed, *(h for _ in groups for h in head)]
-    table = _Table(book, formats, labels, labels.sheet["year"], columns, header_rows=2)
+    table = _Table(book, formats, labels, labels.sheet["year"], columns, title=title, header_rows=2)
     sheet = table.sheet
-    # Two header rows: each checkpoint over its columns, then the column names.
+    # Two header rows under the title: each checkpoint over its columns, then the column names.
+    top = table.top
     for column, text in enumerate(fixed):
-        sheet.merge_range(0, column, 1, column, text, formats.header)
-    for index, title in enumerate(groups):
+        sheet.merge_range(top, column, top + 1, column, text, formats.header)
+    for index, group in enumerate(groups):
         first = len(fixed) + index * len(head)
-        sheet.merge_range(0, first, 0, first + len(head) - 1, title, formats.header)
+        sheet.merge_range(top, first, top, first + len(head) - 1, group, formats.header)
         for offset, text in enumerate(head):
-            sheet.write_string(1, first + offset, text, formats.header)
+            sheet.write_string(top + 1, first + offset, text, formats.header)
     for u in y.units:
         tallies = [*u.cells, u.total]
         table.add([_number(u.rank), Cell(u.unit), *(c for t in tallies for c in _tally_cells(t))])

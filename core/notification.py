@@ -10,7 +10,10 @@ What counts: active obligations of active tasks on a checkpoint that is not
 cancelled.  Every obligation has exactly one *outcome* at ``now``
 (``due`` is the checkpoint's deadline):
 
-- **on time** (``on_time``): answered or accepted, with ``answered_at <= due``;
+- **on time** (``on_time``): answered or accepted, with ``answered_at <= due``
+  (``answered_at`` is the *first* submission: an answer the office returned and
+  the unit sent again keeps the timeliness of the first one, and the return is
+  shown beside it);
 - **late** (``late``): answered or accepted, with ``answered_at > due``;
 - **returned** (``returned``): sent back by the office and not answered again;
 - **missing** (``missing``): still owed and ``now > due``;
@@ -62,7 +65,7 @@ from core.plan_import import short_title
 from core.progress import TargetProgress, below_half, pace_lights, round_progress
 from core.reporting import StatusCode
 from core.tasks import task_label
-from storage.models import Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task
+from storage.models import Attachment, Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task
 
 Light = Literal["green", "yellow", "red", "none"]
 Outcome = Literal["on_time", "late", "missing", "pending", "returned"]
@@ -128,6 +131,25 @@ class Summary(_AsDict):
 
 
 @dataclass(frozen=True)
+class FileRef(_AsDict):
+    """A file a unit sent with a report on an obligation (the refined plan is one)."""
+
+    id: int
+    name: str
+    size: int
+    report_id: int
+
+
+@dataclass(frozen=True)
+class ReturnHistory(_AsDict):
+    """How often the office returned an obligation's answer, and its latest reason."""
+
+    count: int = 0
+    reason: str = ""
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Item(_AsDict):
     """One obligation (a unit's part in a task) and where it stands."""
 
@@ -150,6 +172,9 @@ class Item(_AsDict):
     return_reason: str
     # 空泛 (says nothing concrete) / 雷同 (repeats the unit's last-round note): shown, not punished.
     flags: tuple[str, ...] = ()
+    report_id: int | None = None
+    files: list[FileRef] = field(default_factory=list)
+    returns: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,9 @@ class Lead(_AsDict):
     overdue_days: int | None
     return_reason: str
     flags: tuple[str, ...] = ()
+    report_id: int | None = None
+    files: list[FileRef] = field(default_factory=list)
+    returns: int = 0
 
 
 @dataclass(frozen=True)
@@ -308,6 +336,8 @@ class Notification(_AsDict):
     # The mid-year round carries the 时间过半、任务过半 check: the targets less than half done.
     mid_year: bool = False
     below_half: list[TargetLine] = field(default_factory=list)
+    # where the office's dashboard is, for links to the files units sent ("" when unknown)
+    dashboard_url: str = ""
 
     @cached_property
     def _items_by_unit(self) -> dict[str, list[Item]]:
@@ -494,19 +524,41 @@ def _reports(session: Session, obligations: Sequence[Obligation]) -> dict[int, S
     return {r.id: r for r in session.scalars(select(StatusReport).where(StatusReport.id.in_(ids)))}
 
 
-def _return_reasons(session: Session, obligations: Sequence[Obligation]) -> dict[int, str]:
-    ids = [o.id for o in obligations if o.state == "returned"]
+def _returns(session: Session, obligations: Sequence[Obligation]) -> dict[int, ReturnHistory]:
+    """Every obligation the office ever returned: how often, and the latest reason (kept after a resubmission)."""
+    ids = [o.id for o in obligations]
+    history: dict[int, ReturnHistory] = {}
     if not ids:
-        return {}
-    reasons: dict[int, str] = {}
+        return history
     rows = session.scalars(
         select(Review)
         .where(Review.obligation_id.in_(ids), Review.decision == "returned")
         .order_by(Review.at, Review.id)
     )
     for row in rows:
-        reasons[row.obligation_id] = row.reason
-    return reasons
+        before = history.get(row.obligation_id, ReturnHistory())
+        history[row.obligation_id] = ReturnHistory(before.count + 1, row.reason, row.at)
+    return history
+
+
+def obligation_files(session: Session, obligation_ids: Sequence[int]) -> dict[int, list[FileRef]]:
+    """The files sent with any report on these obligations, oldest first."""
+    files: dict[int, list[FileRef]] = defaultdict(list)
+    if not obligation_ids:
+        return files
+    rows = session.execute(
+        select(StatusReport.obligation_id, Attachment)
+        .join(Attachment, Attachment.report_id == StatusReport.id)
+        .where(StatusReport.obligation_id.in_(list(obligation_ids)))
+        .order_by(Attachment.id)
+    )
+    for obligation_id, attachment in rows:
+        if obligation_id is None:
+            continue
+        files[obligation_id].append(
+            FileRef(attachment.id, attachment.file_name, attachment.size, attachment.report_id or 0)
+        )
+    return files
 
 
 def _checkpoint(session: Session, plan: Plan, key: str) -> Checkpoint:
@@ -556,8 +608,9 @@ def build_notification(
     due_at = checkpoint.due_at
     obligations = _live_obligations(session, [checkpoint.id])
     reports = _reports(session, obligations)
-    reasons = _return_reasons(session, obligations)
     previous_notes = _previous_notes(session, checkpoint, obligations)
+    returns = _returns(session, obligations)
+    files = obligation_files(session, [o.id for o in obligations])
 
     items: list[Item] = []
     leads: dict[int, list[Lead]] = defaultdict(list)
@@ -597,7 +650,10 @@ def build_notification(
             status=last.status if last else None,
             note=last.note if last else "",
             reported_at=_local(last.reported_at, tz) if last else None,
-            return_reason=reasons.get(obligation.id, ""),
+            return_reason=returns[obligation.id].reason if obligation.id in returns else "",
+            report_id=last.id if last else None,
+            files=files.get(obligation.id, []),
+            returns=returns[obligation.id].count if obligation.id in returns else 0,
             flags=_flags(last, previous_notes.get((obligation.unit_id, task.id))) if last else (),
         )
         items.append(item)
@@ -619,6 +675,9 @@ def build_notification(
                     overdue_days=overdue,
                     return_reason=item.return_reason,
                     flags=item.flags,
+                    report_id=item.report_id,
+                    files=item.files,
+                    returns=item.returns,
                 )
             )
         else:
@@ -682,6 +741,7 @@ def build_notification(
         targets=target_lines,
         mid_year=_is_mid_year(due_at.astimezone(tz).date()),
         below_half=[line for line, p in zip(target_lines, progress, strict=True) if p in halfway_short],
+        dashboard_url=dashboard_url(settings),
     )
 
 
@@ -744,6 +804,14 @@ def _previous_notes(
     for unit_id, task_id, note in rows:
         notes[(unit_id, task_id)] = note
     return notes
+
+
+def dashboard_url(settings: Settings) -> str:
+    """The dashboard's address for links in documents: the configured public URL, else where it listens."""
+    if settings.web.public_url:
+        return settings.web.public_url.rstrip("/")
+    host = settings.web.host if settings.web.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{settings.web.port}"
 
 
 def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
@@ -809,8 +877,10 @@ def _unit_rows(
 
 
 def _named(rows: list[UnitRow], report: ReportSettings) -> list[NamedUnit]:
+    """The units named, worst first: lowest rate, then most missing, then name."""
     named = []
-    for row in rows:
+    worst_first = sorted(rows, key=lambda r: (r.rate if r.rate is not None else 2.0, -r.missing, r.unit))
+    for row in worst_first:
         reasons = []
         if row.rate is not None and row.rate < report.name_below:
             reasons.append("rate_below")

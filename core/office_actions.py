@@ -124,8 +124,12 @@ def decide(
     actor: str,
     person_id: int | None,
     key: str,
+    confirmed: bool = False,
 ) -> ReviewResult:
-    """Accept a unit's answer on a task, or return it with a reason (it is owed again); the unit is told."""
+    """Accept a unit's answer on a task, or return it with a reason (it is owed again); the unit is told.
+
+    Returning an answer already accepted needs ``confirmed``: it withdraws the acceptance.
+    """
     ref = parse_task_ref(task_ref)
     task = find_task(session, plan.id, ref[0].value, ref[1]) if ref else None
     if task is None:
@@ -136,9 +140,12 @@ def decide(
     if decision == "returned" and not reason.strip():
         raise OfficeRefusal("usage", messages.label("usage", "return"))
     obligation = latest_reviewable(session, task.id, unit.id, decision)
+    label = task_label(task.annex, task.number, messages.language)
     if obligation is None:
-        label = task_label(task.annex, task.number, messages.language)
         raise OfficeRefusal("nothing_to_review", f"{label} {unit.name}", limit=messages.label("review_verb", decision))
+    if decision == "returned" and obligation.state == "accepted" and not confirmed:
+        # Undoing an acceptance is a deliberate act: asked for again, with the reason.
+        raise OfficeRefusal("confirm_return", f"{label} {unit.name}", limit=obligation.checkpoint.title)
     review(session, obligation, decision=decision, reason=reason.strip(), person_id=person_id, now=now, actor=actor)
     identities = [identity for _, identity in identities_of_unit(session, [unit.id], REPORTER_ROLES)]
     notice = messages.render(

@@ -252,7 +252,8 @@ def record_report(
         session.add(attachment)
         attachments.append(attachment)
     if obligation is not None:
-        if obligation.state in ("owed", "returned"):
+        # Timeliness is the first submission's: a resubmission after a return does not move it.
+        if obligation.state in ("owed", "returned") and obligation.answered_at is None:
             obligation.answered_at = now
         obligation.state = "answered"
         obligation.last_report_id = report.id

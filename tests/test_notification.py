@@ -433,12 +433,15 @@ def test_xlsx_sheets_headers_frozen_panes_and_filters(
     book = load_workbook(path)
     assert book.sheetnames == ["概况", "任务", "单位", "通报单位", "明细", "目标完成情况"]
     units = book["单位"]
-    header = [c.value for c in units[1]]
+    assert units["A1"].value == "2024年第一季度进展督办情况通报"  # a title row over the table
+    header = [c.value for c in units[2]]
     assert header[:3] == ["排名", "单位", "应报送"] and "按时报送率" in header
     for sheet in book.worksheets:
-        assert sheet.freeze_panes is not None and sheet.freeze_panes.endswith("2"), sheet.title
-        assert sheet.auto_filter.ref and sheet.auto_filter.ref.startswith("A1:"), sheet.title
-    assert units.auto_filter.ref == "A1:M11"
+        assert sheet.freeze_panes is not None and sheet.freeze_panes.endswith("3"), sheet.title
+        assert sheet.auto_filter.ref and sheet.auto_filter.ref.startswith("A2:"), sheet.title
+        assert "&P" in sheet.oddFooter.center.text and "&N" in sheet.oddFooter.center.text, sheet.title
+        assert sheet.print_title_rows == "$1:$2", sheet.title
+    assert units.auto_filter.ref == "A2:M12"
 
 
 def test_xlsx_numbers_percentages_datetimes_and_light_fills(
@@ -447,7 +450,7 @@ def test_xlsx_numbers_percentages_datetimes_and_light_fills(
     path = tmp_path / "n.xlsx"
     write_xlsx(notification, path, messages)
     book = load_workbook(path)
-    summary = {row[0].value: row[1] for row in book["概况"].iter_rows(min_row=2)}
+    summary = {row[0].value: row[1] for row in book["概况"].iter_rows(min_row=3)}
     assert summary["应报送(项)"].value == 15
     assert summary["逾期未报送(项)"].value == 2
     assert summary["按时报送率"].value == pytest.approx(0.6)
@@ -455,8 +458,8 @@ def test_xlsx_numbers_percentages_datetimes_and_light_fills(
     assert summary["报送截止时间"].value == datetime(2024, 3, 25, 18, 0)  # local time, a real datetime
 
     units = book["单位"]
-    header = [c.value for c in units[1]]
-    rows = {row[1].value: row for row in units.iter_rows(min_row=2)}
+    header = [c.value for c in units[2]]
+    rows = {row[1].value: row for row in units.iter_rows(min_row=3)}
     kejing = rows["县科经局"]
     rate = kejing[header.index("按时报送率")]
     assert rate.value == pytest.approx(2 / 3) and rate.number_format == "0.0%"
@@ -468,12 +471,12 @@ def test_xlsx_numbers_percentages_datetimes_and_light_fills(
     assert rows["县教育局"][header.index("逾期未报送")].value == 1
 
     tasks = book["任务"]
-    task_header = [c.value for c in tasks[1]]
-    r42 = next(row for row in tasks.iter_rows(min_row=2) if row[0].value == "县42")
+    task_header = [c.value for c in tasks[2]]
+    r42 = next(row for row in tasks.iter_rows(min_row=3) if row[0].value == "县42")
     assert r42[task_header.index("报送时间")].value == datetime(2024, 3, 27, 10, 0)
     assert r42[task_header.index("进展状态")].value == "进度滞后"
     assert r42[task_header.index("责任单位已报送")].value == "1/2"
-    assert [row[0].value for row in book["通报单位"].iter_rows(min_row=2)] == [n.unit for n in notification.named]
+    assert [row[0].value for row in book["通报单位"].iter_rows(min_row=3)] == [n.unit for n in notification.named]
 
 
 def test_export_writes_each_format_under_its_default_name(
@@ -537,14 +540,15 @@ def test_year_xlsx_groups_each_checkpoints_columns_under_its_title(
     book = load_workbook(path)
     assert book.sheetnames == ["概况", "单位年度"]
     sheet = book["单位年度"]
-    assert sheet.freeze_panes == "C3"
-    assert sheet.auto_filter.ref == "A2:Q12"  # 2 + 3 × 5 columns, 10 units under two header rows
-    assert (sheet["C1"].value, sheet["H1"].value, sheet["M1"].value) == (
+    assert sheet["A1"].value == "2024年度督办情况汇总"
+    assert sheet.freeze_panes == "C4"
+    assert sheet.auto_filter.ref == "A3:Q13"  # 2 + 3 × 5 columns, 10 units under a title and two header rows
+    assert (sheet["C2"].value, sheet["H2"].value, sheet["M2"].value) == (
         "第一季度进展督办(2024-q1)",
         "第二季度进展督办(2024-q2)",
         "全年合计",
     )
-    row = next(r for r in sheet.iter_rows(min_row=3) if r[1].value == "县科经局")
+    row = next(r for r in sheet.iter_rows(min_row=4) if r[1].value == "县科经局")
     assert [c.value for c in row[2:7]] == [3, 2, 0, 0, pytest.approx(2 / 3)]
     assert row[6].fill.fgColor.rgb.endswith("FFEB9C")
 
