@@ -236,6 +236,10 @@ def record_report(
         folder = uploads_dir / str(unit.jurisdiction_id) / str(unit.id)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{report.id}-{_safe_name(staged.file_name)}"
+        copies = 1
+        while final.exists():  # two files of one name in one report: both kept
+            copies += 1
+            final = folder / f"{report.id}-{copies}-{_safe_name(staged.file_name)}"
         shutil.copyfile(staged.staged_path, final)
         attachment = Attachment(
             report_id=report.id,

@@ -560,7 +560,7 @@ def test_conversation_answers_in_english(runtime: Runtime, english: Conversation
 
     say(english, LIAISON, "/report 12 on_track signed two firms")
     recorded = last_text(runtime, LIAISON)
-    assert recorded.startswith("✅ Recorded (2024-02-22 10:00)")
+    assert recorded.startswith("[Recorded] (2024-02-22 10:00)")
     assert "Task: C12 " in recorded and "Unit: 县发改局" in recorded
     assert "Status: On track" in recorded and "Note: signed two firms" in recorded
     assert "Counts toward: 第一季度进展督办 — on time" in recorded

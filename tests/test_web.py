@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from bot.web import build_web_app
 from core.clock import ManualClock
 from core.config import Settings
 from core.runtime import Runtime
-from storage.models import AuditLog, SandboxMessage
+from storage.models import AuditLog, Obligation, SandboxMessage
 from tests.conftest import local
 
 
@@ -210,3 +211,91 @@ def test_the_audit_log_records_an_urge_only_for_units_reached_and_names_people(
     assert audit is not None
     assert "王联络" in audit.group(0) and "看板(本机)" in audit.group(0)
     assert "sb-" not in audit.group(0) and "web:" not in audit.group(0) and "sandbox:" not in audit.group(0)
+
+
+def report_with_file(client: WebClient, service: Service) -> int:
+    join(client, "县发改局", name="王联络")
+    send(client, service, "报告 1 按计划推进 细化方案已审定", ("县1细化方案.pdf", b"%PDF-1.4 plan"))
+    client.cookies.clear()
+    with service.runtime.transaction() as session:
+        from storage.models import StatusReport
+
+        report_id = session.scalars(select(StatusReport.id)).one()
+    return report_id
+
+
+def test_a_report_has_a_page_with_unit_task_round_status_note_files_reviews_and_history(
+    client: WebClient, service: Service
+) -> None:
+    report_id = report_with_file(client, service)
+    overview = client.get("/office").text
+    assert f'href="/office/report/{report_id}"' in overview and "县1细化方案.pdf" in overview
+    page = client.get(f"/office/report/{report_id}").text
+    for shown in ("县发改局", "县1", "细化方案报送", "按计划推进", "细化方案已审定", "王联络", "尚未审核"):
+        assert shown in page, shown
+    link = re.search(r'<a href="(/office/file/\d+)">县1细化方案.pdf</a>', page)
+    assert link is not None
+    assert client.get(link.group(1)).content == b"%PDF-1.4 plan"
+    token = csrf(client, "/office")
+    client.post("/office/review", data={"csrf": token, "task": "县1", "unit": "县发改局", "decision": "accepted"})
+    page = client.get(f"/office/report/{report_id}").text
+    assert "通过" in page and 'id="confirm"' in page  # returning now needs the confirmation box
+    unit_page = client.get("/office/unit/县发改局").text
+    task_page = client.get("/office/task/县1").text
+    for shown in (unit_page, task_page):
+        assert f'href="/office/report/{report_id}"' in shown and "县1细化方案.pdf" in shown
+    assert client.get("/office/report/99999").status_code == 404
+    assert client.get("/office/file/99999").status_code == 404
+
+
+def test_returning_an_accepted_report_on_the_dashboard_needs_the_confirmation_box(
+    client: WebClient, service: Service
+) -> None:
+    report_id = report_with_file(client, service)
+    token = csrf(client, "/office")
+    form = {"csrf": token, "task": "县1", "unit": "县发改局", "back": f"/office/report/{report_id}"}
+    client.post("/office/review", data={**form, "decision": "accepted"})
+    refused = client.post("/office/review", data={**form, "decision": "returned", "reason": "缺盖章页"})
+    assert "已审核通过" in refused.text and "确认撤销通过并退回" in refused.text
+    with service.runtime.transaction() as session:
+        assert session.scalars(select(Obligation.state).where(Obligation.last_report_id == report_id)).one() == (
+            "accepted"
+        )
+    done = client.post("/office/review", data={**form, "decision": "returned", "reason": "缺盖章页", "confirm": "1"})
+    assert "缺盖章页" in done.text
+    with service.runtime.transaction() as session:
+        assert session.scalars(select(Obligation.state).where(Obligation.last_report_id == report_id)).one() == (
+            "returned"
+        )
+
+
+def test_a_rounds_files_download_as_one_zip_and_the_html_notification_opens_inline(
+    client: WebClient, service: Service
+) -> None:
+    report_with_file(client, service)
+    archive = client.get("/office/files/refined-plan.zip")
+    assert archive.status_code == 200 and archive.content[:2] == b"PK"
+    assert quote("附件-嘉鱼县-refined-plan.zip") in archive.headers["content-disposition"]
+    assert client.get("/office/files/nothing.zip").status_code == 404
+    html = client.get("/office/export/refined-plan.html")
+    assert html.headers["content-disposition"].startswith("inline")
+    assert client.get("/office/export/refined-plan.xlsx").headers["content-disposition"].startswith("attachment")
+
+
+def test_submitted_files_are_for_the_office_only(service: Service, settings: Settings, clock: ManualClock) -> None:
+    sandbox = WebClient(service)
+    try:
+        report_with_file(sandbox, service)
+    finally:
+        sandbox.close()
+    guarded = settings.model_copy(update={"web": settings.web.model_copy(update={"host": "0.0.0.0"})})
+    public = build_service(guarded, clock=clock, sender_clock=clock)
+    stranger = WebClient(public)
+    try:
+        for path in ("/office/file/1", "/office/report/1", "/office/files/refined-plan.zip", "/office/unit/县发改局"):
+            answer = stranger.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/office/login", path
+    finally:
+        stranger.close()
+        public.threads.close()
+        public.runtime.close()
