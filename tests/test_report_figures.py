@@ -65,7 +65,7 @@ def test_bare_figures_answer_the_question_in_the_listed_order(runtime: Runtime, 
     say(conv, LIAISON, "/report 市33 按计划推进 已开工")
     say(conv, LIAISON, "220 150 200 500")
     answer = last_text(runtime, LIAISON)
-    assert answer.startswith("✅ 已记录目标完成值")
+    assert answer.startswith("【已记录目标完成值】")
     assert figures(runtime) == {
         "改造城镇老旧小区": 220,
         "农村危房改造开工": 150,
