@@ -546,6 +546,16 @@ _NO_TEXT_LAYER = (
 )
 
 
+# A page's number printed in its footer: "— 3 —", "- 3 -", "3", "第3页 共9页", "3/9".
+_PAGE_NUMBER = re.compile(r"^[\s\-—–－]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，]?\s*共\s*\d{1,4}\s*页)?|\d{1,4}\s*/\s*\d{1,4})[\s\-—–－]*$")
+
+
+def _unless_page_number(line: str) -> str:
+    """A footer's page number is no part of the text: blanked (the line keeps its number), so a task
+    broken across two pages still reads as one."""
+    return "" if _PAGE_NUMBER.match(line) else line
+
+
 def _read_pdf(data: bytes, name: str) -> SourceDocument:
     try:
         document = _read_pdf_plumber(data, name)
@@ -589,7 +599,7 @@ def _read_pdf_plumber(data: bytes, name: str) -> SourceDocument:
                 middle_y = (text_line["top"] + text_line["bottom"]) / 2
                 if any(x0 <= middle_x <= x1 and top <= middle_y <= bottom for x0, top, x1, bottom in boxes):
                     continue
-                items.append((text_line["top"], text_line["text"]))
+                items.append((text_line["top"], _unless_page_number(text_line["text"])))
             for index, table in enumerate(tables, start=1):
                 rows = _pdf_table_rows(page, table)
                 if rows:
@@ -679,7 +689,7 @@ def _read_pdf_pypdf(data: bytes, name: str) -> SourceDocument:
     blocks: list[Block] = []
     line = 1
     for number, page in enumerate(reader.pages, start=1):
-        lines = (page.extract_text() or "").splitlines()
+        lines = [_unless_page_number(line) for line in (page.extract_text() or "").splitlines()]
         if lines:
             blocks.append(TextBlock(lines, line, f"第{number}页"))
             line += len(lines)

@@ -200,3 +200,25 @@ def number_paragraph(paragraph: docx.text.paragraph.Paragraph, num_id: int, leve
     paragraph._p.get_or_add_pPr().append(
         parse_xml(f'<w:numPr xmlns:w="{W_NS}"><w:ilvl w:val="{level}"/><w:numId w:val="{num_id}"/></w:numPr>')
     )
+
+
+def long_notice_docx(tasks: int = 40) -> bytes:
+    """A notice whose task list runs over several pages, with "— N —" page numbers in the footer (as offices print)."""
+    from docx.oxml import parse_xml
+
+    document = docx.Document()
+    footer = document.sections[0].footer.paragraphs[0]
+    footer.add_run("— ")
+    footer._p.append(parse_xml(f'<w:fldSimple xmlns:w="{W_NS}" w:instr="PAGE"><w:r><w:t>1</w:t></w:r></w:fldSimple>'))
+    footer.add_run(" —")
+    document.add_paragraph("江城区2025年重点工作任务分解方案")
+    document.add_paragraph("各街道办事处,区直各有关单位:")  # one line more: a task then straddles a page break
+    document.add_paragraph("附件1")
+    document.add_paragraph("重点工作任务")
+    for number in range(1, tasks + 1):
+        paragraph = document.add_paragraph(
+            f"{number}.推进第{number}项重点工作,完善工作机制,细化工作措施,明确时间节点,确保按期完成年度目标任务。"
+            f"(牵头单位:区经发局;责任单位:区财政局、区统计局)"
+        )
+        paragraph.paragraph_format.widow_control = False  # so a page break may fall inside a task
+    return docx_bytes(document)

@@ -157,3 +157,13 @@ def test_unrecognised_table_is_read_as_text_lines() -> None:
     add_table(document, [["1.城镇新增就业3000人。(牵头单位:区人社局)"]])
     plan = plan_of(docx_bytes(document), "a.docx", UnitDirectory())
     assert [(t.number, t.lead) for t in plan.tasks] == [(1, ["区人社局"])]
+
+
+def test_pdf_task_broken_by_a_page_break_and_its_page_number_reads_as_one() -> None:
+    plan = plan_of((FIXTURES / "long-notice.pdf").read_bytes(), "江城区.pdf", UnitDirectory())
+    assert plan.errors == []
+    assert [t.number for t in plan.tasks] == list(range(1, 41))
+    # Task 31 starts at the foot of page 2 and ends on page 3, under the "— 2 —" footer.
+    task = plan.tasks[30]
+    assert task.text == "推进第31项重点工作,完善工作机制,细化工作措施,明确时间节点,确保按期完成年度目标任务。"
+    assert (task.lead, task.responsible) == (["区经发局"], ["区财政局", "区统计局"])
