@@ -16,7 +16,8 @@ from core.plan_document import read_plan_bytes
 from core.plan_import import ImportResult, import_parsed
 from core.plan_ledger import LEDGER_HEADER, ledger_workbook
 from core.runtime import Runtime, current_plan
-from storage.models import Assignment, Plan, Task, Unit
+from storage.models import Assignment, Jurisdiction, Plan, Task, TaskGroup, Unit
+from tests.plan_files import district_docx
 
 pytestmark = pytest.mark.both_databases
 
@@ -113,3 +114,31 @@ def test_plan_export_command_writes_a_ledger_that_imports_with_no_change(tmp_pat
     preview = json.loads(runner.invoke(main, ["import", str(target), "--json"], env=env).output)
     assert preview["counts"] == {"county": 76, "city": 33}
     assert not any(preview["diff"][key] for key in preview["diff"])
+
+
+def test_a_new_countys_plan_keeps_its_undefined_group_phrases_through_the_ledger(runtime: Runtime) -> None:
+    def import_file(data: bytes, name: str, *, dry_run: bool = False) -> ImportResult:
+        plan_file = read_plan_bytes(data, name, runtime.settings)
+        with runtime.transaction() as session:
+            return import_parsed(
+                session,
+                runtime.settings,
+                plan_file.parse,
+                source_name=name,
+                source_sha256=plan_file.sha256,
+                jurisdiction_name="江城区",
+                now=runtime.clock.now(),
+                dry_run=dry_run,
+            )
+
+    import_file(district_docx(), "江城区.docx")
+    with runtime.transaction() as session:
+        plan = session.scalar(select(Plan).join(Plan.jurisdiction).where(Jurisdiction.name == "江城区"))
+        assert plan is not None
+        data = ledger_workbook(session, plan)
+        phrases = set(session.scalars(select(TaskGroup.phrase).join(Task).where(Task.plan_id == plan.id)))
+    assert phrases == {"各街道办事处"}
+    rows = {c[0].value: c[3].value for c in load_workbook(io.BytesIO(data))["附件1"].iter_rows(min_row=4)}
+    assert rows[2] == "区市场监管局、各街道办事处" and rows[4] == "各街道办事处"
+    again = import_file(data, "任务台账.xlsx", dry_run=True)
+    assert again.parsed.errors == [] and again.diff.empty
