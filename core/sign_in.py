@@ -16,6 +16,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -111,6 +112,15 @@ def _code_hash(login_code_id: int, code: str) -> str:
     return hashlib.sha256(f"{login_code_id}:{code}".encode()).hexdigest()
 
 
+def _live_code(session: Session, *where: Any, now: datetime) -> LoginCode | None:
+    return session.scalars(
+        select(LoginCode)
+        .where(LoginCode.used_at.is_(None), LoginCode.expires_at > now, *where)
+        .order_by(LoginCode.id.desc())
+        .with_for_update()
+    ).first()
+
+
 def office_identities(session: Session, who: str) -> list[Identity]:
     """The office-role identities a name given on the sign-in page means, in any county of the deployment."""
     who = who.strip().lstrip("@")
@@ -142,12 +152,7 @@ def send_code(
     keys = [f"person:{person_id}", f"codes-session:{session_key}", f"codes-address:{address}"]
     if not _take_send(session, keys, limits.codes_per_hour, now):
         return False
-    live = session.scalars(
-        select(LoginCode)
-        .where(LoginCode.person_id == person_id, LoginCode.used_at.is_(None), LoginCode.expires_at > now)
-        .order_by(LoginCode.id.desc())
-        .with_for_update()
-    ).first()
+    live = _live_code(session, LoginCode.person_id == person_id, now=now)
     if live is None or live.code is None:
         if live is not None:
             live.expires_at = now
@@ -181,12 +186,7 @@ def check_code(session: Session, web_session_id: int | None, code: str, now: dat
     """The person the code signs in, when it is the live code issued to this session; uses it up."""
     if web_session_id is None:
         return None
-    live = session.scalars(
-        select(LoginCode)
-        .where(LoginCode.session_id == web_session_id, LoginCode.used_at.is_(None), LoginCode.expires_at > now)
-        .order_by(LoginCode.id.desc())
-        .with_for_update()
-    ).first()
+    live = _live_code(session, LoginCode.session_id == web_session_id, now=now)
     if live is None:
         return None
     live.attempts += 1
