@@ -273,7 +273,10 @@ class Dashboard:
                     "created": message.created_at,
                     "sent": message.sent_at,
                     "next": message.next_attempt_at,
-                    "text": (message.payload.get("text") or "")[:80],
+                    # a sign-in code waiting to go out is not shown to other office staff
+                    "text": "[不显示]"
+                    if message.payload.get("sensitive")
+                    else (message.payload.get("text") or "")[:80],
                 }
 
             return {

@@ -393,3 +393,13 @@ async def test_housekeeping_expires_sessions_codes_inbound_updates_and_export_fo
     web.clock.advance(web.service.settings.web.retention + timedelta(hours=1))
     expire_bookkeeping(runtime, exports, web.clock.now())
     assert {model: count_rows(web, model) for model in tables} == dict.fromkeys(tables, 0)
+
+
+async def test_the_outbox_page_does_not_show_a_sign_in_code_waiting_to_go_out(web: Web) -> None:
+    async with web.client() as asker:
+        await ask_code(asker)
+    (code,) = web.codes_to(OFFICE_USER)
+    async with web.client(address="198.51.100.99") as colleague:
+        assert await try_secret(colleague, SECRET) == "/office"
+        page = await colleague.get("/office/outbox")
+    assert page.status_code == 200 and code not in page.text
