@@ -31,6 +31,7 @@ from core.binding import add_office_chat, redeem_code, unbind
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.clock import Clock
 from core.config import PersonRole, Settings
+from core.escalation import catch_up_on_binding
 from core.notices import days_late, task_view
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
@@ -481,6 +482,8 @@ class Conversation:
                 ],
             ),
         )
+        if binding.role in REPORTER_ROLES:  # reminders already sent before they bound: what is owed now
+            turn.queued += catch_up_on_binding(turn.session, self.m, binding, result.identity, turn.now)
 
     def _cmd_officegroup(self, turn: _Turn, _args: str) -> None:
         """Sent in a group by office staff: the group becomes an office group chat (it gets the digest)."""

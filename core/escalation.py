@@ -417,6 +417,75 @@ class Escalation:
         )
 
 
+def catch_up_on_binding(
+    session: Session, messages: Messages, binding: Binding, identity: Identity, now: datetime
+) -> list[int]:
+    """What the unit owes now, for a person who binds after a rung for their role has fired: one reminder.
+
+    The current round is the one whose rung for the role fired last among those
+    the unit still owes; the message is the rung's reminder, as the others got it.
+    """
+    runs = session.execute(
+        select(RungRun, Checkpoint)
+        .join(Checkpoint, Checkpoint.id == RungRun.checkpoint_id)
+        .where(RungRun.role == binding.role, RungRun.outcome == "sent", Checkpoint.cancelled_at.is_(None))
+        .order_by(RungRun.fires_at.desc(), RungRun.id.desc())
+    ).all()
+    seen: set[int] = set()
+    for run, checkpoint in runs:
+        if checkpoint.id in seen:
+            continue
+        seen.add(checkpoint.id)
+        owed = list(
+            session.scalars(
+                select(Obligation)
+                .join(Task, Task.id == Obligation.task_id)
+                .options(joinedload(Obligation.task))
+                .where(
+                    Obligation.checkpoint_id == checkpoint.id,
+                    Obligation.unit_id == binding.unit_id,
+                    Obligation.active.is_(True),
+                    Obligation.state.in_(OPEN_STATES),
+                    Task.active.is_(True),
+                )
+                .order_by(Task.annex.desc(), Task.number)
+            )
+        )
+        if not owed:
+            continue
+        context = {
+            "checkpoint": checkpoint.title,
+            "due": checkpoint.due_at,
+            "late": False,
+            "nominal": run.fires_at,
+            "after_due": now > checkpoint.due_at,
+            "late_days": days_late(checkpoint.due_at, now),
+            "satisfied_by": checkpoint.satisfied_by,
+            "role": binding.role,
+            "now": now,
+        }
+        return queue_unit_notice(
+            session,
+            messages,
+            binding.unit,
+            owed,
+            template="reminder",
+            kind="reminder",
+            dedup=f"bound:{binding.id}:{checkpoint.id}",
+            now=now,
+            roles=(binding.role,),
+            identities=[identity],
+            extra=context,
+            about=About(
+                checkpoint_id=checkpoint.id,
+                unit_id=binding.unit_id,
+                task_ids=tuple(o.task_id for o in owed),
+                rung=run.rung_key,
+            ),
+        )
+    return []
+
+
 def _distinct(identities: list[Identity]) -> list[Identity]:
     seen: dict[int, Identity] = {}
     for identity in identities:

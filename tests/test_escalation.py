@@ -275,3 +275,32 @@ def test_a_round_in_a_year_the_calendar_does_not_know_stops_no_other(
         )
     rows = to(tick_at(runtime, escalation, clock, local(2024, 2, 22, 9)), LIAISON)
     assert [row.rung for row in rows] == ["-7d"]
+
+
+# --- binding after a rung has fired ---------------------------------------------------------
+
+LATECOMER = 31  # binds to 县发改局 after the others
+
+
+def test_a_liaison_who_binds_after_a_reminder_gets_the_current_round_at_once(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
+    tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
+    clock.set(local(2024, 2, 23, 10))
+    say(people, LATECOMER, f"/start {invite(runtime, '县发改局')}")
+    sent = outbox(runtime, LATECOMER)
+    assert "绑定成功" in sent[0].payload["text"]
+    [reminder] = [row for row in sent if row.kind == "reminder"]
+    assert "【督办提醒】细化方案报送" in reminder.payload["text"]
+    assert listed(reminder) == REFINED_PLAN_TASKS
+    assert reminder.checkpoint_id is not None  # a reply to it is understood, like any reminder
+
+
+def test_binding_before_any_rung_or_with_nothing_owed_sends_only_the_welcome(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
+    say(people, LATECOMER, f"/start {invite(runtime, '县发改局')}")
+    assert [row.kind for row in outbox(runtime, LATECOMER)] == ["reply"]
+    tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
+    say(people, LATECOMER + 1, f"/start {invite(runtime, '县发改局', PersonRole.LEADER)}")
+    assert [row.kind for row in outbox(runtime, LATECOMER + 1)] == ["reply"]
