@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core.config import Settings
 from core.plan_parser import ParsedPlan, PlanReader, normalise_text
-from core.plan_sources import SourceDocument, SourceRefused, TextBlock, read_source, too_large
+from core.plan_sources import SourceDocument, SourceRefused, TableBlock, TextBlock, read_source, too_large
 from core.plan_tables import MatrixTable, TableLine, TaskHeader, TaskTable, read_table
 from core.units import UnitDirectory
 
@@ -75,19 +75,18 @@ def parse_document(doc: SourceDocument, directory: UnitDirectory) -> ParsedPlan:
         # A notice without annexes or a task table: the body itself is the task list.
         # (A task table starts the list at its first row; lines above it are the title.)
         reader.begin_task_list()
+    annex_sheets = _annex_sheets(doc, readings)
     recognised = False
     for block, table in zip(doc.blocks, readings, strict=True):
         if isinstance(block, TextBlock):
             reader.feed_lines(block.lines, block.first_line)
             continue
-        sheet_annex = _SHEET_ANNEX.match(block.sheet)
-        if sheet_annex and table is not None:
+        if id(block) in annex_sheets and table is not None:
             titles = (
                 table.titles if isinstance(table, MatrixTable) else [r for r in table.rows if isinstance(r, TableLine)]
             )
-            first = titles[0].text if titles else ""
-            if not _ANNEX_HEADING.match(normalise_text(first)):
-                reader.feed_lines([f"附件{sheet_annex.group(1)}"], block.first_line)
+            if not any(_ANNEX_HEADING.match(normalise_text(t.text)) for t in titles):
+                reader.feed_lines(annex_sheets[id(block)], block.first_line)
         if table is None:
             reader.feed_lines([_row_line(r) for r in block.rows], block.first_line)
             continue
@@ -101,6 +100,23 @@ def parse_document(doc: SourceDocument, directory: UnitDirectory) -> ParsedPlan:
     if doc.format in _SPREADSHEETS and not recognised:
         raise _no_header(doc)
     return reader.finish()
+
+
+def _annex_sheets(doc: SourceDocument, readings: list[TaskTable | MatrixTable | None]) -> dict[int, list[str]]:
+    """The heading lines that start an annex at a worksheet, by the sheet block's id.
+
+    A sheet named 附件N starts annex N.  A workbook of several task sheets with
+    no annex marks at all (县级任务 / 市级任务) has one annex per sheet, titled by
+    the sheet's name; otherwise their task numbers would collide in one list.
+    """
+    sheets = [(b, r) for b, r in zip(doc.blocks, readings, strict=True) if isinstance(b, TableBlock) and b.sheet]
+    named = {id(b): [f"附件{m.group(1)}"] for b, _ in sheets if (m := _SHEET_ANNEX.match(b.sheet))}
+    if named or _has_annex_heading(doc):
+        return named
+    task_sheets = [b for b, r in sheets if isinstance(r, TaskTable)]
+    if len(task_sheets) < 2:
+        return {}
+    return {id(b): [f"附件{index}", b.sheet] for index, b in enumerate(task_sheets, start=1)}
 
 
 def _no_header(doc: SourceDocument) -> SourceRefused:

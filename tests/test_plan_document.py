@@ -167,3 +167,23 @@ def test_pdf_task_broken_by_a_page_break_and_its_page_number_reads_as_one() -> N
     task = plan.tasks[30]
     assert task.text == "推进第31项重点工作,完善工作机制,细化工作措施,明确时间节点,确保按期完成年度目标任务。"
     assert (task.lead, task.responsible) == (["区经发局"], ["区财政局", "区统计局"])
+
+
+def test_workbook_with_a_task_sheet_per_list_reads_one_annex_per_sheet() -> None:
+    header = ["序号", "任务", "牵头单位", "责任单位"]
+    data = workbook_bytes(
+        [
+            (
+                "县级任务",
+                [header, [1, "城镇新增就业3000人。", "县人社局", "县财政局"], [2, "新建基站100个。", "县科经局", ""]],
+            ),
+            ("市级任务", [header, [1, "建设高标准农田1万亩。", "县农业农村局", "县自然资源局"]]),
+        ]
+    )
+    plan = plan_of(data, "台账.xlsx", UnitDirectory())
+    assert plan.errors == []
+    assert [(t.annex, t.number, t.lead) for t in plan.tasks] == [
+        (Annex.COUNTY, 1, ["县人社局"]),
+        (Annex.COUNTY, 2, ["县科经局"]),
+        (Annex.CITY, 1, ["县农业农村局"]),
+    ]
