@@ -112,6 +112,7 @@ async def try_secret(client: httpx.AsyncClient, secret: str) -> str:
 # --- sign-in codes ------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 async def test_asking_again_resends_the_one_live_code(web: Web) -> None:
     async with web.client() as browser:
         await ask_code(browser)
@@ -163,6 +164,7 @@ async def test_the_right_code_signs_in_once(web: Web) -> None:
         assert (await browser.get("/office")).status_code == 200
 
 
+@pytest.mark.both_databases
 async def test_code_brute_force_is_locked_out_after_the_limit(web: Web) -> None:
     limit = web.service.settings.web.attempts_per_session
     async with web.client() as browser:
@@ -184,6 +186,7 @@ async def test_code_brute_force_is_locked_out_after_the_limit(web: Web) -> None:
         assert (await browser.get("/office")).headers["location"] == "/office/login"
 
 
+@pytest.mark.both_databases
 async def test_a_client_address_is_locked_out_across_fresh_sessions(web: Web) -> None:
     limit = web.service.settings.web.attempts_per_address
     answers = []
@@ -324,6 +327,7 @@ async def test_an_export_of_an_unknown_round_leaves_no_folder(loopback: Web, tmp
 # --- several counties ------------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 async def test_code_sign_in_finds_another_countys_office_and_shows_its_county(web: Web, bundled_text: str) -> None:
     from core.binding import invite as county_invite
     from core.plan_import import import_plan
@@ -362,6 +366,7 @@ def count_rows(web: Web, model: type) -> int:
         return session.scalar(select(func.count()).select_from(model)) or 0
 
 
+@pytest.mark.both_databases
 async def test_housekeeping_expires_sessions_codes_inbound_updates_and_export_folders(web: Web, tmp_path: Path) -> None:
     import os
 
