@@ -274,3 +274,136 @@ def test_sign_in_is_required_when_a_platform_is_configured(browser, tmp_path: Pa
             context.close()
         finally:
             service.stop()
+
+
+# --- acceptance: a 细化方案 from upload to the 通报 (issue 14) ------------------------------------
+
+
+def join_sandbox(page: object, url: str, unit: str, name: str) -> None:
+    page.goto(f"{url}/")  # type: ignore[attr-defined]
+    page.fill("input[name=name]", name)  # type: ignore[attr-defined]
+    page.select_option("#unit", unit)  # type: ignore[attr-defined]
+    page.select_option("#role", "liaison")  # type: ignore[attr-defined]
+    page.click("#join button[type=submit]")  # type: ignore[attr-defined]
+    page.wait_for_url("**/chat")  # type: ignore[attr-defined]
+    page.wait_for_selector("li.msg.out >> text=绑定成功")  # type: ignore[attr-defined]
+
+
+def send_with_file(page: object, text: str, file: Path) -> None:
+    page.set_input_files("#file", str(file))  # type: ignore[attr-defined]
+    page.fill("#text", text)  # type: ignore[attr-defined]
+    page.click("#composer button.primary")  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(180)
+def test_acceptance_a_refined_plan_uploaded_opened_returned_resubmitted_and_notified(
+    browser, service: ServiceProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    first = tmp_path / "县1细化方案.pdf"
+    first.write_bytes(b"%PDF-1.4 first draft")
+    second = tmp_path / "县1细化方案(盖章版).pdf"
+    second.write_bytes(b"%PDF-1.4 signed")
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN")
+    chat = context.new_page()
+    join_sandbox(chat, service.url, "县发改局", "王联络")
+
+    # The liaison uploads the 细化方案; the chat shows the file and survives a reload.
+    send_with_file(chat, "报告 1 按计划推进 细化方案已经主要负责人审定", first)
+    chat.wait_for_selector("li.msg.out:has-text('已记录')")
+    chat.reload()
+    sent = chat.wait_for_selector("li.msg.in .file a:has-text('县1细化方案.pdf')")
+    assert "KB" in sent.evaluate("a => a.parentElement.textContent") or " B" in sent.evaluate(
+        "a => a.parentElement.textContent"
+    )
+    shot(chat, "acceptance-01-liaison-uploaded")
+
+    # The office opens it from the dashboard …
+    office = context.new_page()
+    office.goto(f"{service.url}/office")
+    office.click("#recent-reports a[href^='/office/report/']")
+    office.wait_for_selector("#report")
+    assert "细化方案已经主要负责人审定" in office.inner_text("#report")
+    with office.expect_download() as waiting:
+        office.click("#files a:has-text('县1细化方案.pdf')")
+    assert Path(waiting.value.path()).read_bytes() == b"%PDF-1.4 first draft"
+    shot(office, "acceptance-02-office-report-page")
+
+    # … and from the XLSX: the 明细 sheet names the file and links to it.
+    office.goto(f"{service.url}/office/checkpoint/refined-plan")
+    with office.expect_download() as waiting:
+        office.click("text=下载通报 XLSX")
+    from openpyxl import load_workbook
+
+    workbook = tmp_path / "通报.xlsx"
+    waiting.value.save_as(workbook)
+    sheet = load_workbook(workbook)["明细"]
+    header = [c.value for c in sheet[2]]
+    cell = next(r for r in sheet.iter_rows(min_row=3) if r[0].value == "县1" and r[2].value == "县发改局")[
+        header.index("附件")
+    ]
+    assert cell.value == "县1细化方案.pdf" and cell.hyperlink is not None
+    with office.expect_download() as waiting:
+        office.evaluate(
+            "url => { const a = document.createElement('a'); a.href = url; a.click(); }", cell.hyperlink.target
+        )
+    assert Path(waiting.value.path()).read_bytes() == b"%PDF-1.4 first draft"
+
+    # The office accepts, then returns it: a return after acceptance asks for confirmation.
+    office.goto(f"{service.url}/office")
+    office.click("#recent-reports a[href^='/office/report/']")
+    office.click("#review-form button[value=accepted]")
+    office.wait_for_selector(".flash")
+    office.fill("#reason", "缺主要负责人签字页,请补充盖章版")
+    office.click("#review-form button[value=returned]")
+    assert "确认撤销通过并退回" in office.inner_text(".flash")
+    shot(office, "acceptance-03-return-asks-confirmation")
+    office.fill("#reason", "缺主要负责人签字页,请补充盖章版")
+    office.check("#confirm")
+    office.click("#review-form button[value=returned]")
+    office.wait_for_selector("#review .tag.red")
+    shot(office, "acceptance-04-returned")
+
+    # The liaison is told why and resubmits.
+    chat.wait_for_selector("li.msg.out:has-text('【退回】')", timeout=30_000)
+    send_with_file(chat, "报告 1 按计划推进 已补充盖章版", second)
+    chat.wait_for_selector("li.msg.out:has-text('已补充盖章版')")
+    shot(chat, "acceptance-05-resubmitted")
+
+    # The 通报 opens in the browser and shows both the return and the files.
+    office.goto(f"{service.url}/office/export/refined-plan.html")
+    text = office.inner_text("body")
+    assert "缺主要负责人签字页" in text and "已重新报送" in text
+    assert "县1细化方案.pdf" in text and "县1细化方案(盖章版).pdf" in text
+    assert "是否按时以首次报送时间为准" in text
+    shot(office, "acceptance-06-notification")
+    context.close()
+
+
+@pytest.mark.timeout(180)
+def test_acceptance_on_a_phone_upload_find_and_open_the_report(
+    browser, service: ServiceProcess, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    plan = tmp_path / "细化方案.pdf"
+    plan.write_bytes(b"%PDF-1.4 phone")
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN", accept_downloads=True
+    )
+    chat = context.new_page()
+    join_sandbox(chat, service.url, "县发改局", "李联络")
+    send_with_file(chat, "报告 1 按计划推进 细化方案", plan)
+    chat.wait_for_selector("li.msg.out:has-text('已记录')")
+    chat.wait_for_selector("li.msg.in .file a:has-text('细化方案.pdf')")
+    shot(chat, "acceptance-phone-01-uploaded")
+
+    office = context.new_page()
+    office.goto(f"{service.url}/office/checkpoint/refined-plan")
+    office.fill("#matrix-search", "县1 ")
+    office.select_option("#matrix-files", "1")
+    visible = office.locator("#matrix tbody tr:not([hidden])")
+    assert visible.count() == 1 and "县1" in visible.first.inner_text()
+    shot(office, "acceptance-phone-02-round-filtered")
+    visible.first.locator("a[href^='/office/report/']").click()
+    office.wait_for_selector("#report")
+    assert office.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
+    shot(office, "acceptance-phone-03-report")
+    context.close()
