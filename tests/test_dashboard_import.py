@@ -1,14 +1,14 @@
 """The dashboard's import page over HTTP: upload, each correction, confirm; nothing written before the confirm."""
 
+# ruff: noqa: F811  (the service and client fixtures come from tests.test_web)
+
 from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 
 from bot.service import Service
@@ -17,7 +17,7 @@ from core.config import BUNDLED_PLAN
 from core.plan_staging import STAGING_TTL
 from core.runtime import Runtime
 from storage.models import Assignment, AuditLog, Jurisdiction, Plan, Task, Unit, UnitAlias
-from tests.test_web import WebClient, service  # noqa: F401  (the service fixture)
+from tests.test_web import WebClient, client, csrf, service  # noqa: F401
 
 NOTICE = """测试县2025年政府工作报告重点工作责任分解方案
 附件1
@@ -28,17 +28,8 @@ NOTICE = """测试县2025年政府工作报告重点工作责任分解方案
 """
 
 
-@pytest.fixture
-def client(service: Service) -> Iterator[WebClient]:  # noqa: F811
-    browser = WebClient(service)
-    yield browser
-    browser.close()
-
-
-def token(client: WebClient, path: str = "/office/import") -> str:
-    found = re.search(r'name="csrf-token" content="([^"]+)"', client.get(path).text)
-    assert found is not None
-    return found.group(1)
+def token(client: WebClient) -> str:
+    return csrf(client, "/office/import")
 
 
 def upload(client: WebClient, content: str | bytes = NOTICE, name: str = "notice.txt") -> str:
@@ -92,7 +83,7 @@ def test_an_upload_shows_the_preview_and_writes_nothing(client: WebClient, runti
     assert rows(runtime) == before
 
 
-def test_a_staged_upload_belongs_to_the_session_that_made_it(client: WebClient, service: Service) -> None:  # noqa: F811
+def test_a_staged_upload_belongs_to_the_session_that_made_it(client: WebClient, service: Service) -> None:
     stage = upload(client)
     stranger = WebClient(service)
     try:
