@@ -184,28 +184,47 @@ def parse_group(text: str) -> tuple[str, list[str]]:
 
 def stored_definitions(session: Session, jurisdiction: Jurisdiction | None) -> Corrections:
     """The merges and group definitions the office made on earlier imports (source ``office``)."""
+    return _stored(session, jurisdiction, office=True)
+
+
+def remembered_tables(session: Session, jurisdiction: Jurisdiction | None) -> Corrections:
+    """The aliases and groups an earlier import stored from the configuration or the notice's own tables.
+
+    They are the jurisdiction's, so they apply under the configuration when the same county's plan is
+    imported again from a file that has no unit tables beside it (a dashboard upload, an edited copy).
+    """
+    return _stored(session, jurisdiction, office=False)
+
+
+def _stored(session: Session, jurisdiction: Jurisdiction | None, *, office: bool) -> Corrections:
     stored = Corrections()
     if jurisdiction is None:
         return stored
+    alias_source = UnitAlias.source == OFFICE if office else UnitAlias.source != OFFICE
+    member_source = UnitGroupMember.source == OFFICE if office else UnitGroupMember.source != OFFICE
     for alias, unit in session.execute(
         select(UnitAlias.alias, Unit.name)
         .join(Unit, Unit.id == UnitAlias.unit_id)
-        .where(Unit.jurisdiction_id == jurisdiction.id, UnitAlias.source == OFFICE)
+        .where(Unit.jurisdiction_id == jurisdiction.id, alias_source)
     ):
         stored.merges[alias] = unit
     for phrase, unit in session.execute(
         select(UnitGroupMember.phrase, Unit.name)
         .join(Unit, Unit.id == UnitGroupMember.unit_id)
-        .where(UnitGroupMember.jurisdiction_id == jurisdiction.id, UnitGroupMember.source == OFFICE)
+        .where(UnitGroupMember.jurisdiction_id == jurisdiction.id, member_source)
         .order_by(UnitGroupMember.id)
     ):
         stored.groups.setdefault(phrase, []).append(unit)
     return stored
 
 
-def directory_for(settings: Settings, definitions: Corrections) -> UnitDirectory:
-    """The configured directory with the office's merges and group definitions on top (they win)."""
+def directory_for(settings: Settings, definitions: Corrections, remembered: Corrections | None = None) -> UnitDirectory:
+    """The configured directory over what the jurisdiction's earlier imports stored (``remembered``),
+    with the office's merges and group definitions on top (they win)."""
     directory = settings.units.directory()
+    if remembered is not None:
+        directory.aliases = {**remembered.merges, **directory.aliases}
+        directory.groups = {**{p: list(m) for p, m in remembered.groups.items()}, **directory.groups}
     directory.aliases.update(definitions.merges)
     directory.groups.update({phrase: list(members) for phrase, members in definitions.groups.items()})
     return directory

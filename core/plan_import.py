@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 
 from core.checkpoints import resync_plan, sync_config_checkpoints
 from core.config import Settings
-from core.plan_corrections import OFFICE, Corrections, apply_task_units, directory_for, stored_definitions
+from core.plan_corrections import (
+    OFFICE,
+    Corrections,
+    apply_task_units,
+    directory_for,
+    remembered_tables,
+    stored_definitions,
+)
 from core.plan_parser import Annex, ParsedPlan, ParsedTask, Problem, Role, parse_plan
 from core.task_targets import sync_targets
 from core.units import UnitDirectory
@@ -286,7 +293,7 @@ def prepare_import(
     definitions = stored_definitions(session, jurisdiction).merged_with(
         Corrections(merges=corrections.merges, groups=corrections.groups)
     )
-    directory = directory_for(settings, definitions)
+    directory = directory_for(settings, definitions, remembered_tables(session, jurisdiction))
     parsed = parse(directory)
     apply_task_units(parsed, directory, corrections)
     year = parsed.year or now.year
@@ -564,7 +571,7 @@ def define_group(
     phrase, names = next(iter(corrections.groups.items()))
     jurisdiction = plan.jurisdiction
     definitions = stored_definitions(session, jurisdiction)
-    directory = directory_for(settings, definitions)
+    directory = directory_for(settings, definitions, remembered_tables(session, jurisdiction))
     canonical = list(dict.fromkeys(directory.canonical(name) for name in names))
     units = _ensure_units(session, jurisdiction, canonical, directory)
     replace_group_members(session, jurisdiction, phrase, [units[name] for name in canonical])
@@ -649,7 +656,9 @@ class PlanGroup:
 
 def plan_groups(session: Session, settings: Settings, plan: Plan) -> list[PlanGroup]:
     """Every group phrase of the plan's active tasks, defined (configuration or office) or still to define."""
-    directory = directory_for(settings, stored_definitions(session, plan.jurisdiction))
+    directory = directory_for(
+        settings, stored_definitions(session, plan.jurisdiction), remembered_tables(session, plan.jurisdiction)
+    )
     members: dict[str, list[str]] = {}
     for phrase, unit in session.execute(
         select(UnitGroupMember.phrase, Unit.name)

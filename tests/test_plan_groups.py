@@ -170,3 +170,13 @@ def test_preview_counts_the_tasks_depending_on_a_group_and_writes_nothing(runtim
 def test_likely_duplicates_measure(a: str, b: str, rule: str | None) -> None:
     pairs = likely_duplicates([a], [b], "嘉鱼县")
     assert [p.rule for p in pairs] == ([rule] if rule else [])
+
+
+def test_a_reimport_without_the_first_imports_tables_keeps_the_countys_groups(runtime: Runtime) -> None:
+    configured = runtime.settings
+    units = configured.units.model_copy(update={"groups": {"各乡镇人民政府": ["甲镇人民政府", "乙镇人民政府"]}})
+    runtime.settings = configured.model_copy(update={"units": units})
+    load(runtime)
+    runtime.settings = configured  # an uploaded copy: no notice tables, no such [units.groups]
+    load(runtime, NOTICE.replace("稳定就业", "稳定和扩大就业"))
+    assert assigned(runtime, 1)["乙镇人民政府"] == ("responsible", "各乡镇人民政府", True)
