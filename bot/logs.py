@@ -43,8 +43,9 @@ class JsonLines(logging.Formatter):
 
 # A Telegram bot token (https://core.telegram.org/bots/features#botfather): "<bot id>:<35 characters>".
 BOT_TOKEN = re.compile(r"(?<!\d)\d{5,}:[A-Za-z0-9_-]{30,}")
-# Credentials in URLs: WeCom's access_token / corpsecret / robot key, any token= or secret=.
-URL_CREDENTIAL = re.compile(r"(?i)\b(access_token|corpsecret|secret|token|key|code)=([^&\s'\"]+)")
+# Credentials in URLs: WeCom's access_token / corpsecret / robot key, any token= or secret=, and a
+# Telegram deep link's binding code (start=).
+URL_CREDENTIAL = re.compile(r"(?i)\b(access_token|corpsecret|secret|token|key|code|start)=([^&\s'\"]+)")
 # A binding code after /start or 绑定 (the deep link's start= is covered above).
 BINDING_CODE = re.compile(r"(/start(?:@\w+)?|绑定)(\s+)([A-Za-z0-9_-]{8,64})")
 # The content of a message in a logged payload ("text": "…") or object repr (text='…').

@@ -71,3 +71,9 @@ def test_secrets_in_urls_and_exceptions_are_redacted() -> None:
     assert "abcd" not in text and "corpsecret=[secret]" in text
     assert "s3cret-dashboard-pass" not in text
     assert "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawx" not in text
+
+
+def test_a_binding_code_in_a_deep_link_or_a_message_is_redacted() -> None:
+    redactor = Redactor([])
+    assert "Xy7_kQ2mN9pL4rT8vW1z" not in redactor.redact("invite https://t.me/duban_bot?start=Xy7_kQ2mN9pL4rT8vW1z")
+    assert redactor.redact("got '绑定 Xy7_kQ2mN9pL4rT8vW1z'") == "got '绑定 [code]'"
