@@ -23,6 +23,8 @@ from core.binding import invite
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
+from core.inbox import counts as inbound_counts
+from core.inbox import failed_updates
 from core.office import export_folder
 from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, urge, who_view
 from core.records import recent_reports
@@ -145,6 +147,9 @@ class Dashboard:
                 "unbound_units": len(who["unbound"]),
                 "audit": audit_view(session, self.m),
                 "recent": recent_reports(session, self.m, plan),
+                # what people sent that still waits to be handled, or could not be
+                "inbound": inbound_counts(session),
+                "inbound_failed": failed_updates(session, limit=20),
             }
 
     async def checkpoints(self, request: Request) -> Response:

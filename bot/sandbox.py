@@ -17,7 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +35,12 @@ from starlette.responses import (
     StreamingResponse,
 )
 
+from core import inbox
 from core.binding import invite
 from core.config import PersonRole
-from core.conversation import Incoming, IncomingFile, file_refusal
-from core.reporting import StagedFile
+from core.conversation import Conversation, Handled, Incoming, IncomingFile, file_refusal
+from core.inbox import Received
+from core.reporting import FileNotStored, StagedFile
 from core.runtime import current_plan
 from jobs.sender import Delivered, OutgoingRow, SendLimits
 from messages import Messages
@@ -150,6 +152,71 @@ class SandboxTransport:
             session.add(message)
             session.flush()
             return message.id
+
+
+class SandboxReader:
+    """The inbox's sandbox platform: a stored chat post or button press back into an Incoming."""
+
+    platform = PLATFORM
+    refetches_files = False  # the upload was staged once; a retry uses the same file
+
+    def __init__(self, conversation: Conversation) -> None:
+        self.conversation = conversation
+
+    async def read(self, payload: dict[str, Any]) -> Incoming | None:
+        files = tuple(
+            IncomingFile(
+                file_id=f["file_id"],
+                file_name=f["file_name"],
+                size=f["size"],
+                mime_type=f.get("mime_type", ""),
+                file_unique_id=f.get("file_unique_id", ""),
+                staged=StagedFile(**{**f["staged"], "staged_path": Path(f["staged"]["staged_path"])})
+                if f.get("staged")
+                else None,
+            )
+            for f in payload.get("files", [])
+        )
+        return Incoming(
+            platform=PLATFORM,
+            user_id=payload["persona"],
+            chat_id=payload["persona"],
+            update_key=payload["update_key"],
+            message_id=payload.get("message_id"),
+            text=payload.get("text", ""),
+            reply_to=payload.get("reply_to"),
+            callback=payload.get("callback"),
+            button_message_id=payload.get("button_message_id"),
+            files=files,
+            display_name=payload.get("name", ""),
+        )
+
+    async def answered(self, payload: dict[str, Any], handled: Handled) -> None:
+        """The browser gets its answer through the chat's event stream."""
+
+
+def _file_json(file: IncomingFile) -> dict[str, Any]:
+    staged = file.staged
+    return {
+        "file_id": file.file_id,
+        "file_name": file.file_name,
+        "size": file.size,
+        "mime_type": file.mime_type,
+        "file_unique_id": file.file_unique_id,
+        "staged": {**staged.__dict__, "staged_path": str(staged.staged_path)} if staged else None,
+    }
+
+
+MAX_ROW_ID = 2**63 - 1  # the databases' integer keys; a larger number names no row
+
+
+def _row_id(value: object) -> int | None:
+    """A row id from a path or query; None when it cannot name a row (too big, negative, not a number)."""
+    try:
+        number = int(str(value))
+    except ValueError:
+        return None
+    return number if 0 <= number <= MAX_ROW_ID else None
 
 
 def _persona(request: Request) -> str | None:
@@ -316,7 +383,9 @@ class SandboxRoutes:
     async def fragment(self, request: Request) -> Response:
         """One message as HTML, for the page to insert or replace when the event stream names it."""
         persona = _persona(request)
-        message_id = int(request.path_params["message_id"])
+        message_id = _row_id(request.path_params["message_id"])
+        if message_id is None:
+            return PlainTextResponse("", status_code=404)
         message = await self.service.threads.run(self._one, persona, message_id)
         if message is None:
             return PlainTextResponse("", status_code=404)
@@ -327,7 +396,9 @@ class SandboxRoutes:
         persona = _persona(request)
         if persona is None:
             return PlainTextResponse("", status_code=401)
-        after = int(request.query_params.get("after", "0") or 0)
+        after = _row_id(request.query_params.get("after") or 0)
+        if after is None:
+            return PlainTextResponse("", status_code=400)
         rows = await self.service.threads.run(self._history, persona, after)
         return HTMLResponse("".join(self._render(m) for m in rows if m["id"] > after))
 
@@ -372,6 +443,9 @@ class SandboxRoutes:
         try:
             if upload is not None and hasattr(upload, "filename") and upload.filename:
                 files = (await self._stage(persona, upload),)
+        except FileNotStored as exc:  # nothing recorded, nothing left behind: the person sends it again
+            error = self.service.messages.render("error", code="file_not_stored", detail=exc.file_name, limit="")
+            return JSONResponse({"ok": False, "error": error}, status_code=507)
         finally:
             await form.close()  # the upload's temporary file, now copied to staging
         await self._say(persona, "", text, reply_to=reply_to, files=files)
@@ -386,18 +460,13 @@ class SandboxRoutes:
             return JSONResponse({"error": "forbidden"}, status_code=403)
         message_id = str(form.get("message_id") or "")
         data = str(form.get("data") or "")[:200]
-        handled = await self.service.runner.handle(
-            Incoming(
-                platform=PLATFORM,
-                user_id=persona,
-                chat_id=persona,
-                update_key=f"press-{uuid.uuid4().hex}",
-                callback=data,
-                button_message_id=message_id or None,
-            ),
-        )
-        self.service.sender.wake()
-        return JSONResponse({"ok": True, "toast": handled.toast})
+        key = f"press-{uuid.uuid4().hex}"
+        payload = {"persona": persona, "update_key": key, "callback": data, "button_message_id": message_id or None}
+        try:
+            handled = await self.service.inbox.handle_now(Received(PLATFORM, key, payload, persona, persona))
+        except Exception:  # not stored: the press did nothing, and the page may say so
+            return JSONResponse({"ok": False, "error": self.service.messages.render("inbound_failed", reference="—")})
+        return JSONResponse({"ok": True, "toast": handled.toast if handled else None})
 
     async def _stage(self, persona: str, upload: Any) -> IncomingFile:
         """Stream an upload to the staging folder, stopping at the size cap (nothing kept over it)."""
@@ -406,17 +475,18 @@ class SandboxRoutes:
         declared = IncomingFile(file_id=f"sandbox-{uuid.uuid4().hex}", file_name=name, size=0)
         if file_refusal(self.settings, declared):  # wrong type: don't even read it
             return declared
-        target = self.service.conversation.staging_dir() / f"{uuid.uuid4().hex}{Path(name).suffix}"
         size = 0
-        with target.open("wb") as handle:
-            while chunk := await upload.read(1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    break
-                handle.write(chunk)
-        if size > limit:
-            target.unlink(missing_ok=True)
-            return IncomingFile(declared.file_id, name, size)
+        with self.service.conversation.stage(name) as target:
+            with target.open("wb") as handle:
+                while chunk := await upload.read(1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        break
+                    handle.write(chunk)
+            if size > limit:
+                target.unlink(missing_ok=True)
+                return IncomingFile(declared.file_id, name, size)
+            sha256 = await asyncio.to_thread(StagedFile.digest, target)
         staged = StagedFile(
             file_name=name,
             size=size,
@@ -424,7 +494,7 @@ class SandboxRoutes:
             file_id=declared.file_id,
             file_unique_id=declared.file_id,
             staged_path=target,
-            sha256=await asyncio.to_thread(StagedFile.digest, target),
+            sha256=sha256,
             platform=PLATFORM,
         )
         return IncomingFile(declared.file_id, name, size, staged.mime_type, declared.file_id, staged)
@@ -432,24 +502,17 @@ class SandboxRoutes:
     async def _say(
         self, persona: str, name: str, text: str, *, reply_to: str | None = None, files: tuple[IncomingFile, ...] = ()
     ) -> None:
-        message_id = await self.service.threads.run(self._record_in, persona, text, reply_to, files)
-        self.hub.publish(persona, message_id)
-        await self.service.runner.handle(
-            Incoming(
-                platform=PLATFORM,
-                user_id=persona,
-                chat_id=persona,
-                update_key=f"in-{message_id}",
-                message_id=str(message_id),
-                text=text,
-                reply_to=reply_to,
-                files=files,
-                display_name=name,
-            ),
+        message_id, received, update_id = await self.service.threads.run(
+            self._record_in, persona, name, text, reply_to, files
         )
-        self.service.sender.wake()
+        self.hub.publish(persona, message_id)
+        await self.service.inbox.handle_stored(update_id, received)
 
-    def _record_in(self, persona: str, text: str, reply_to: str | None, files: tuple[IncomingFile, ...]) -> int:
+    def _record_in(
+        self, persona: str, name: str, text: str, reply_to: str | None, files: tuple[IncomingFile, ...]
+    ) -> tuple[int, Received, int]:
+        """The message in the chat's history and in the inbox, in one transaction."""
+        now = datetime.now(UTC)
         with self.service.runtime.transaction() as session:
             message = SandboxMessage(
                 chat_id=persona,
@@ -461,12 +524,27 @@ class SandboxRoutes:
             )
             session.add(message)
             session.flush()
-            return message.id
+            key = f"in-{message.id}"
+            payload = {
+                "persona": persona,
+                "name": name,
+                "update_key": key,
+                "message_id": str(message.id),
+                "text": text,
+                "reply_to": reply_to,
+                "files": [_file_json(f) for f in files],
+            }
+            received = Received(PLATFORM, key, payload, persona, persona)
+            update_id = inbox.store(session, received, now)
+            assert update_id is not None  # the key is the new message's own id
+            return message.id, received, update_id
 
     async def download(self, request: Request) -> Response:
         """A file the bot sent to this chat (an exported 通报)."""
         persona = _persona(request)
-        outbox_id = int(request.path_params["outbox_id"])
+        outbox_id = _row_id(request.path_params["outbox_id"])
+        if outbox_id is None:
+            return PlainTextResponse("not found", status_code=404)
         path = await self.service.threads.run(self._document_path, persona, outbox_id)
         if path is None:
             return PlainTextResponse("not found", status_code=404)

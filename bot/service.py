@@ -24,9 +24,9 @@ import httpx
 import uvicorn
 from telegram.ext import Application
 
+from bot.inbox import Inbox
 from bot.logs import configure_logging
 from bot.metrics import Metrics
-from bot.runner import ConversationRunner
 from bot.sandbox import SandboxHub
 from core.clock import Clock, SystemClock
 from core.config import Settings
@@ -60,8 +60,8 @@ class Service:
     digest: Digest
     sender: OutboxSender
     metrics: Metrics
-    runner: ConversationRunner
     threads: DatabaseThreads
+    inbox: Inbox
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
@@ -79,8 +79,8 @@ class Service:
 
 def build_service(settings: Settings, *, clock: Clock | None = None, sender_clock: Clock | None = None) -> Service:
     """Create every resource the service needs, from the settings."""
-    from bot.sandbox import SandboxTransport
-    from bot.telegram_adapter import TelegramAdapter, TelegramTransport, build_application, register_handlers
+    from bot.sandbox import SandboxReader, SandboxTransport
+    from bot.telegram_adapter import TelegramAdapter, TelegramTransport, build_application
     from bot.wecom.adapter import RobotTransport, WeComAdapter, WeComTransport, build_crypto, build_wecom_client
 
     runtime = open_runtime(settings, clock=clock or SystemClock())
@@ -126,16 +126,18 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         shared=runtime.engine.dialect.name == "postgresql",
         threads=threads,
     )
-    runner = ConversationRunner(conversation, threads)
+    inbox = Inbox(runtime, conversation, threads, messages, wake_sender=sender.wake)
+    inbox.add_reader(SandboxReader(conversation))
     if application is not None:
-        register_handlers(application, TelegramAdapter(settings, runner, wake_sender=sender.wake))
+        inbox.add_reader(TelegramAdapter(settings, conversation, threads, application.bot))
     wecom_adapter = None
     if http is not None and wecom_client is not None:
         crypto = build_crypto(settings)
         if crypto is None:
             log.warning("WeCom callback not configured (callback_token, encoding_aes_key): replies cannot be received")
         else:
-            wecom_adapter = WeComAdapter(settings, runner, wecom_client, crypto, wake_sender=sender.wake)
+            wecom_adapter = WeComAdapter(settings, conversation, threads, inbox, wecom_client, crypto)
+            inbox.add_reader(wecom_adapter)
     return Service(
         settings=settings,
         runtime=runtime,
@@ -150,8 +152,8 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         http=http,
         sandbox_hub=sandbox_hub,
         metrics=metrics,
-        runner=runner,
         threads=threads,
+        inbox=inbox,
     )
 
 
@@ -159,7 +161,7 @@ async def run_service(
     service: Service, stop: asyncio.Event, *, on_ready: Callable[[Service], None] | None = None
 ) -> None:
     """Run until ``stop`` is set."""
-    from bot.telegram_adapter import set_up_bot
+    from bot.telegram_adapter import poll_updates, set_up_bot
     from bot.web import build_web_app
 
     settings = service.settings
@@ -171,6 +173,8 @@ async def run_service(
     await asyncio.to_thread(initialise, service.runtime)
     # One process alone may requeue everything left in flight; several share by lease.
     sender_task = asyncio.create_task(service.sender.run(stop, requeue_all_in_flight=single_process), name="outbox")
+    # Everything stored and not yet handled (a crash, a restart) is handled first; then what comes.
+    inbox_task = asyncio.create_task(service.inbox.run(stop), name="inbox")
 
     async def remind_job(now: Any) -> None:
         started = time.monotonic()
@@ -217,12 +221,17 @@ async def run_service(
     scheduler.start()
 
     application = service.telegram
+    polling_task = None
     if application is not None:
         await application.initialize()
         await set_up_bot(application, settings, service.messages)
-        await application.start()
-        if application.updater is not None:
-            await application.updater.start_polling(allowed_updates=["message", "edited_message", "callback_query"])
+        if settings.telegram.mode == "polling":
+            polling_task = asyncio.create_task(
+                poll_updates(
+                    application.bot, service.inbox, stop, retry_base=settings.inbox.retry_base.total_seconds()
+                ),
+                name="telegram-polling",
+            )
 
     service.web_app = build_web_app(service)
     config = uvicorn.Config(
@@ -249,13 +258,14 @@ async def run_service(
         # First nothing new comes in, then the send in flight completes, then the clients close.
         server.should_exit = True
         scheduler.shutdown(wait=False)
-        if application is not None and application.updater is not None and application.updater.running:
-            await application.updater.stop()
+        if polling_task is not None:
+            await polling_task
         with contextlib.suppress(asyncio.CancelledError):
             await server_task
+        # What is being handled finishes; what is still pending is handled after the next start.
+        await inbox_task
         await sender_task
         if application is not None:
-            await application.stop()
             await application.shutdown()
         if service.http is not None:
             await service.http.aclose()

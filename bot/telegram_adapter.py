@@ -1,23 +1,28 @@
-"""Telegram: python-telegram-bot in front of the conversation core, and the outbox's Telegram transport.
+"""Telegram: updates into the durable inbox, the conversation core's answers out through the outbox.
 
 :func:`build_application` is the one place the PTB client is built (token,
-API base URL, timeouts); every handler is registered in :func:`register_handlers`.
-Handlers only translate: an Update becomes an :class:`~core.conversation.Incoming`,
-the core decides and queues the answers, the outbox sender delivers them
-through :class:`TelegramTransport`.
+API base URL, timeouts).  Updates reach the inbox before Telegram is told we
+have them: :func:`poll_updates` stores each ``getUpdates`` batch before the
+next call's offset acknowledges it; the webhook (bot.web) stores the update
+before answering 200.  :class:`TelegramAdapter` reads a stored update back:
+an Update becomes an :class:`~core.conversation.Incoming` (its file downloaded
+into staging), the core decides and queues the answers, and the outbox sender
+delivers them through :class:`TelegramTransport`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from telegram import (
+    Bot,
     BotCommand,
     Chat,
     InlineKeyboardButton,
@@ -27,26 +32,42 @@ from telegram import (
     ReplyParameters,
     Update,
 )
-from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CallbackQueryHandler, ContextTypes, MessageHandler, filters
+from telegram.error import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import Application, ApplicationBuilder
 
-from bot.runner import ConversationRunner
+from bot.inbox import InboundRetry, Inbox
 from core.config import Settings
-from core.conversation import COMMANDS, Incoming, IncomingFile, file_refusal
+from core.conversation import Conversation, Handled, Incoming, IncomingFile, file_refusal
+from core.inbox import Received
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
 from messages import Messages
+from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.telegram")
 PLATFORM = "telegram"
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+POLL_SECONDS = 25  # long polling: how long one getUpdates waits for something to arrive
 
 # The command menu (setMyCommands), described by the "menu" labels of the messages;
 # Telegram command names are ASCII only, the Chinese aliases work as plain text.
 MENU = ("tasks", "report", "whoami", "help", "cancel", "overdue", "digest")
 
 
-def build_application(settings: Settings, *, webhook: bool | None = None) -> Application:  # type: ignore[type-arg]
-    """The PTB application for the configured bot; the only place a Telegram client is made."""
+def build_application(settings: Settings) -> Application:  # type: ignore[type-arg]
+    """The PTB application for the configured bot; the only place a Telegram client is made.
+
+    Only its Bot is used: updates come through the durable inbox (fetched by
+    :func:`poll_updates` or posted to the webhook), not through PTB's update queue.
+    """
     telegram = settings.telegram
     if telegram.token is None:
         raise ValueError("no Telegram token configured (DUBAN_TELEGRAM_TOKEN)")
@@ -59,45 +80,110 @@ def build_application(settings: Settings, *, webhook: bool | None = None) -> App
         .connect_timeout(timeout)
         .read_timeout(timeout)
         .write_timeout(timeout)
-        .get_updates_read_timeout(timeout + 30)
-        .concurrent_updates(8)
+        .get_updates_read_timeout(POLL_SECONDS + timeout)
+        .updater(None)
     )
-    use_webhook = telegram.mode == "webhook" if webhook is None else webhook
-    if use_webhook:
-        builder = builder.updater(None)  # updates arrive through our own web server
     return builder.build()
 
 
-def register_handlers(application: Application, adapter: TelegramAdapter) -> None:  # type: ignore[type-arg]
-    """Every handler of the bot, in one place.  The core parses commands, so they all lead to it."""
-    known = [name for name, aliases in COMMANDS.items() if aliases[0].isascii()]
-    application.add_handler(CallbackQueryHandler(adapter.on_button))
-    application.add_handler(MessageHandler(filters.UpdateType.EDITED_MESSAGE, adapter.on_message))
-    application.add_handler(
-        MessageHandler(filters.COMMAND | filters.TEXT | filters.Document.ALL | filters.PHOTO, adapter.on_message)
-    )
-    application.add_handler(MessageHandler(filters.ALL, adapter.on_unsupported))
-    application.add_error_handler(adapter.on_error)
-    log.debug("registered handlers for commands: %s", ", ".join(known))
+def received_update(data: object) -> Received | None:
+    """A Telegram Update (as JSON) ready for the inbox; None when it is not an update at all."""
+    if not isinstance(data, dict) or type(data.get("update_id")) is not int:
+        return None
+    user_id = chat_id = None
+    query = data.get("callback_query")
+    message = next((data[k] for k in ("message", "edited_message") if isinstance(data.get(k), dict)), None)
+    if isinstance(query, dict):
+        user_id = _id_of(query.get("from"))
+        chat_id = _id_of((query.get("message") or {}).get("chat")) or user_id
+    elif message is not None:
+        user_id = _id_of(message.get("from"))
+        chat_id = _id_of(message.get("chat"))
+    return Received(PLATFORM, str(data["update_id"]), data, user_id, chat_id)
+
+
+def _id_of(party: object) -> str | None:
+    return str(party["id"]) if isinstance(party, dict) and isinstance(party.get("id"), int) else None
+
+
+async def poll_updates(bot: Bot, inbox: Inbox, stop: asyncio.Event, *, retry_base: float = 1.0) -> None:
+    """Long-poll ``getUpdates`` into the inbox until ``stop``.
+
+    Telegram forgets a batch when a later call's offset passes it, so the
+    offset moves on only once the batch is stored: a crash before that gets the
+    same batch again, and the inbox keeps each update once.  While the batch
+    cannot be stored (the database locked) it is kept and stored again later.
+    """
+    offset: int | None = None
+    batch: list[Received] = []
+    failures = 0
+    while not stop.is_set():
+        try:
+            if not batch:
+                fetch = asyncio.ensure_future(
+                    bot.get_updates(offset=offset, timeout=POLL_SECONDS, allowed_updates=ALLOWED_UPDATES)
+                )
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not fetch.done():  # stopping: what this call would return is not acknowledged, so not lost
+                    fetch.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, TelegramError):
+                        await fetch
+                    return
+                updates = fetch.result()
+                batch = [r for r in (received_update(u.to_dict()) for u in updates) if r is not None]
+                if updates:
+                    offset = updates[-1].update_id + 1
+            if batch:
+                await inbox.accept(*batch)
+                inbox.wake()
+                batch = []
+            failures = 0
+        except (NetworkError, Conflict, SQLAlchemyError) as exc:  # the batch is kept, and Telegram keeps it too
+            failures += 1
+            wait = min(retry_base * 2 ** min(failures - 1, 6), 60.0)
+            log.warning("getUpdates or storing its batch failed (%s); again in %.1f s", exc, wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
 
 
 class TelegramAdapter:
-    """Translates Telegram updates for the conversation core; downloads files it will keep."""
+    """Reads stored Telegram updates for the conversation core; downloads the files it will keep."""
 
-    def __init__(self, settings: Settings, runner: ConversationRunner, *, wake_sender: Any = None) -> None:
+    platform = PLATFORM
+    refetches_files = True
+
+    def __init__(self, settings: Settings, conversation: Conversation, threads: DatabaseThreads, bot: Bot) -> None:
         self.settings = settings
-        self.runner = runner
-        self.conversation = runner.conversation
-        self.wake_sender = wake_sender or (lambda: None)
+        self.conversation = conversation
+        self.threads = threads
+        self.bot = bot
 
-    async def on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def read(self, payload: dict[str, Any]) -> Incoming | None:
+        update = Update.de_json(payload, self.bot)
+        if update is None:
+            return None
+        query = update.callback_query
+        if query is not None:
+            return Incoming(
+                platform=PLATFORM,
+                user_id=str(query.from_user.id),
+                chat_id=str(query.message.chat.id if query.message else query.from_user.id),
+                update_key=str(update.update_id),
+                callback=query.data or "",
+                button_message_id=str(query.message.message_id) if query.message else None,
+                display_name=query.from_user.full_name,
+                username=query.from_user.username or "",
+                private=query.message is None or query.message.chat.type == Chat.PRIVATE,
+            )
         message = update.effective_message
         user = update.effective_user
         chat = update.effective_chat
         if message is None or user is None or chat is None:
-            return
-        files = await self._files(message, str(user.id), context)
-        incoming = Incoming(
+            return None
+        # Stickers, voice, locations …: text "" and no file, and the core answers that it did not understand.
+        return Incoming(
             platform=PLATFORM,
             user_id=str(user.id),
             chat_id=str(chat.id),
@@ -105,47 +191,24 @@ class TelegramAdapter:
             message_id=str(message.message_id),
             text=message.text or message.caption or "",
             reply_to=str(message.reply_to_message.message_id) if message.reply_to_message else None,
-            files=tuple(files),
+            files=tuple(await self._files(message, str(user.id))),
             display_name=user.full_name,
             username=user.username or "",
             edited=update.edited_message is not None,
             private=chat.type == Chat.PRIVATE,
         )
-        await self.runner.handle(incoming)
-        self.wake_sender()
 
-    async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        query = update.callback_query
-        if query is None or query.from_user is None:
+    async def answered(self, payload: dict[str, Any], handled: Handled) -> None:
+        query = payload.get("callback_query")
+        if not isinstance(query, dict) or not query.get("id"):
             return
-        chat_id = query.message.chat.id if query.message else query.from_user.id
-        incoming = Incoming(
-            platform=PLATFORM,
-            user_id=str(query.from_user.id),
-            chat_id=str(chat_id),
-            update_key=str(update.update_id),
-            callback=query.data or "",
-            button_message_id=str(query.message.message_id) if query.message else None,
-            display_name=query.from_user.full_name,
-            username=query.from_user.username or "",
-            private=query.message is None or query.message.chat.type == Chat.PRIVATE,
-        )
-        handled = await self.runner.handle(incoming)
-        self.wake_sender()
         try:
             # Stops the button's spinner; not a message, so not an outbox row.
-            await query.answer((handled.toast or "")[:190] or None)
-        except TelegramError as exc:
+            await self.bot.answer_callback_query(str(query["id"]), (handled.toast or "")[:190] or None)
+        except TelegramError as exc:  # too old after a restart, say: the answer in the chat stands
             log.info("could not answer callback query: %s", exc)
 
-    async def on_unsupported(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Stickers, voice, locations …: the core answers that it did not understand."""
-        await self.on_message(update, context)
-
-    async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.error("error while handling an update", exc_info=context.error)
-
-    async def _files(self, message: Message, user_id: str, context: ContextTypes.DEFAULT_TYPE) -> list[IncomingFile]:
+    async def _files(self, message: Message, user_id: str) -> list[IncomingFile]:
         if message.document is not None:
             document = message.document
             candidates = [
@@ -173,19 +236,25 @@ class TelegramAdapter:
         # Download only what will be kept: a file within the limits, from someone bound.
         if any(file_refusal(self.settings, f) for f in candidates):
             return candidates
-        if not await self.runner.threads.run(self.conversation.accepts_files_from, PLATFORM, user_id):
+        if not await self.threads.run(self.conversation.accepts_files_from, PLATFORM, user_id):
             return candidates
-        return [await self._download(file, context) for file in candidates]
+        return [await self._download(file) for file in candidates]
 
-    async def _download(self, file: IncomingFile, context: ContextTypes.DEFAULT_TYPE) -> IncomingFile:
-        staging = self.conversation.staging_dir()
-        target = staging / f"{uuid.uuid4().hex}{Path(file.file_name).suffix}"
-        remote = await context.bot.get_file(file.file_id)
-        await remote.download_to_drive(custom_path=target)
-        size = target.stat().st_size
-        if size > self.settings.uploads.max_bytes:  # the platform's size was wrong
-            target.unlink(missing_ok=True)
-            return IncomingFile(file.file_id, file.file_name, size, file.mime_type, file.file_unique_id)
+    async def _download(self, file: IncomingFile) -> IncomingFile:
+        with self.conversation.stage(file.file_name) as target:
+            try:
+                remote = await self.bot.get_file(file.file_id)
+                await remote.download_to_drive(custom_path=target)
+            except BadRequest:
+                raise  # the file id is wrong or the file too big: trying again will not help
+            except NetworkError as exc:  # the file API unreachable, timing out or 5xx
+                target.unlink(missing_ok=True)
+                raise InboundRetry(f"downloading {file.file_name!r} from Telegram: {exc}") from exc
+            size = target.stat().st_size
+            if size > self.settings.uploads.max_bytes:  # the platform's size was wrong
+                target.unlink(missing_ok=True)
+                return IncomingFile(file.file_id, file.file_name, size, file.mime_type, file.file_unique_id)
+            sha256 = await asyncio.to_thread(StagedFile.digest, target)
         staged = StagedFile(
             file_name=file.file_name,
             size=size,
@@ -193,7 +262,7 @@ class TelegramAdapter:
             file_id=file.file_id,
             file_unique_id=file.file_unique_id,
             staged_path=target,
-            sha256=await asyncio.to_thread(StagedFile.digest, target),
+            sha256=sha256,
             platform=PLATFORM,
         )
         return IncomingFile(file.file_id, file.file_name, size, file.mime_type, file.file_unique_id, staged)

@@ -19,16 +19,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from telegram import Update
 
-from bot.telegram_adapter import verify_webhook_secret
+from bot.body_limits import BodyLimit
+from bot.telegram_adapter import received_update, verify_webhook_secret
+from core.config import Settings
 from messages import TEMPLATES
 
 if TYPE_CHECKING:
     from bot.service import Service
 
 log = logging.getLogger("duban.web")
-MAX_WEBHOOK_BODY = 1 << 20
 # Every response: scripts and styles only from here (the templates use style attributes), no framing.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -153,7 +153,23 @@ def build_web_app(service: Service) -> Starlette:
         check_host=ui.sandbox_enabled or not ui.sign_in_required,
         exempt=frozenset({settings.telegram.webhook_path, settings.wecom.callback_path}),
     )
-    return Starlette(routes=routes, middleware=[guard])
+    return Starlette(routes=routes, middleware=[guard, Middleware(BodyLimit, cap_for=body_caps(settings))])
+
+
+def body_caps(settings: Settings) -> Any:
+    """The most bytes a request body may have, by path: each platform's own, uploads, and forms."""
+    web = settings.web
+    caps = {
+        settings.telegram.webhook_path: web.webhook_max_bytes,
+        settings.wecom.callback_path: web.callback_max_bytes,
+        # a file and the few fields around it
+        "/sandbox/send": settings.uploads.max_bytes + web.form_max_bytes,
+    }
+
+    def cap_for(path: str) -> int:
+        return caps.get(path, web.form_max_bytes)
+
+    return cap_for
 
 
 def _health(service: Service) -> Any:
@@ -196,18 +212,19 @@ def _telegram_webhook(service: Service) -> Any:
     async def webhook(request: Request) -> Response:
         if not verify_webhook_secret(service.settings, request.headers.get("X-Telegram-Bot-Api-Secret-Token")):
             return PlainTextResponse("forbidden", status_code=403)
-        body = await request.body()
-        if len(body) > MAX_WEBHOOK_BODY:
-            return PlainTextResponse("too large", status_code=413)
+        body = await request.body()  # its size is capped by BodyLimit
         try:
-            data = json.loads(body)
+            received = received_update(json.loads(body))
         except ValueError:
+            received = None
+        if received is None:  # not JSON, or JSON but not an Update (an array, a string …)
             return PlainTextResponse("bad request", status_code=400)
-        application = service.telegram
-        assert application is not None
-        update = Update.de_json(data, application.bot)
-        # Answer at once; the application's queue handles the update (customwebhookbot's design).
-        await application.update_queue.put(update)
+        try:
+            await service.inbox.accept(received)
+        except Exception:  # not stored, so not acknowledged: Telegram delivers it again
+            log.exception("could not store a Telegram update")
+            return PlainTextResponse("busy", status_code=503)
+        service.inbox.wake()
         return Response(status_code=200)
 
     return webhook

@@ -102,6 +102,8 @@ class ServiceSettings(Section):
 
 class DatabaseSettings(Section):
     url: str = "sqlite:///var/duban.sqlite3"
+    #: SQLite: how long a statement waits for another process's lock before it fails (and is retried).
+    busy_timeout: Duration = timedelta(seconds=30)
 
     @field_validator("url")
     @classmethod
@@ -326,6 +328,12 @@ class WebSettings(Section):
                 raise ValueError(f"trusted proxy {entry!r} is not an IP address or network") from None
         return value
 
+    # Request bodies larger than these are refused with 413 before they are read.
+    # (Sandbox uploads are capped at [uploads] max_bytes plus room for the form around the file.)
+    form_max_bytes: int = Field(default=64 * 1024, ge=1024)
+    webhook_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    callback_max_bytes: int = Field(default=256 * 1024, ge=1024)
+
 
 class UploadSettings(Section):
     dir: Path = Path("var/files")
@@ -356,6 +364,15 @@ class OutboxSettings(Section):
     lease: Duration = timedelta(minutes=2)
     retry_base: Duration = timedelta(seconds=2)
     max_attempts: int = Field(default=10, ge=1, le=100)
+
+
+class InboxSettings(Section):
+    """Retrying an update whose handling failed for a passing reason (database locked, disk full, network)."""
+
+    retry_base: Duration = timedelta(seconds=2)
+    retry_max: Duration = timedelta(minutes=5)
+    #: After this long an update that still fails is given up: the sender is told and the dashboard shows it.
+    give_up_after: Duration = timedelta(days=1)
 
 
 class LimitSettings(Section):
@@ -415,6 +432,7 @@ class Settings(Section):
     web: WebSettings = WebSettings()
     uploads: UploadSettings = UploadSettings()
     outbox: OutboxSettings = OutboxSettings()
+    inbox: InboxSettings = InboxSettings()
     limits: LimitSettings = LimitSettings()
     binding: BindingSettings = BindingSettings()
     report: ReportSettings = ReportSettings()

@@ -16,14 +16,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -32,18 +31,21 @@ from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpo
 from core.clock import Clock
 from core.config import PersonRole, Settings
 from core.escalation import catch_up_on_binding
+from core.inbox import mark_handled
 from core.notices import days_late, task_view
 from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
 from core.pace import pace_of
 from core.progress import record_values
 from core.reporting import (
+    Placement,
     StagedFile,
     StatusCode,
     parse_status,
     pending_document,
     record_report,
     split_status,
+    staging,
     target_obligation,
 )
 from core.runtime import current_plan
@@ -55,6 +57,8 @@ from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.models import (
     Assignment,
+    Attachment,
+    AuditLog,
     Binding,
     Checkpoint,
     ConversationState,
@@ -195,6 +199,8 @@ class _Turn:
     files_used: bool = False
     # staged files of drafts this turn dropped: deleted once the turn has committed
     discarded: list[Path] = field(default_factory=list)
+    # files of the report recorded: moved into place once the turn has committed
+    placements: list[Placement] = field(default_factory=list)
     # answers already looked up in this turn (each would otherwise be a query again)
     known_state: ConversationState | None = None
     state_looked_up: bool = False
@@ -253,6 +259,10 @@ class Conversation:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
+    def stage(self, file_name: str) -> AbstractContextManager[Path]:
+        """Where to write a file being received (see :func:`core.reporting.staging`)."""
+        return staging(self.settings.path(self.settings.uploads.dir) / "staging", file_name)
+
     def handle(self, incoming: Incoming) -> Handled:
         """Handle one incoming update exactly once; every answer goes to the outbox."""
         now = self.clock.now()
@@ -260,20 +270,22 @@ class Conversation:
         incoming = replace(incoming, text=incoming.text.replace("\u3000", " ").strip())
         try:
             with self.sessions() as session, session.begin():
-                if not self._first_delivery(session, incoming, now):
-                    self._discard_files(incoming)
+                if not mark_handled(session, incoming.platform, incoming.update_key, now):
+                    self.discard_files(incoming)
                     self.handled[(incoming.platform, "duplicate")] += 1
                     return Handled(duplicate=True)
                 turn = _Turn(session, incoming, now, None)
                 self._dispatch(turn)
                 if not turn.files_used:
-                    self._discard_files(incoming)
-            for path in turn.discarded:  # committed: no draft refers to them any more
+                    self.discard_files(incoming)
+            # Committed: the report's files go into place, no draft refers to the dropped ones.
+            self._place_files(turn)
+            for path in turn.discarded:
                 path.unlink(missing_ok=True)
             self.handled[(incoming.platform, "handled")] += 1
             return Handled(queued=turn.queued, toast=turn.toast)
         except IntegrityError:
-            self._discard_files(incoming)
+            self.discard_files(incoming)
             if not self._seen(incoming):
                 raise  # not a raced duplicate: a real fault, to be seen
             # Two deliveries of one update raced; the other one handled it.
@@ -294,21 +306,52 @@ class Conversation:
             )
 
     @staticmethod
-    def _first_delivery(session: Session, incoming: Incoming, now: datetime) -> bool:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        statement = (
-            insert(InboundUpdate)
-            .values(platform=incoming.platform, update_key=incoming.update_key[:200], received_at=now)
-            .on_conflict_do_nothing(index_elements=["platform", "update_key"])
-            .returning(InboundUpdate.id)
-        )
-        return session.execute(statement).scalar_one_or_none() is not None
-
-    @staticmethod
-    def _discard_files(incoming: Incoming) -> None:
+    def discard_files(incoming: Incoming) -> None:
+        """Delete the files staged for an update that will not keep them."""
         for file in incoming.files:
             if file.staged is not None:
                 file.staged.staged_path.unlink(missing_ok=True)
+
+    def _place_files(self, turn: _Turn) -> None:
+        """Move a recorded report's files into place; one that cannot be is taken off the report, and said."""
+        lost: list[Path] = []
+        cause: OSError | None = None
+        for placement in turn.placements:
+            try:
+                placement.place()
+            except OSError as exc:  # full or read-only: the report stands, without this file
+                lost.append(placement.stored)
+                cause = exc
+                placement.staged.unlink(missing_ok=True)
+        if not lost:
+            return
+        incoming = turn.incoming
+        with self.sessions() as session, session.begin():
+            attachments = list(
+                session.scalars(select(Attachment).where(Attachment.stored_path.in_([str(p) for p in lost])))
+            )
+            names = [a.file_name for a in attachments]
+            for attachment in attachments:
+                session.delete(attachment)
+            session.add(
+                AuditLog(
+                    at=turn.now,
+                    actor=f"{incoming.platform}:{incoming.user_id}",
+                    action="attachment.not_stored",
+                    subject=", ".join(names),
+                    detail={"error": str(cause), "reports": sorted({a.report_id for a in attachments})},
+                )
+            )
+            enqueue(
+                session,
+                platform=incoming.platform,
+                chat_id=incoming.chat_id,
+                kind="reply",
+                dedup_key=f"reply:{incoming.platform}:{incoming.update_key}:files-not-stored",
+                message=Message(text=self.m.render("error", code="file_not_kept", detail="、".join(names), limit="")),
+                now=turn.now,
+                person_id=turn.identity.person_id if turn.identity else None,
+            )
 
     def _reply(
         self,
@@ -879,7 +922,7 @@ class Conversation:
             turn.session.flush()
             self._set_state(turn, "report.values", {"report_id": recorded.report.id, "target_ids": missing})
         turn.files_used = True
-        turn.discarded += [file.staged_path for file in files]  # stored copies are in place once committed
+        turn.placements += recorded.placements
         checkpoint = recorded.checkpoint
         label = self.m.render("recorded_label", status=self.m.label("status", recorded.report.status))
         reminder = data.get("reminder_message_id")

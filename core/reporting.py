@@ -11,9 +11,14 @@ kept as extra progress.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import os
 import re
 import shutil
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -123,12 +128,64 @@ class StagedFile:
         return hasher.hexdigest()
 
 
+class FileNotStored(Exception):
+    """The uploads folder could not take a file (full, read-only …); nothing of it was left behind."""
+
+    def __init__(self, file_name: str, cause: OSError) -> None:
+        super().__init__(f"{file_name}: {cause.strerror or cause}")
+        self.file_name = file_name
+        self.cause = cause
+
+
+@contextlib.contextmanager
+def staging(folder: Path, file_name: str) -> Iterator[Path]:
+    """A fresh path in the staging ``folder`` for a file being received.
+
+    Any OSError while the block writes it (disk full, read-only folder) removes
+    the partial file and becomes :class:`FileNotStored`.
+    """
+    target = folder / f"{uuid.uuid4().hex}{Path(file_name).suffix}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        yield target
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            target.unlink(missing_ok=True)
+        raise FileNotStored(file_name, exc) from exc
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A staged file and where it is kept once its report has committed."""
+
+    staged: Path
+    stored: Path
+
+    def place(self) -> None:
+        """Move the file into place: a rename on the same file system, else a copy (the partial copy removed)."""
+        self.stored.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(self.staged, self.stored)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            try:
+                shutil.copyfile(self.staged, self.stored)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self.stored.unlink(missing_ok=True)
+                raise
+            self.staged.unlink(missing_ok=True)
+
+
 @dataclass
 class Recorded:
     report: StatusReport
     obligation: Obligation | None
     checkpoint: Checkpoint | None
     attachments: list[Attachment] = field(default_factory=list)
+    #: the files to move into place once the transaction has committed
+    placements: list[Placement] = field(default_factory=list)
 
 
 def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
@@ -207,10 +264,12 @@ def record_report(
     uploads_dir: Path,
     checkpoint_id: int | None = None,
 ) -> Recorded:
-    """Append a status report, copy its files into place, and update the obligation it answers.
+    """Append a status report and its attachments, and update the obligation it answers.
 
-    The staged files are copied, not moved: if the transaction does not
-    commit, the draft still has them.  The caller deletes them once it has.
+    No file is touched here: the attachments name where their files will be
+    kept, and the caller moves them there (:attr:`Recorded.placements`) once the
+    transaction has committed, so a slow or failing disk never holds it, and a
+    transaction that does not commit leaves the draft its staged files.
     """
     obligation = target_obligation(session, task.id, unit.id, has_file=bool(files), checkpoint_id=checkpoint_id)
     checkpoint = obligation.checkpoint if obligation else None
@@ -232,15 +291,15 @@ def record_report(
     session.add(report)
     session.flush()
     attachments = []
+    placements: list[Placement] = []
     for staged in files:
         folder = uploads_dir / str(unit.jurisdiction_id) / str(unit.id)
-        folder.mkdir(parents=True, exist_ok=True)
         final = folder / f"{report.id}-{_safe_name(staged.file_name)}"
         copies = 1
-        while final.exists():  # two files of one name in one report: both kept
+        while final in {p.stored for p in placements}:  # two files of one name in one report: both kept
             copies += 1
             final = folder / f"{report.id}-{copies}-{_safe_name(staged.file_name)}"
-        shutil.copyfile(staged.staged_path, final)
+        placements.append(Placement(staged.staged_path, final))
         attachment = Attachment(
             report_id=report.id,
             platform=staged.platform,
@@ -263,7 +322,9 @@ def record_report(
         obligation.last_report_id = report.id
         obligation.updated_at = now
     session.flush()
-    return Recorded(report=report, obligation=obligation, checkpoint=checkpoint, attachments=attachments)
+    return Recorded(
+        report=report, obligation=obligation, checkpoint=checkpoint, attachments=attachments, placements=placements
+    )
 
 
 class ReviewError(ValueError):

@@ -39,7 +39,7 @@ class Runtime:
 
 
 def open_runtime(settings: Settings, clock: Clock | None = None, engine: Engine | None = None) -> Runtime:
-    engine = engine or make_engine(settings.database_url)
+    engine = engine or make_engine(settings.database_url, busy_timeout=settings.database.busy_timeout.total_seconds())
     return Runtime(settings=settings, engine=engine, sessions=session_factory(engine), clock=clock or SystemClock())
 
 

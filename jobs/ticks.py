@@ -115,7 +115,12 @@ def expire_bookkeeping(runtime: Runtime, exports: Path, now: datetime) -> Expire
             )
         )
         done.inbound_updates = _count(
-            session.execute(delete(InboundUpdate).where(InboundUpdate.received_at < now - retention))
+            # one still pending is a person's message not yet handled: it stays until it is
+            session.execute(
+                delete(InboundUpdate).where(
+                    InboundUpdate.received_at < now - retention, InboundUpdate.state != "pending"
+                )
+            )
         )
         stale_secrets = session.scalars(
             select(OutboxMessage).where(

@@ -8,6 +8,7 @@ timeout on every connection.  ``upgrade`` runs the Alembic migrations, so
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,15 +25,19 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str, **options: Any) -> Engine:
-    """Create the engine for a database URL; for SQLite also create its directory."""
+def make_engine(url: str, *, busy_timeout: float = 30.0, **options: Any) -> Engine:
+    """Create the engine for a database URL; for SQLite also create its directory.
+
+    ``busy_timeout`` (seconds, SQLite): how long a statement waits for another
+    connection's lock before it fails with "database is locked".
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **options)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout}, **options)
+        event.listen(engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_ms=int(busy_timeout * 1000)))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -40,14 +45,14 @@ def make_engine(url: str, **options: Any) -> Engine:
     return create_engine(url, pool_pre_ping=True, **options)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int) -> None:
     # pysqlite's own transaction handling is switched off so that BEGIN is ours
     # (see _sqlite_begin): SQLAlchemy's documented recipe for correct locking.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms:d}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 

@@ -501,15 +501,36 @@ class AuditLog(Base):
 
 
 class InboundUpdate(Base):
-    """An update already handled; a platform that delivers it again is ignored."""
+    """The durable inbox: every update a platform delivered, stored before it is acknowledged.
+
+    ``state`` is ``pending`` until the conversation has handled it (in the same
+    transaction that records what it meant), then ``handled``; ``failed`` when
+    handling hit a permanent error (the sender was told, the dashboard shows it).
+    A platform that delivers the same update again finds the row and nothing
+    happens twice.  ``payload`` is the raw update (a Telegram update, WeCom's
+    decrypted XML, a sandbox post); it is cleared once handled.
+    """
 
     __tablename__ = "inbound_update"
-    __table_args__ = (UniqueConstraint("platform", "update_key"),)
+    __table_args__ = (
+        UniqueConstraint("platform", "update_key"),
+        Index("ix_inbound_update_state_next", "state", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     platform: Mapped[str] = mapped_column(String(20))
     update_key: Mapped[str] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(10), default="handled")  # pending | handled | failed
+    user_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    chat_id: Mapped[str | None] = mapped_column(String(100), default=None)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    #: Whether the sender was already told that handling is delayed (said once per update).
+    notified: Mapped[bool] = mapped_column(default=False)
+    handled_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class ConversationState(Base):

@@ -189,6 +189,11 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         },
         {"usage": "/export ROUND", "keys": ["2024-q1"], "bad_format": True, "formats": ("xlsx", "html", "md")},
     ],
+    "inbound_failed.j2": [{"reference": "IN42"}],
+    "inbox_delayed.j2": [
+        {"reason": "storage", "detail": "进展材料.pdf", "reference": "IN42"},
+        {"reason": "platform", "detail": "", "reference": "IN43"},
+    ],
     "help.j2": [
         {"units": ["县发改局"], "reporter": True, "office": False},
         {"units": ["县发改局", "县政府政务督查室"], "reporter": True, "office": True},

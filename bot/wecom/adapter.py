@@ -2,10 +2,10 @@
 
 Receiving: the callback is verified (signature in constant time, AES-256-CBC
 with strict padding, the corp id as receive id) before anything is read; a
-request that fails any check gets 403 and changes nothing.  A text or a button
-press is handled before answering 200 (it takes milliseconds), so what was
-answered is recorded; WeCom's retries are deduplicated by MsgId.  A file is
-downloaded in the background after the 200, since WeCom retries after 5 s.
+request that fails any check gets 403 and changes nothing.  A message or a
+button press is stored in the durable inbox before answering 200, and handled
+from there (a file is downloaded then, after the 200, since WeCom retries
+after 5 s); WeCom's retries are deduplicated by MsgId.
 
 Sending: :class:`WeComTransport` turns outbox rows into text messages and
 ``button_interaction`` template cards (at most six buttons; a longer menu
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ import httpx
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from bot.runner import ConversationRunner
+from bot.inbox import InboundRetry, Inbox
 from bot.wecom.callback import WeComInbound, parse_callback
 from bot.wecom.client import (
     RobotClient,
@@ -45,15 +44,16 @@ from bot.wecom.client import (
 )
 from bot.wecom.crypto import CallbackRejected, WeComCrypto
 from core.config import Settings
-from core.conversation import Incoming, IncomingFile, file_refusal
+from core.conversation import Conversation, Handled, Incoming, IncomingFile, file_refusal
+from core.inbox import Received
 from core.reporting import StagedFile
 from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
 from messages import Messages
+from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.wecom")
 PLATFORM = "wecom"
 ROBOT = "wecom_robot"
-MAX_CALLBACK_BODY = 256 * 1024
 TIMESTAMP_TOLERANCE = 600  # seconds; WeCom retries within seconds, so older requests are replays
 CARD_BUTTONS = 6
 CARD_BUTTON_CHARS = 10
@@ -87,26 +87,29 @@ def build_crypto(settings: Settings) -> WeComCrypto | None:
 
 
 class WeComAdapter:
-    """Serves the callback URL: verifies, decrypts and hands messages to the conversation core."""
+    """Serves the callback URL: verifies, decrypts and stores messages in the inbox; reads them back for the core."""
+
+    platform = PLATFORM
+    refetches_files = True
 
     def __init__(
         self,
         settings: Settings,
-        runner: ConversationRunner,
+        conversation: Conversation,
+        threads: DatabaseThreads,
+        inbox: Inbox,
         client: WeComClient,
         crypto: WeComCrypto,
         *,
-        wake_sender: Any = None,
         now: Any = time.time,
     ) -> None:
         self.settings = settings
-        self.runner = runner
-        self.conversation = runner.conversation
+        self.conversation = conversation
+        self.threads = threads
+        self.inbox = inbox
         self.client = client
         self.crypto = crypto
-        self.wake_sender = wake_sender or (lambda: None)
         self.now = now
-        self._background: set[asyncio.Task[None]] = set()
 
     def _fresh(self, timestamp: str) -> bool:
         try:
@@ -134,9 +137,7 @@ class WeComAdapter:
     async def receive(self, request: Request) -> Response:
         """POST: a member's message or button press."""
         query = request.query_params
-        body = await request.body()
-        if len(body) > MAX_CALLBACK_BODY:
-            return PlainTextResponse("too large", status_code=413)
+        body = await request.body()  # its size is capped by the server (bot.web)
         try:
             if not self._fresh(query.get("timestamp", "")):
                 raise CallbackRejected("stale timestamp")
@@ -149,17 +150,28 @@ class WeComAdapter:
         except CallbackRejected as exc:
             log.warning("refused WeCom callback: %s", exc)
             return PlainTextResponse("forbidden", status_code=403)
-        incoming = self.to_incoming(inbound)
-        if incoming is None:
+        if self.to_incoming(inbound) is None:
             return PlainTextResponse("")
-        if inbound.kind in ("file", "image") and inbound.media_id:
-            task = asyncio.create_task(self._with_file(inbound, incoming))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-            return PlainTextResponse("")
-        await self.runner.handle(incoming)
-        self.wake_sender()
+        try:
+            await self.inbox.accept(
+                Received(PLATFORM, inbound.dedup_key, {"xml": plain}, inbound.from_user, inbound.from_user)
+            )
+        except Exception:  # not stored, so not acknowledged: WeCom tries again
+            log.exception("could not store a WeCom callback")
+            return PlainTextResponse("busy", status_code=503)
+        self.inbox.wake()
         return PlainTextResponse("")
+
+    async def read(self, payload: dict[str, Any]) -> Incoming | None:
+        inbound = parse_callback(payload["xml"])
+        incoming = self.to_incoming(inbound)
+        if incoming is not None and inbound.kind in ("file", "image") and inbound.media_id:
+            files = await self._download(incoming)
+            incoming = Incoming(**{**incoming.__dict__, "files": tuple(files)})
+        return incoming
+
+    async def answered(self, payload: dict[str, Any], handled: Handled) -> None:
+        """Nothing to do: a card's new state goes out through the outbox."""
 
     def to_incoming(self, inbound: WeComInbound) -> Incoming | None:
         """What the core understands; None for events it has no use for (entering the app …)."""
@@ -191,17 +203,9 @@ class WeComAdapter:
             return None
         return incoming(text="")
 
-    async def _with_file(self, inbound: WeComInbound, incoming: Incoming) -> None:
-        try:
-            files = await self._download(incoming)
-            await self.runner.handle(Incoming(**{**incoming.__dict__, "files": tuple(files)}))
-            self.wake_sender()
-        except Exception:  # a failed download must not take the server down; WeCom will not retry
-            log.exception("could not handle a WeCom file message")
-
     async def _download(self, incoming: Incoming) -> list[IncomingFile]:
         declared = incoming.files[0]
-        if file_refusal(self.settings, declared) or not await self.runner.threads.run(
+        if file_refusal(self.settings, declared) or not await self.threads.run(
             self.conversation.accepts_files_from, PLATFORM, incoming.user_id
         ):
             return [declared]
@@ -210,9 +214,12 @@ class WeComAdapter:
             name, content = await download_media(self.client, declared.file_id, max_bytes=limit)
         except WeComPermanent:
             return [IncomingFile(declared.file_id, declared.file_name, limit + 1)]  # refused as too large
+        except (WeComRetryable, WeComRateLimited, httpx.HTTPError) as exc:
+            raise InboundRetry(f"downloading {declared.file_name!r} from WeCom: {exc}") from exc
         name = name or declared.file_name
-        target = self.conversation.staging_dir() / f"{uuid.uuid4().hex}{Path(name).suffix}"
-        await asyncio.to_thread(target.write_bytes, content)
+        with self.conversation.stage(name) as target:
+            await asyncio.to_thread(target.write_bytes, content)
+            sha256 = await asyncio.to_thread(StagedFile.digest, target)
         staged = StagedFile(
             file_name=name,
             size=len(content),
@@ -220,7 +227,7 @@ class WeComAdapter:
             file_id=declared.file_id,
             file_unique_id=declared.file_id,
             staged_path=target,
-            sha256=await asyncio.to_thread(StagedFile.digest, target),
+            sha256=sha256,
             platform=PLATFORM,
         )
         return [IncomingFile(declared.file_id, name, len(content), staged=staged)]

@@ -45,7 +45,11 @@
   async function post(url, data) {
     data.append("csrf", csrf);
     const response = await fetch(url, { method: "POST", body: data, credentials: "same-origin" });
-    if (!response.ok) { alert("发送失败(" + response.status + ")"); }
+    if (!response.ok) {
+      // The server explains what went wrong (a file it could not store, a body too large) when it can.
+      const answer = await response.clone().json().catch(function () { return {}; });
+      alert(answer.error || ("发送失败(" + response.status + ")"));
+    }
     return response;
   }
 

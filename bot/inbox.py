@@ -1,0 +1,297 @@
+"""Handling the durable inbox: each platform's stored updates, through the conversation core.
+
+Adapters call :meth:`Inbox.accept` before they acknowledge an update, then
+:meth:`Inbox.wake`.  :meth:`Inbox.run` handles every pending update, at
+start-up and whenever woken: the platform's reader turns the stored payload
+back into an :class:`~core.conversation.Incoming` (downloading its files), the
+conversation handles it and marks it handled in one transaction.  One person's
+updates are handled in the order they arrived; different people's side by side.
+
+A failure is either passing — the database locked or busy, the uploads folder
+full or read-only, the platform's file API unreachable — and the update is
+tried again with backoff (the person is told once, when a file is involved),
+or permanent, and the update is marked failed: the person gets
+"未能记录,请稍后重试" with a reference, and the dashboard lists it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from core import inbox
+from core.conversation import Conversation, Handled, Incoming
+from core.inbox import Received, StoredUpdate
+from core.outbox import Message
+from core.reporting import FileNotStored
+from core.runtime import Runtime
+from messages import Messages
+from storage.threads import DatabaseThreads
+
+log = logging.getLogger("duban.inbox")
+
+# Errors of the file system that an operator fixes (space, permissions): worth waiting for.
+_PASSING_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+# Different people's updates handled at once (on SQLite they still queue for the one database thread).
+CONCURRENT_PEOPLE = 8
+
+
+class InboundRetry(Exception):
+    """A passing failure outside the database (the platform's file API unreachable, 5xx, timeouts)."""
+
+
+class InboundReader(Protocol):
+    """A platform's side of the inbox: its stored payloads back into what the core understands."""
+
+    platform: str
+    #: whether ``read`` fetches the files again (so a failed try's staged copies can go)
+    refetches_files: bool
+
+    async def read(self, payload: dict[str, Any]) -> Incoming | None:
+        """The update as an Incoming (files downloaded and staged); None when it means nothing to the core."""
+        ...
+
+    async def answered(self, payload: dict[str, Any], handled: Handled) -> None:
+        """Anything the platform needs once the update is handled (a button press's toast)."""
+        ...
+
+
+def is_passing(exc: BaseException) -> bool:
+    """Whether handling may well succeed if tried again later."""
+    if isinstance(exc, InboundRetry | FileNotStored | OperationalError | DisconnectionError | PoolTimeout):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _PASSING_ERRNOS
+
+
+class Inbox:
+    """Stores updates before they are acknowledged and handles them from there."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        conversation: Conversation,
+        threads: DatabaseThreads,
+        messages: Messages,
+        *,
+        wake_sender: Callable[[], None],
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.runtime = runtime
+        self.conversation = conversation
+        self.threads = threads
+        self.messages = messages
+        self.wake_sender = wake_sender
+        self.settings = runtime.settings.inbox
+        # Retries run on real time (the conversation's clock may be a test's ManualClock).
+        self.wall_clock = wall_clock
+        self.readers: dict[str, InboundReader] = {}
+        self._woken = asyncio.Event()
+        self._in_hand: set[int] = set()
+        # Retry times that could not be written (the database was locked): kept here meanwhile.
+        self._held_until: dict[int, float] = {}
+        self.handled = 0
+        self.retried = 0
+        self.failed = 0
+
+    def add_reader(self, reader: InboundReader) -> None:
+        self.readers[reader.platform] = reader
+
+    # --- receiving ------------------------------------------------------------
+
+    async def accept(self, *received: Received) -> list[int]:
+        """Store updates as pending in one transaction; the ids of those not stored before.
+
+        Raises the database's error when they could not be stored: the caller
+        must then not acknowledge them.
+        """
+        return await self.threads.run(self._store, received)
+
+    def _store(self, received: tuple[Received, ...], *, claim: bool = False) -> list[int]:
+        now = self.wall_clock()
+        with self.runtime.transaction() as session:
+            ids = [i for i in (inbox.store(session, item, now) for item in received) if i is not None]
+        if claim:  # the caller handles them itself: the worker leaves them alone
+            self._in_hand.update(ids)
+        return ids
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    # --- handling ---------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Handle pending updates until ``stop``: everything left from before at once, then as they come."""
+        while not stop.is_set():
+            self._woken.clear()
+            try:
+                batch = await self.threads.run(self._due)
+            except Exception as exc:  # the database is locked or gone: try again shortly
+                log.warning("could not read the inbox: %s", exc)
+                batch = []
+                await self._sleep(stop, self.settings.retry_base.total_seconds())
+                continue
+            if batch:
+                await self.handle_batch(batch)
+                continue
+            await self._sleep(stop, await self._idle_seconds())
+
+    async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
+        stopping = asyncio.ensure_future(stop.wait())
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait({stopping, woken}, timeout=max(seconds, 0.01), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            woken.cancel()
+
+    async def _idle_seconds(self) -> float:
+        waits = [until - time.monotonic() for until in self._held_until.values()]
+        try:
+            at = await self.threads.run(self._next_due)
+        except Exception:
+            at = None
+        if at is not None:
+            waits.append((at - self.wall_clock()).total_seconds())
+        # Also look again now and then: on PostgreSQL another process may have stored updates.
+        return min([*waits, 30.0])
+
+    def _next_due(self) -> datetime | None:
+        with self.runtime.transaction() as session:
+            return inbox.next_due(session)
+
+    def _due(self) -> list[StoredUpdate]:
+        now = time.monotonic()
+        for held, until in list(self._held_until.items()):
+            if until <= now:
+                del self._held_until[held]
+        with self.runtime.transaction() as session:
+            return inbox.due(session, self.wall_clock(), skip=self._in_hand | set(self._held_until))
+
+    async def handle_batch(self, batch: list[StoredUpdate]) -> None:
+        """Handle updates: each person's in order, several people at once."""
+        by_person: dict[tuple[str, str], list[StoredUpdate]] = defaultdict(list)
+        for stored in batch:
+            by_person[(stored.platform, stored.user_id or f"#{stored.id}")].append(stored)
+            self._in_hand.add(stored.id)
+        gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
+
+        async def one_person(updates: list[StoredUpdate]) -> None:
+            async with gate:
+                for position, stored in enumerate(updates):
+                    if await self.handle(stored) is None:
+                        # Later messages of this person wait for this one (their order matters).
+                        for later in updates[position + 1 :]:
+                            self._in_hand.discard(later.id)
+                        return
+
+        try:
+            await asyncio.gather(*(one_person(updates) for updates in by_person.values()))
+        finally:
+            for stored in batch:
+                self._in_hand.discard(stored.id)
+
+    async def handle(self, stored: StoredUpdate) -> Handled | None:
+        """Handle one stored update; None when it is left to be tried again."""
+        self._in_hand.add(stored.id)
+        incoming: Incoming | None = None
+        try:
+            reader = self.readers.get(stored.platform)
+            if reader is None:
+                raise LookupError(f"no reader for platform {stored.platform!r}")
+            incoming = await reader.read(stored.payload)
+            if incoming is None:
+                await self.threads.run(self._mark_handled, stored)
+                return Handled()
+            handled = await self.threads.run(self.conversation.handle, incoming)
+        except Exception as exc:
+            result = await self._failed(stored, exc)
+            if incoming is not None and (result is not None or (reader is not None and reader.refetches_files)):
+                self.conversation.discard_files(incoming)  # given up, or the next try downloads them again
+            return result
+        finally:
+            self._in_hand.discard(stored.id)
+        self.handled += 1
+        self.wake_sender()
+        try:
+            await reader.answered(stored.payload, handled)
+        except Exception:  # the answer to the platform is a courtesy; the update is handled
+            log.warning("could not acknowledge a handled update to %s", stored.platform, exc_info=True)
+        return handled
+
+    def _mark_handled(self, stored: StoredUpdate) -> None:
+        with self.runtime.transaction() as session:
+            inbox.mark_handled(session, stored.platform, stored.update_key, self.wall_clock())
+
+    async def _failed(self, stored: StoredUpdate, exc: Exception) -> Handled | None:
+        """Retry later (None) or give up (a Handled with nothing queued but the notice)."""
+        error = f"{type(exc).__name__}: {exc}"
+        age = self.wall_clock() - stored.received_at
+        if is_passing(exc) and age < self.settings.give_up_after:
+            wait = inbox.backoff(stored.attempts + 1, self.settings.retry_base, self.settings.retry_max)
+            log.warning("update %s will be tried again in %s: %s", stored.reference, wait, error)
+            self.retried += 1
+            try:
+                await self.threads.run(self._retry_later, stored, exc, error, wait)
+            except Exception:  # e.g. still locked: remember the time here instead
+                self._held_until[stored.id] = time.monotonic() + wait.total_seconds()
+            return None
+        log.error("update %s could not be handled: %s", stored.reference, error, exc_info=exc)
+        self.failed += 1
+        try:
+            await self.threads.run(self._give_up, stored, error)
+        except Exception:
+            log.exception("could not mark update %s failed; it stays pending", stored.reference)
+            self._held_until[stored.id] = time.monotonic() + self.settings.retry_max.total_seconds()
+            return None
+        return Handled()
+
+    def _retry_later(self, stored: StoredUpdate, exc: Exception, error: str, wait: timedelta) -> None:
+        notice = None
+        if isinstance(exc, FileNotStored | InboundRetry):  # a file is waiting: say so, once
+            reason, detail = ("storage", exc.file_name) if isinstance(exc, FileNotStored) else ("platform", "")
+            notice = Message(
+                text=self.messages.render("inbox_delayed", reason=reason, detail=detail, reference=stored.reference)
+            )
+        now = self.wall_clock()
+        with self.runtime.transaction() as session:
+            inbox.retry_later(session, stored, error=error, at=now + wait, notice=notice, now=now)
+        if notice is not None:
+            self.wake_sender()
+
+    def _give_up(self, stored: StoredUpdate, error: str) -> None:
+        notice = Message(text=self.messages.render("inbound_failed", reference=stored.reference))
+        with self.runtime.transaction() as session:
+            inbox.give_up(session, stored, error=error, notice=notice, now=self.wall_clock())
+        self.wake_sender()
+
+    async def handle_now(self, received: Received) -> Handled | None:
+        """Store an update and handle it at once (the sandbox, whose browser waits for the answer).
+
+        None when it was stored before, or is left pending to be tried again.
+        """
+        ids = await self.threads.run(self._store, (received,), claim=True)
+        return await self.handle_stored(ids[0], received) if ids else None
+
+    async def handle_stored(self, update_id: int, received: Received) -> Handled | None:
+        """Handle an update the caller has just stored (with :func:`core.inbox.store`)."""
+        stored = StoredUpdate(
+            id=update_id,
+            platform=received.platform,
+            update_key=received.update_key,
+            payload=received.payload,
+            user_id=received.user_id,
+            chat_id=received.chat_id,
+            attempts=0,
+            received_at=self.wall_clock(),
+            notified=False,
+        )
+        return await self.handle(stored)

@@ -1,0 +1,246 @@
+"""The durable inbox: what a person sent is stored before the platform is told we have it.
+
+An adapter stores each update it receives (:func:`store`) and only then
+acknowledges it (the webhook's 200, the next ``getUpdates`` offset, the WeCom
+callback's answer).  The conversation handles a stored update and marks it
+handled in the same transaction that records what it meant
+(:func:`mark_handled`), so an update is handled exactly once however often it
+is delivered, retried or found pending at start-up.
+
+Handling that fails for a passing reason (database locked, disk full, the
+platform's file API unreachable) leaves the update pending with a later
+``next_attempt_at`` (:func:`retry_later`); a permanent failure, or one that
+keeps failing past ``[inbox] give_up_after``, marks it failed
+(:func:`give_up`): the sender is told, with a reference, and the office
+dashboard lists it (:func:`failed_updates`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from core.outbox import Message, enqueue
+from storage.models import InboundUpdate
+
+PENDING = "pending"
+HANDLED = "handled"
+FAILED = "failed"
+KEY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class Received:
+    """One update as a platform delivered it, before anything is made of it."""
+
+    platform: str
+    update_key: str  # the platform's own id for it: the same on every redelivery
+    payload: dict[str, Any]  # the raw update, enough to handle it later
+    user_id: str | None = None  # who sent it and where to answer, should handling fail for good
+    chat_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredUpdate:
+    """A pending update, as the inbox worker handles it."""
+
+    id: int
+    platform: str
+    update_key: str
+    payload: dict[str, Any]
+    user_id: str | None
+    chat_id: str | None
+    attempts: int
+    received_at: datetime
+    notified: bool
+
+    @property
+    def reference(self) -> str:
+        return reference(self.id)
+
+
+def reference(update_id: int) -> str:
+    """How a stored update is named to the person and on the dashboard."""
+    return f"IN{update_id}"
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def store(session: Session, received: Received, now: datetime) -> int | None:
+    """Store an update as pending; None when this update was stored before (a redelivery)."""
+    statement = (
+        _insert(session)(InboundUpdate)
+        .values(
+            platform=received.platform,
+            update_key=received.update_key[:KEY_CHARS],
+            received_at=now,
+            state=PENDING,
+            user_id=received.user_id,
+            chat_id=received.chat_id,
+            payload=received.payload,
+            attempts=0,
+            notified=False,
+        )
+        .on_conflict_do_nothing(index_elements=["platform", "update_key"])
+        .returning(InboundUpdate.id)
+    )
+    stored: int | None = session.execute(statement).scalar_one_or_none()
+    return stored
+
+
+def mark_handled(session: Session, platform: str, update_key: str, now: datetime) -> bool:
+    """Claim an update for handling in this transaction; False when it was handled (or given up) before.
+
+    An update that never went through the inbox (a sandbox button press) is
+    written as handled here, so a second delivery of it is still recognised.
+    """
+    key = update_key[:KEY_CHARS]
+    inserted = session.execute(
+        _insert(session)(InboundUpdate)
+        .values(platform=platform, update_key=key, received_at=now, state=HANDLED, handled_at=now)
+        .on_conflict_do_nothing(index_elements=["platform", "update_key"])
+        .returning(InboundUpdate.id)
+    ).scalar_one_or_none()
+    if inserted is not None:
+        return True
+    # On PostgreSQL a concurrent handler holds the row lock; this waits, then sees it handled.
+    claimed = session.execute(
+        update(InboundUpdate)
+        .where(InboundUpdate.platform == platform, InboundUpdate.update_key == key, InboundUpdate.state == PENDING)
+        .values(state=HANDLED, handled_at=now, payload=None, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+
+
+def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | None = None) -> list[StoredUpdate]:
+    """Pending updates whose time has come, oldest first."""
+    query = (
+        select(InboundUpdate)
+        .where(
+            InboundUpdate.state == PENDING,
+            (InboundUpdate.next_attempt_at.is_(None)) | (InboundUpdate.next_attempt_at <= now),
+        )
+        .order_by(InboundUpdate.id)
+        .limit(limit + len(skip or ()))
+    )
+    rows = [row for row in session.scalars(query) if row.id not in (skip or ())][:limit]
+    return [
+        StoredUpdate(
+            id=row.id,
+            platform=row.platform,
+            update_key=row.update_key,
+            payload=row.payload or {},
+            user_id=row.user_id,
+            chat_id=row.chat_id,
+            attempts=row.attempts,
+            received_at=row.received_at,
+            notified=row.notified,
+        )
+        for row in rows
+    ]
+
+
+def next_due(session: Session) -> datetime | None:
+    """When the earliest pending update is due again (None: nothing pending)."""
+    return session.scalar(select(func.min(InboundUpdate.next_attempt_at)).where(InboundUpdate.state == PENDING))
+
+
+def backoff(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
+    """The wait before the next try after ``attempts`` failed ones: doubling from ``base``, at most ``cap``."""
+    return min(base * (2 ** min(max(attempts - 1, 0), 30)), cap)
+
+
+def retry_later(
+    session: Session,
+    stored: StoredUpdate,
+    *,
+    error: str,
+    at: datetime,
+    notice: Message | None = None,
+    now: datetime,
+) -> None:
+    """Leave the update pending until ``at``; send ``notice`` (once per update) saying it is delayed."""
+    values: dict[str, Any] = {"attempts": stored.attempts + 1, "next_attempt_at": at, "last_error": error[:2000]}
+    if notice is not None and not stored.notified and stored.chat_id:
+        enqueue(
+            session,
+            platform=stored.platform,
+            chat_id=stored.chat_id,
+            kind="reply",
+            dedup_key=f"inbox-delayed:{stored.id}",
+            message=notice,
+            now=now,
+        )
+        values["notified"] = True
+    session.execute(
+        update(InboundUpdate)
+        .where(InboundUpdate.id == stored.id, InboundUpdate.state == PENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def give_up(session: Session, stored: StoredUpdate, *, error: str, notice: Message, now: datetime) -> bool:
+    """Mark the update failed and tell its sender (``notice``); False when it was handled meanwhile."""
+    failed = session.execute(
+        update(InboundUpdate)
+        .where(InboundUpdate.id == stored.id, InboundUpdate.state == PENDING)
+        .values(state=FAILED, attempts=stored.attempts + 1, last_error=error[:2000], next_attempt_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if not failed.rowcount:  # type: ignore[attr-defined]
+        return False
+    if stored.chat_id:
+        enqueue(
+            session,
+            platform=stored.platform,
+            chat_id=stored.chat_id,
+            kind="reply",
+            dedup_key=f"inbox-failed:{stored.id}",
+            message=notice,
+            now=now,
+        )
+    return True
+
+
+@dataclass(frozen=True)
+class FailedUpdate:
+    """A failed update as the dashboard lists it."""
+
+    reference: str
+    platform: str
+    user_id: str | None
+    received_at: datetime
+    attempts: int
+    error: str
+
+
+def failed_updates(session: Session, *, limit: int = 50) -> list[FailedUpdate]:
+    """The most recent updates that could not be handled, newest first."""
+    rows = session.scalars(
+        select(InboundUpdate).where(InboundUpdate.state == FAILED).order_by(InboundUpdate.id.desc()).limit(limit)
+    )
+    return [
+        FailedUpdate(reference(r.id), r.platform, r.user_id, r.received_at, r.attempts, r.last_error or "")
+        for r in rows
+    ]
+
+
+def counts(session: Session) -> dict[str, int]:
+    """How many updates are pending and failed (for the metrics and the dashboard)."""
+    rows = session.execute(
+        select(InboundUpdate.state, func.count())
+        .where(InboundUpdate.state.in_((PENDING, FAILED)))
+        .group_by(InboundUpdate.state)
+    )
+    found = {state: int(count) for state, count in rows}
+    return {PENDING: found.get(PENDING, 0), FAILED: found.get(FAILED, 0)}
