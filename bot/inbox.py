@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -97,7 +96,7 @@ class Inbox:
         self._woken = asyncio.Event()
         self._in_hand: set[int] = set()
         # Retry times that could not be written (the database was locked): kept here meanwhile.
-        self._held_until: dict[int, float] = {}
+        self._held_until: dict[int, datetime] = {}
         self.handled = 0
         self.retried = 0
         self.failed = 0
@@ -133,16 +132,20 @@ class Inbox:
         while not stop.is_set():
             self._woken.clear()
             try:
-                batch = await self.threads.run(self._due)
+                if await self.handle_due():
+                    continue
             except Exception as exc:  # the database is locked or gone: try again shortly
                 log.warning("could not read the inbox: %s", exc)
-                batch = []
                 await self._sleep(stop, self.settings.retry_base.total_seconds())
                 continue
-            if batch:
-                await self.handle_batch(batch)
-                continue
             await self._sleep(stop, await self._idle_seconds())
+
+    async def handle_due(self) -> int:
+        """Handle the pending updates whose time has come; how many there were."""
+        batch = await self.threads.run(self._due)
+        if batch:
+            await self.handle_batch(batch)
+        return len(batch)
 
     async def _sleep(self, stop: asyncio.Event, seconds: float) -> None:
         stopping = asyncio.ensure_future(stop.wait())
@@ -154,13 +157,14 @@ class Inbox:
             woken.cancel()
 
     async def _idle_seconds(self) -> float:
-        waits = [until - time.monotonic() for until in self._held_until.values()]
+        now = self.wall_clock()
+        waits = [(until - now).total_seconds() for until in self._held_until.values()]
         try:
             at = await self.threads.run(self._next_due)
         except Exception:
             at = None
         if at is not None:
-            waits.append((at - self.wall_clock()).total_seconds())
+            waits.append((at - now).total_seconds())
         # Also look again now and then: on PostgreSQL another process may have stored updates.
         return min([*waits, 30.0])
 
@@ -169,12 +173,12 @@ class Inbox:
             return inbox.next_due(session)
 
     def _due(self) -> list[StoredUpdate]:
-        now = time.monotonic()
+        now = self.wall_clock()
         for held, until in list(self._held_until.items()):
             if until <= now:
                 del self._held_until[held]
         with self.runtime.transaction() as session:
-            return inbox.due(session, self.wall_clock(), skip=self._in_hand | set(self._held_until))
+            return inbox.due(session, now, skip=self._in_hand | set(self._held_until))
 
     async def handle_batch(self, batch: list[StoredUpdate]) -> None:
         """Handle updates: each person's in order, several people at once."""
@@ -242,7 +246,7 @@ class Inbox:
             try:
                 await self.threads.run(self._retry_later, stored, exc, error, wait)
             except Exception:  # e.g. still locked: remember the time here instead
-                self._held_until[stored.id] = time.monotonic() + wait.total_seconds()
+                self._held_until[stored.id] = self.wall_clock() + wait
             return None
         log.error("update %s could not be handled: %s", stored.reference, error, exc_info=exc)
         self.failed += 1
@@ -250,7 +254,7 @@ class Inbox:
             await self.threads.run(self._give_up, stored, error)
         except Exception:
             log.exception("could not mark update %s failed; it stays pending", stored.reference)
-            self._held_until[stored.id] = time.monotonic() + self.settings.retry_max.total_seconds()
+            self._held_until[stored.id] = self.wall_clock() + self.settings.retry_max
             return None
         return Handled()
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,26 @@ def _id_of(party: object) -> str | None:
     return str(party["id"]) if isinstance(party, dict) and isinstance(party.get("id"), int) else None
 
 
+async def _fetch_updates(bot: Bot, offset: int | None) -> list[dict[str, Any]]:
+    """One long poll: the updates as JSON."""
+    try:
+        return [
+            update.to_dict()
+            for update in await bot.get_updates(offset, timeout=POLL_SECONDS, allowed_updates=ALLOWED_UPDATES)
+        ]
+    except TelegramError:
+        raise
+    except Exception:
+        # PTB could not parse an update of the batch.  Fetch the same batch (the offset has not moved)
+        # as plain JSON, so that it is stored all the same: handling it fails, and its sender is told.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "use Bot.get_updates": that is what just failed
+            raw = await bot.do_api_request(
+                "getUpdates", api_kwargs={"offset": offset, "timeout": 0, "allowed_updates": ALLOWED_UPDATES}
+            )
+        return [update for update in raw if isinstance(update, dict)] if isinstance(raw, list) else []
+
+
 async def poll_updates(bot: Bot, inbox: Inbox, stop: asyncio.Event, *, retry_base: float = 1.0) -> None:
     """Long-poll ``getUpdates`` into the inbox until ``stop``.
 
@@ -120,9 +141,7 @@ async def poll_updates(bot: Bot, inbox: Inbox, stop: asyncio.Event, *, retry_bas
     while not stop.is_set():
         try:
             if not batch:
-                fetch = asyncio.ensure_future(
-                    bot.get_updates(offset=offset, timeout=POLL_SECONDS, allowed_updates=ALLOWED_UPDATES)
-                )
+                fetch = asyncio.ensure_future(_fetch_updates(bot, offset))
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -132,9 +151,9 @@ async def poll_updates(bot: Bot, inbox: Inbox, stop: asyncio.Event, *, retry_bas
                         await fetch
                     return
                 updates = fetch.result()
-                batch = [r for r in (received_update(u.to_dict()) for u in updates) if r is not None]
-                if updates:
-                    offset = updates[-1].update_id + 1
+                batch = [r for r in (received_update(u) for u in updates) if r is not None]
+                if batch:
+                    offset = max(int(r.update_key) for r in batch) + 1
             if batch:
                 await inbox.accept(*batch)
                 inbox.wake()

@@ -122,31 +122,38 @@ def mark_handled(session: Session, platform: str, update_key: str, now: datetime
 
 
 def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | None = None) -> list[StoredUpdate]:
-    """Pending updates whose time has come, oldest first."""
-    query = (
-        select(InboundUpdate)
-        .where(
-            InboundUpdate.state == PENDING,
-            (InboundUpdate.next_attempt_at.is_(None)) | (InboundUpdate.next_attempt_at <= now),
+    """Pending updates whose time has come, oldest first.
+
+    One person's updates are handled in the order they came: behind one that
+    waits for its retry (or is in ``skip``, being handled), their later ones wait too.
+    """
+    skip = skip or set()
+    waiting: set[tuple[str, str | None]] = set()
+    chosen: list[StoredUpdate] = []
+    rows = session.scalars(select(InboundUpdate).where(InboundUpdate.state == PENDING).order_by(InboundUpdate.id))
+    for row in rows:
+        person = (row.platform, row.user_id or f"#{row.id}")
+        if row.id in skip or (row.next_attempt_at is not None and row.next_attempt_at > now):
+            waiting.add(person)
+            continue
+        if person in waiting:
+            continue
+        chosen.append(
+            StoredUpdate(
+                id=row.id,
+                platform=row.platform,
+                update_key=row.update_key,
+                payload=row.payload or {},
+                user_id=row.user_id,
+                chat_id=row.chat_id,
+                attempts=row.attempts,
+                received_at=row.received_at,
+                notified=row.notified,
+            )
         )
-        .order_by(InboundUpdate.id)
-        .limit(limit + len(skip or ()))
-    )
-    rows = [row for row in session.scalars(query) if row.id not in (skip or ())][:limit]
-    return [
-        StoredUpdate(
-            id=row.id,
-            platform=row.platform,
-            update_key=row.update_key,
-            payload=row.payload or {},
-            user_id=row.user_id,
-            chat_id=row.chat_id,
-            attempts=row.attempts,
-            received_at=row.received_at,
-            notified=row.notified,
-        )
-        for row in rows
-    ]
+        if len(chosen) >= limit:
+            break
+    return chosen
 
 
 def next_due(session: Session) -> datetime | None:
