@@ -118,6 +118,7 @@ def build(runtime: Runtime, counties: int) -> Deployment:
                     jurisdiction_name=name,
                     now=IMPORTED_AT,
                     actor="bench",
+                    directory=settings.unit_directory(BUNDLED_PLAN),
                 )
                 assert result.plan_id is not None
                 deployment.plan_ids.append(result.plan_id)

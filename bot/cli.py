@@ -302,6 +302,7 @@ def import_command(
                 now=runtime.clock.now(),
                 corrections=corrections,
                 source_lines=plan_file.lines,
+                directory=settings.unit_directory(path),
             )
         blocked = preview.blocked_by(allow_shrink)
         data = preview.as_dict() | {"applied": False, "refused": blocked}
@@ -348,6 +349,7 @@ def import_command(
                 now=runtime.clock.now(),
                 allow_shrink=allow_shrink,
                 corrections=corrections,
+                directory=settings.unit_directory(path),
             )
     if as_json:
         emit_json(data | {"applied": True, "plan_id": result.plan_id})
@@ -382,7 +384,7 @@ def reconcile_command(state: CliState, path: Path | None, as_json: bool) -> None
     """List where Annex 3 (the matrix) disagrees with annexes 1–2, grouped and counted."""
     settings = state.settings
     source = path or settings.plan_path
-    directory = settings.units.directory()
+    directory = settings.unit_directory(source)
     try:
         parsed = read_plan_file(source, settings).parse(directory)
     except SourceRefused as refused:

@@ -137,13 +137,37 @@ class UnitSettings(Section):
                 raise ValueError(f"task key {key!r} should look like county-36 or city-7")
         return value
 
-    def directory(self) -> UnitDirectory:
+    def directory(self, notice: UnitSettings | None = None) -> UnitDirectory:
+        """These tables as a directory; a notice's own tables first, these on top of them."""
+        base = notice or UnitSettings()
         return UnitDirectory(
-            aliases=dict(self.aliases),
-            groups={k: list(v) for k, v in self.groups.items()},
-            kinds=dict(self.kinds),
-            task_groups={k: {p: list(u) for p, u in v.items()} for k, v in self.task_groups.items()},
+            aliases={**base.aliases, **self.aliases},
+            groups={k: list(v) for k, v in {**base.groups, **self.groups}.items()},
+            kinds={**base.kinds, **self.kinds},
+            task_groups={
+                k: {p: list(u) for p, u in v.items()} for k, v in {**base.task_groups, **self.task_groups}.items()
+            },
         )
+
+
+def notice_units_path(notice: Path) -> Path:
+    """Where a notice's own unit tables live: ``<notice>.toml`` beside the notice file."""
+    return notice.with_suffix(".toml")
+
+
+def load_notice_units(notice: Path) -> UnitSettings | None:
+    """A notice's own unit tables ([aliases], [groups], [task_groups], [kinds]), None when it has none."""
+    path = notice_units_path(notice)
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return UnitSettings.model_validate(data)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        details = "\n".join(f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: invalid unit tables\n{details}") from exc
 
 
 class OfficeSettings(Section):
@@ -467,6 +491,13 @@ class Settings(Section):
     @property
     def plan_path(self) -> Path:
         return BUNDLED_PLAN if self.plan.path == "bundled" else self.path(self.plan.path)
+
+    def unit_directory(self, notice: Path | None = None) -> UnitDirectory:
+        """The unit tables for importing ``notice``: its own ``<notice>.toml`` (if any) plus [units].
+
+        With no notice, only [units]: nothing about another office's document applies.
+        """
+        return self.units.directory(load_notice_units(notice) if notice is not None else None)
 
     def aware(self, moment: datetime) -> datetime:
         """Read a naive configured time as local (Asia/Shanghai) time."""

@@ -1403,7 +1403,7 @@ _CONFIRM_WORDS = ("确认退回", "确认", "confirm")
 
 
 def _confirmation(reason: str) -> tuple[bool, str]:
-    """"确认退回 附件不全" → (True, "附件不全"): the office confirms undoing an acceptance."""
+    """ "确认退回 附件不全" → (True, "附件不全"): the office confirms undoing an acceptance."""
     for word in _CONFIRM_WORDS:
         if reason.lower().startswith(word):
             return True, re.sub(r"^[\s:,;:,;]+", "", reason[len(word) :])

@@ -218,10 +218,22 @@ def _stored(session: Session, jurisdiction: Jurisdiction | None, *, office: bool
     return stored
 
 
-def directory_for(settings: Settings, definitions: Corrections, remembered: Corrections | None = None) -> UnitDirectory:
-    """The configured directory over what the jurisdiction's earlier imports stored (``remembered``),
-    with the office's merges and group definitions on top (they win)."""
-    directory = settings.units.directory()
+def directory_for(
+    settings: Settings,
+    definitions: Corrections,
+    remembered: Corrections | None = None,
+    base: UnitDirectory | None = None,
+) -> UnitDirectory:
+    """The notice's directory (``base``: its own tables and the configuration's, else the configuration's)
+    over what the jurisdiction's earlier imports stored (``remembered``), with the office's merges and
+    group definitions on top (they win)."""
+    source = base or settings.unit_directory()
+    directory = UnitDirectory(
+        aliases=dict(source.aliases),
+        groups={phrase: list(members) for phrase, members in source.groups.items()},
+        kinds=dict(source.kinds),
+        task_groups={key: dict(value) for key, value in source.task_groups.items()},
+    )
     if remembered is not None:
         directory.aliases = {**remembered.merges, **directory.aliases}
         directory.groups = {**{p: list(m) for p, m in remembered.groups.items()}, **directory.groups}

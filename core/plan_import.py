@@ -286,6 +286,7 @@ def prepare_import(
     jurisdiction_name: str,
     now: datetime,
     corrections: Corrections | None = None,
+    directory: UnitDirectory | None = None,
 ) -> PreparedImport:
     """Parse with the right directory, apply the corrections and compare with the database; writes nothing."""
     corrections = corrections or Corrections()
@@ -293,7 +294,7 @@ def prepare_import(
     definitions = stored_definitions(session, jurisdiction).merged_with(
         Corrections(merges=corrections.merges, groups=corrections.groups)
     )
-    directory = directory_for(settings, definitions, remembered_tables(session, jurisdiction))
+    directory = directory_for(settings, definitions, remembered_tables(session, jurisdiction), directory)
     parsed = parse(directory)
     apply_task_units(parsed, directory, corrections)
     year = parsed.year or now.year
@@ -323,8 +324,13 @@ def import_plan(
     actor: str = "cli",
     allow_shrink: bool = False,
     corrections: Corrections | None = None,
+    directory: UnitDirectory | None = None,
 ) -> ImportResult:
-    """Parse ``text`` and bring the jurisdiction's plan for that year in line with it (see :func:`import_parsed`)."""
+    """Parse ``text`` and bring the jurisdiction's plan for that year in line with it (see :func:`import_parsed`).
+
+    ``directory`` holds the notice's own unit tables (``Settings.unit_directory(path)``);
+    without it only the configuration's [units] apply.
+    """
     return import_parsed(
         session,
         settings,
@@ -337,6 +343,7 @@ def import_plan(
         actor=actor,
         allow_shrink=allow_shrink,
         corrections=corrections,
+        directory=directory,
     )
 
 
@@ -353,6 +360,7 @@ def import_parsed(
     actor: str = "cli",
     allow_shrink: bool = False,
     corrections: Corrections | None = None,
+    directory: UnitDirectory | None = None,
 ) -> ImportResult:
     """Parse a document with ``parse`` and bring the jurisdiction's plan for that year in line with it.
 
@@ -365,7 +373,13 @@ def import_parsed(
     caller owns the transaction.
     """
     prepared = prepare_import(
-        session, settings, parse, jurisdiction_name=jurisdiction_name, now=now, corrections=corrections
+        session,
+        settings,
+        parse,
+        jurisdiction_name=jurisdiction_name,
+        now=now,
+        corrections=corrections,
+        directory=directory,
     )
     parsed, directory, diff, plan = prepared.parsed, prepared.directory, prepared.diff, prepared.plan
     if parsed.errors:

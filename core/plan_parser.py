@@ -1,29 +1,41 @@
 """Parse a responsibility-plan notice (责任分解方案) into tasks and unit assignments.
 
-The genre: a notice with annexes; a task annex has section headings (一、 /
-(一)), numbered tasks, and after each task a bracket naming its lead unit
-(牵头单位) and responsible units (责任单位, in other offices' notices 配合单位);
-a matrix annex lists the same assignments unit by unit in ``|``-separated rows.
+The genre, as thousands of offices write it: a notice (title, addressees, body,
+signature, date), then the task list — after ``附件1``, a bare ``附件`` or no
+heading at all.  The list has headings and numbered items at any level
+(``一、`` ``(一)`` ``1.`` ``1、`` ``(1)``); the *task level* is the level whose
+items carry units, the levels above are headings, the levels below belong to
+their task.  Units are written in a bracket with labels (``(牵头单位:…;责任单位:…)``),
+on label lines under the task (``牵头单位:…`` then ``配合单位:…``), in State
+Council phrasing (``(X牵头,Y、Z等按职责分工负责)``), or in table columns fed
+as :class:`~core.plan_tables.TaskRow`.  A matrix annex lists the same
+assignments unit by unit in ``|``-separated rows.
 
-Real documents are untidy, so the parser repairs what it safely can (a missing
-closing bracket, a doubled label, commas for semicolons, a unit listed twice,
-full-width punctuation) and reports each repair as a warning with its line
-number.  What it cannot read is an error with its line number; the caller
-imports nothing when there is any error.
+The reader buffers what it is fed and decides at :meth:`PlanReader.finish`,
+because what a line is depends on the whole list (which level carries units,
+whether numbering restarts per section, whether the notice says the first
+listed unit leads).  Real documents are untidy, so repairs (a missing closing
+bracket, a doubled label, commas for semicolons, a unit listed twice, a
+shortened unit name) are located warnings; lines that are not tasks are listed
+in ``unparsed`` for the preview, never errors.  An error means nothing usable
+was found.
 """
 
 from __future__ import annotations
 
+import calendar
+import itertools
 import re
 from dataclasses import dataclass, field
+from datetime import date
 from enum import StrEnum
 
 from core.plan_tables import MatrixTableRow, TaskRow
-from core.units import ResolvedName, UnitDirectory, clean_name
+from core.units import ResolvedName, UnitDirectory, clean_name, is_group_phrase
 
 
 class Annex(StrEnum):
-    """Which report a task comes from: the county's own or the city's."""
+    """Which task list a task comes from: the office's own (first) or a second one (the city's)."""
 
     COUNTY = "county"
     CITY = "city"
@@ -43,7 +55,7 @@ class Severity(StrEnum):
 
 @dataclass(frozen=True)
 class Problem:
-    """Something the parser could not read (error) or had to repair (warning)."""
+    """Something the parser could not read (error), had to repair (warning) or left aside (unparsed)."""
 
     line: int
     severity: Severity
@@ -57,10 +69,10 @@ class Problem:
 
 @dataclass
 class ParsedTask:
-    """One numbered task with its units, canonicalised through the directory."""
+    """One task with its units, canonicalised through the directory."""
 
     annex: Annex
-    number: int
+    number: int  # the task's key within its annex: the number as written when unique, else its sequence
     text: str
     line: int
     section: str = ""
@@ -75,6 +87,17 @@ class ParsedTask:
     # every raw name as written, with its role, for reconciliation
     raw_names: list[tuple[Role, ResolvedName]] = field(default_factory=list)
     has_units: bool = False
+    label: str = ""  # the number as written: "12." "(三)" "（三）"
+    span: tuple[int, int] = (0, 0)  # first and last document line
+    source_text: str = ""  # the original lines, for the preview
+    deadline: date | None = None
+    deadline_text: str = ""  # the deadline's words as written ("2023年底前")
+    # every group phrase with its role, whether or not the directory defines it
+    groups: list[tuple[Role, str]] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)  # canonical unit -> scope note ("负责…")
+    measures: str = ""
+    leader: str = ""
+    origin: str = ""  # "表1 第5行" for a table row
 
     @property
     def key(self) -> tuple[Annex, int]:
@@ -87,10 +110,11 @@ class ParsedTask:
 
 @dataclass
 class MatrixRow:
-    """One row of the unit-by-unit matrix: the unit and its non-empty cells in order.
+    """One row of the unit-by-unit matrix: the unit and its cells in order.
 
     The matrix's text collapses empty cells, so which column a cell belongs to
-    is decided later, by reconciliation against the task annexes.
+    is decided later, by reconciliation against the task annexes; a matrix read
+    as a real table keeps every column (empty ones as ``[]``).
     """
 
     line: int
@@ -112,6 +136,9 @@ class ParsedPlan:
     tasks: list[ParsedTask] = field(default_factory=list)
     matrix: list[MatrixRow] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    # lines that are not tasks, headings or units (prose, items without units): for the preview, not errors
+    unparsed: list[Problem] = field(default_factory=list)
+    first_listed_leads: bool = False  # the notice says the first listed unit leads
 
     @property
     def errors(self) -> list[Problem]:
@@ -133,19 +160,35 @@ class ParsedPlan:
 
 # --- patterns ----------------------------------------------------------------
 
-_CN_NUM = "一二三四五六七八九十"
-_ANNEX_HEADING = re.compile(r"^附件\s*(\d{1,2})\s*(?:[:：.．、]\s*(.*))?$")
-_SECTION = re.compile(rf"^([{_CN_NUM}]+)、\s*(.*)$")
-_SUBSECTION = re.compile(rf"^\(([{_CN_NUM}]+)\)\s*(.*)$")
-_TASK = re.compile(r"^(\d{1,4})\s*[.、]\s*(.*)$")
-_LABEL_NAMES = "牵头单位|责任单位|配合单位|协办单位|协同单位"
-_LABEL = re.compile(rf"({_LABEL_NAMES})\s*:?")
-_UNITS_OPEN = re.compile(rf"\(\s*(?=(?:{_LABEL_NAMES}))")
-_UNITS_LINE = re.compile(rf"^\(?\s*(?:{_LABEL_NAMES})")
+_CN_DIGITS = "零〇一二三四五六七八九十百两"
+_ANNEX_HEADING = re.compile(rf"^附\s*件\s*(\d{{1,2}}|[{_CN_DIGITS}]{{1,3}})?\s*(?:[:.、]\s*(.*))?$")
+_LEAD_LABELS = "牵头单位|牵头部门|主责单位|主办单位|牵头责任单位"
+_RESPONSIBLE_LABELS = "责任单位|责任部门|配合单位|配合部门|协办单位|协同单位|参与单位|参与部门|协助单位|协作单位"
+_DEADLINE_LABELS = "完成时限|完成时间|完成期限|时间节点|时限要求|时间要求"
+_LEADER_LABELS = "责任领导|分管领导|牵头领导|联系领导"
+_UNIT_LABELS = f"{_LEAD_LABELS}|{_RESPONSIBLE_LABELS}"
+_ANY_LABEL = f"{_UNIT_LABELS}|{_DEADLINE_LABELS}|{_LEADER_LABELS}"
+_LABEL = re.compile(rf"({_ANY_LABEL})\s*:?")
+_LABEL_LINE = re.compile(rf"^\(?\s*(?:{_ANY_LABEL})\s*(?::|\s|$)")
+_LABEL_START = re.compile(rf"(?P<open>\(\s*)?(?P<label>{_ANY_LABEL})\s*(?P<colon>:)?")
 _ISSUED = re.compile(r"发文日期\s*:\s*(\d{4})-(\d{1,2})-(\d{1,2})")
-_YEAR = re.compile(r"((?:19|20)\d{2})年")
+_SIGNED_DATE = re.compile(r"^(\d{4})\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日$")
+_YEAR = re.compile(r"((?:19|20)\d{2})\s*年")
+_FIRST_LEADS = re.compile(r"(第一|首位|首个|第1)[^。;\n]{0,12}(为|是|系)\s*牵头")
 _LIST_SEPARATORS = "、,;/"
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+_LEAD_PHRASE = re.compile(r"^(.*?)(?:共同牵头|牵头负责|牵头落实|牵头抓总|牵头)(?:负责|落实)?$")
+_RESPONSIBLE_PHRASE = re.compile(
+    r"^(.*?)(?:按职责分工负责|按职责分工落实|按职能职责负责|按照职责分工负责|按职责负责|按职责分工|分工负责|"
+    r"共同负责|分别负责|负责落实|具体负责|配合|参与|协助|协同|负责)$"
+)
+_UNIT_SUFFIXES = (
+    "局", "委", "办", "部", "厅", "中心", "院", "室", "社", "会", "所", "处", "队", "站", "联", "署",
+    "公司", "集团", "银行", "行", "政府", "办事处", "街道", "镇", "乡", "区", "县", "市", "馆", "团", "校", "场", "段",
+)  # fmt: skip
+_PREFIXES = ("县", "区", "市", "省", "州", "旗")
+_DEPARTMENT_TAILS = ("局", "委", "办", "中心", "院", "所", "站", "队", "会", "社", "部", "处", "室", "厅", "署")
+_NOT_SHORTENED = ("县", "区", "市", "省", "州", "旗", "镇", "乡", "街道", "国", "中共", "团", "人民", "各")
 
 
 def normalise_text(text: str) -> str:
@@ -153,13 +196,45 @@ def normalise_text(text: str) -> str:
 
     Only the full-width block U+FF01..U+FF5E and the ideographic space are
     folded (not NFKC, which would also rewrite Ⅳ to IV in task texts); the
-    ideographic comma 、 and full stop 。 stay as they are.
+    ideographic comma 、 and full stop 。 stay as they are.  Each character maps
+    to one character, so positions in the folded text are positions in the original.
     """
     return text.translate(_FULL_WIDTH).replace("\ufeff", "")
 
 
-def split_unit_list(value: str) -> list[str]:
-    """Split a unit list on 、 , ; / outside brackets."""
+def cn_number(text: str) -> int | None:
+    """一 → 1, 十七 → 17, 二十三 → 23, 一百零五 → 105; None when it is not a Chinese numeral."""
+    values = {
+        "零": 0,
+        "〇": 0,
+        "一": 1,
+        "二": 2,
+        "两": 2,
+        "三": 3,
+        "四": 4,
+        "五": 5,
+        "六": 6,
+        "七": 7,
+        "八": 8,
+        "九": 9,
+    }
+    if not text or any(c not in values and c not in "十百" for c in text):
+        return None
+    total, digit = 0, 0
+    for char in text:
+        if char == "百":
+            total += (digit or 1) * 100
+            digit = 0
+        elif char == "十":
+            total += (digit or 1) * 10
+            digit = 0
+        else:
+            digit = values[char]
+    return total + digit
+
+
+def split_unit_list(value: str, *, spaces: bool = False) -> list[str]:
+    """Split a unit list on 、 , ; / (and whitespace, for a table cell) outside brackets."""
     items: list[str] = []
     depth = 0
     current: list[str] = []
@@ -168,22 +243,376 @@ def split_unit_list(value: str) -> list[str]:
             depth += 1
         elif char == ")" and depth:
             depth -= 1
-        if depth == 0 and char in _LIST_SEPARATORS:
+        if depth == 0 and (char in _LIST_SEPARATORS or (spaces and char.isspace())):
             items.append("".join(current))
             current = []
         else:
             current.append(char)
     items.append("".join(current))
-    return [clean for clean in (clean_name(i) for i in items) if clean]
+    cleaned = [clean for clean in (clean_name(i) for i in items) if clean]
+    return _join_broken_names(cleaned) if spaces else cleaned
+
+
+def _looks_complete(name: str) -> bool:
+    bare = re.sub(r"\([^()]*\)$", "", name)
+    return is_group_phrase(bare) or bare.endswith(_UNIT_SUFFIXES) or bare.endswith("等")
+
+
+def _join_broken_names(pieces: list[str]) -> list[str]:
+    """A cell's line break inside a long name (县政务服务和大数据 / 管理局) is not a separator."""
+    joined: list[str] = []
+    for piece in pieces:
+        if joined and not _looks_complete(joined[-1]):
+            joined[-1] += piece
+        else:
+            joined.append(piece)
+    return joined
+
+
+@dataclass(frozen=True)
+class _Deadline:
+    on: date | None
+    words: str
+
+
+def _month_end(year: int, month: int) -> date | None:
+    if not 1 <= month <= 12:
+        return None
+    return date(year, month, calendar.monthrange(year, month)[1])
+
+
+def _safe_date(year: int, month: int, day: int) -> date | None:
+    try:
+        return date(year, month, day)
+    except ValueError:
+        return None
+
+
+_QUARTER_END = {"一": 3, "1": 3, "二": 6, "2": 6, "三": 9, "3": 9, "四": 12, "4": 12}
+_DEADLINE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("ymd", re.compile(r"(?:(\d{4})\s*年)?(\d{1,2})\s*月(\d{1,2})\s*日\s*(?:前|之前|以前)?")),
+    ("ym", re.compile(r"(?:(\d{4})\s*年)?(\d{1,2})\s*月(?:份)?(?:底|末)?\s*(?:前|之前|以前)")),
+    ("ym_end", re.compile(r"(\d{4})\s*年\s*(\d{1,2})\s*月(?:份)?(?:底|末)")),
+    ("year_end", re.compile(r"(\d{4})\s*年\s*(?:年)?(?:底|末)\s*(?:前|之前)?")),
+    ("by_year", re.compile(r"(?:到|至|于)\s*(\d{4})\s*年(?!\s*\d{1,2}\s*月)")),
+    ("year_before", re.compile(r"(\d{4})\s*年\s*(?:前|之前|以前)")),
+    ("this_year_end", re.compile(r"(?<![\d年])(?:年底前|年底|年内)")),
+    ("half", re.compile(r"(上半年|下半年)\s*(?:前|末|底)?")),
+    ("quarter", re.compile(r"第?([一二三四1-4])\s*季度\s*(?:末|底)?\s*(?:前)?")),
+)
+_COLUMN_DATE = (
+    re.compile(r"^(\d{4})\s*[.\-/]\s*(\d{1,2})(?:\s*[.\-/]\s*(\d{1,2}))?$"),
+    re.compile(r"^(\d{4})\s*年\s*(\d{1,2})\s*月(?:份)?(?:(\d{1,2})\s*日)?"),
+    re.compile(r"^(\d{4})\s*年$"),
+)
+
+
+def find_deadline(text: str, year: int | None, *, column: bool = False) -> _Deadline | None:
+    """The task's deadline in ``text``: the latest dated phrase, with its words as written.
+
+    ``year`` dates a phrase without one (``6月底前``).  A 完成时限 ``column``
+    also accepts bare dates (``2024年6月``, ``2024.6.30``) and keeps undated
+    words (``长期坚持``) with no date.
+    """
+    value = text.strip()
+    if not value:
+        return None
+    if column:
+        for pattern in _COLUMN_DATE:
+            match = pattern.match(value)
+            if match:
+                groups = match.groups()
+                y = int(groups[0])
+                month = int(groups[1]) if len(groups) > 1 and groups[1] else 12
+                day = groups[2] if len(groups) > 2 else None
+                column_date = _safe_date(y, month, int(day)) if day else _month_end(y, month)
+                return _Deadline(column_date, value)
+    found: list[tuple[date | None, int, str]] = []
+    for kind, pattern in _DEADLINE_PATTERNS:
+        for match in pattern.finditer(value):
+            words = match.group(0).strip()
+            on: date | None = None
+            if kind in ("ymd", "ym", "ym_end"):
+                in_year = int(match.group(1)) if match.group(1) else year
+                if in_year is not None:
+                    month = int(match.group(2))
+                    on = (
+                        _safe_date(in_year, month, int(match.group(3))) if kind == "ymd" else _month_end(in_year, month)
+                    )
+            elif kind in ("year_end", "by_year", "year_before"):
+                on = date(int(match.group(1)), 12, 31)
+            elif kind == "this_year_end" and year is not None:
+                on = date(year, 12, 31)
+            elif kind == "half" and year is not None:
+                on = date(year, 6, 30) if match.group(1) == "上半年" else date(year, 12, 31)
+            elif kind == "quarter" and year is not None:
+                on = _month_end(year, _QUARTER_END[match.group(1)])
+            if on is not None and not 1990 <= on.year <= 2100:
+                on = None
+            if on is not None:
+                found.append((on, match.start(), words))
+    if not found:
+        return _Deadline(None, value) if column else None
+    # Overlapping matches (2023年6月底前 / 6月底前): the longest phrase at the latest date wins.
+    on, _, words = max(found, key=lambda item: (item[0], len(item[2])))
+    return _Deadline(on, value if column else words)
+
+
+def _matching_close(text: str, start: int) -> int | None:
+    """Index of the ``)`` closing the ``(`` at ``start``, or None."""
+    depth = 0
+    for index in range(start, len(text)):
+        if text[index] == "(":
+            depth += 1
+        elif text[index] == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+    return None
+
+
+def _top_level_brackets(text: str) -> list[tuple[int, int]]:
+    spans = []
+    index = 0
+    while index < len(text):
+        if text[index] == "(":
+            close = _matching_close(text, index)
+            if close is None:
+                break
+            spans.append((index, close))
+            index = close + 1
+        else:
+            index += 1
+    return spans
+
+
+# --- reading one item's units -------------------------------------------------
+
+
+@dataclass
+class _UnitSpec:
+    """The units (and fields) one item names, before canonicalisation."""
+
+    lead: list[str] = field(default_factory=list)
+    responsible: list[str] = field(default_factory=list)
+    deadline: str = ""
+    leader: str = ""
+    labelled: bool = False  # written with labels (牵头单位:) rather than phrases
+    repairs: list[str] = field(default_factory=list)
+
+    @property
+    def any_units(self) -> bool:
+        return bool(self.lead or self.responsible)
+
+
+def _label_role(label: str) -> str:
+    if re.fullmatch(_LEAD_LABELS, label):
+        return "lead"
+    if re.fullmatch(_RESPONSIBLE_LABELS, label):
+        return "responsible"
+    if re.fullmatch(_DEADLINE_LABELS, label):
+        return "deadline"
+    return "leader"
+
+
+def _read_labelled(inner: str, spec: _UnitSpec) -> None:
+    """Fields of ``牵头单位:A;责任单位:B、C;完成时限:…`` (the bracket already removed)."""
+    labels = list(_LABEL.finditer(inner))
+    previous: str | None = None
+    for position, label in enumerate(labels):
+        end = labels[position + 1].start() if position + 1 < len(labels) else len(inner)
+        raw_value = inner[label.end() : end]
+        value = raw_value.strip().strip(";,。").strip()
+        name = label.group(1)
+        if not value:
+            following = labels[position + 1].group(1) if position + 1 < len(labels) else None
+            if name in (previous, following):
+                spec.repairs.append(f"标签“{name}”重复,已合并")
+            elif _label_role(name) in ("lead", "responsible"):
+                spec.repairs.append(f"“{name}”后没有单位")
+            previous = name
+            continue
+        previous = name
+        role = _label_role(name)
+        if role == "deadline":
+            spec.deadline = value
+        elif role == "leader":
+            spec.leader = value
+        else:
+            (spec.lead if role == "lead" else spec.responsible).extend(split_unit_list(value.replace("\n", "、")))
+            if re.search(r",\s*$", raw_value.strip()) and position + 1 < len(labels):
+                spec.repairs.append("标签之间用逗号而非分号分隔,已按分号处理")
+    spec.labelled = True
+
+
+def _read_phrases(inner: str) -> _UnitSpec | None:
+    """State Council phrasing: ``X牵头,Y、Z等按职责分工负责`` / ``X牵头负责`` / ``Y、Z按职责分工负责``."""
+    spec = _UnitSpec()
+    for clause in re.split(r"[,;。]", inner):
+        clause = clause.strip()
+        if not clause:
+            continue
+        lead = _LEAD_PHRASE.match(clause)
+        responsible = None if lead else _RESPONSIBLE_PHRASE.match(clause)
+        match = lead or responsible
+        if match is None:
+            return None
+        names = split_unit_list(re.sub(r"^(由|请)", "", match.group(1)))
+        if not names or any(len(n) > 40 for n in names):
+            return None
+        (spec.lead if lead else spec.responsible).extend(names)
+    return spec if spec.any_units else None
+
+
+def read_units(text: str) -> tuple[str, _UnitSpec | None]:
+    """Split an item's text into its task text and the units it names (None when it names none).
+
+    Label lines joined under the task start with a newline; the first label
+    followed by ``:`` (or opening a bracket, or opening a line) starts the
+    units; a bracket of State Council phrasing anywhere is read too.
+    """
+    for match in _LABEL_START.finditer(text):
+        at_line_start = match.start() == 0 or text[match.start() - 1] == "\n"
+        if not (match.group("open") or match.group("colon") or at_line_start):
+            continue
+        spec = _UnitSpec()
+        start = match.start()
+        if match.group("open"):
+            close = _matching_close(text, start)
+            if close is None:
+                inner = text[start + 1 :].rstrip()
+                stripped = inner.rstrip("。.;,")
+                if stripped.endswith(")"):
+                    inner = stripped[:-1]
+                else:
+                    spec.repairs.append("单位说明缺少右括号,已按行尾结束处理")
+                after = ""
+            else:
+                inner = text[start + 1 : close]
+                after = text[close + 1 :]
+        else:
+            inner, after = text[start:], ""
+        _read_labelled(inner, spec)
+        before = text[:start].rstrip(";,").strip()
+        after = after.strip()
+        if re.sub(r"[\s。.;,]", "", after):
+            before = f"{before}{after}"
+        rest, more = _read_phrase_brackets(before)
+        if more is not None:
+            spec.lead[:0] = more.lead
+            spec.responsible[:0] = more.responsible
+        return rest.replace("\n", ""), spec
+    rest, spec_or_none = _read_phrase_brackets(text)
+    return rest.replace("\n", ""), spec_or_none
+
+
+def _read_phrase_brackets(text: str) -> tuple[str, _UnitSpec | None]:
+    found: _UnitSpec | None = None
+    kept: list[str] = []
+    position = 0
+    for start, close in _top_level_brackets(text):
+        spec = _read_phrases(text[start + 1 : close])
+        if spec is None:
+            continue
+        kept.append(text[position:start])
+        position = close + 1
+        if found is None:
+            found = spec
+        else:
+            found.lead.extend(spec.lead)
+            found.responsible.extend(spec.responsible)
+    if found is None:
+        return text.strip(), None
+    kept.append(text[position:])
+    rest = "".join(kept).strip()
+    return rest.rstrip(";,").strip(), found
 
 
 def _classify_annex(title: str, order: int) -> Annex | None:
-    """County or city, from the annex title; falls back to document order."""
-    if re.search(r"[市省]\s*《", title) or "涉及" in title:
+    """The office's own list first, a second (the city's report, ``涉及``) next."""
+    if "涉及" in title or (re.search(r"[市省]\s*《", title) and order > 0):
         return Annex.CITY
-    if re.search(r"[县区]\s*《", title):
-        return Annex.COUNTY
     return (Annex.COUNTY, Annex.CITY)[order] if order < 2 else None
+
+
+# --- the reader ---------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    number: int
+    text: str  # folded, stripped
+    raw: str  # as written, stripped
+
+
+# Numbering kinds, shallowest first.
+_NUMBERING: tuple[tuple[int, re.Pattern[str]], ...] = (
+    (0, re.compile(rf"^(第[{_CN_DIGITS}\d]+(?:部分|章|篇))\s*[、.:]?\s*(.*)$")),
+    (1, re.compile(rf"^([{_CN_DIGITS}]{{1,3}})\s*[、.]\s*(.*)$")),
+    (2, re.compile(rf"^\(\s*([{_CN_DIGITS}]{{1,3}})\s*\)\s*[、.]?\s*(.*)$")),
+    (3, re.compile(r"^(\d{1,3})\s*(?:、|\.(?!\d)|\.(?=\d{4}\s*年))\s*(.*)$")),
+    (4, re.compile(r"^\(\s*(\d{1,3})\s*\)\s*[、.]?\s*(.*)$")),
+    (5, re.compile(r"^([①-⑳])\s*(.*)$")),
+)
+
+
+def _numbering(line: str) -> tuple[int, str, int | None, str] | None:
+    """(kind, numeral as folded, value, rest) of a numbered line."""
+    for kind, pattern in _NUMBERING:
+        match = pattern.match(line)
+        if match:
+            numeral = match.group(1)
+            if kind in (3, 4):
+                value: int | None = int(numeral)
+            elif kind == 5:
+                value = ord(numeral) - ord("①") + 1
+            elif kind == 0:
+                inner = re.sub(r"^第|(部分|章|篇)$", "", numeral)
+                value = int(inner) if inner.isdigit() else cn_number(inner)
+            else:
+                value = cn_number(numeral)
+            if value is None:
+                continue
+            return kind, numeral, value, match.group(2)
+    return None
+
+
+@dataclass
+class _Segment:
+    """A numbered item with its continuation lines, a prose paragraph, or a table row."""
+
+    kind: int | None  # numbering kind; None for prose and table rows
+    value: int | None = None
+    label: str = ""
+    lines: list[_Line] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    row: TaskRow | None = None
+    units: _UnitSpec | None = None
+    body: str = ""
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def first(self) -> int:
+        return self.row.line if self.row else self.lines[0].number
+
+    @property
+    def last(self) -> int:
+        return self.row.line if self.row else self.lines[-1].number
+
+
+@dataclass
+class _Region:
+    """The part of the document under one annex heading (or before any)."""
+
+    heading_line: int = 0
+    title: str = ""
+    annex_number: str | None = None
+    lines: list[_Line] = field(default_factory=list)
+    segments: list[_Segment] = field(default_factory=list)
+    matrix: bool = False
+    task_list: bool = False  # known to hold the task list (not the notice around it)
 
 
 class PlanReader:
@@ -191,221 +620,453 @@ class PlanReader:
 
     ``feed_lines`` takes raw text lines (full-width punctuation is folded here);
     ``feed_task_row`` and ``feed_matrix_row`` take rows of tables read by
-    :mod:`core.plan_tables`; ``finish`` returns the plan.
+    :mod:`core.plan_tables`; ``finish`` decides and returns the plan.
     """
 
     def __init__(self, directory: UnitDirectory) -> None:
         self.directory = directory
         self.plan = ParsedPlan()
-        self.annex: Annex | None = None
-        self.in_matrix = False
-        self.task_annexes_seen = 0
-        self.section = ""
-        self.subsection = ""
-        self.current: ParsedTask | None = None
-        self.pending_annex_number: int | None = None
-        self.seen_annex_heading = False
-        self.header_lines: list[str] = []
+        self.regions: list[_Region] = [_Region()]
+        self.pending_title: _Region | None = None
 
-    def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:
-        self.plan.problems.append(Problem(line, severity, reason, excerpt[:60]))
+    # --- feeding ------------------------------------------------------------
 
     def begin_task_list(self) -> None:
-        """Start reading tasks at once: for a notice with no annex headings, whose body is the task list."""
-        self._enter_task_annex(0, "", 0)
+        """Say that what follows is the task list itself (a notice with no annex headings).
+
+        The reader finds the list on its own; this only makes numbered items
+        without units there listed as not understood rather than taken as the
+        notice's body.
+        """
+        self.regions[-1].task_list = True
 
     def feed_lines(self, lines: list[str], first_line: int = 1) -> None:
         """Read raw text lines; ``first_line`` is the document line number of ``lines[0]``."""
-        for index, raw in enumerate(lines, start=first_line):
-            line = normalise_text(raw).strip()
-            if line:
-                self._line(index, line)
+        for number, raw in enumerate(lines, start=first_line):
+            folded = normalise_text(raw).strip()
+            if not folded:
+                continue
+            line = _Line(number, folded, raw.strip())
+            heading = _ANNEX_HEADING.match(folded)
+            if heading and not self._is_attachment_list(heading):
+                region = _Region(heading_line=number, annex_number=heading.group(1) or "")
+                region.title = (heading.group(2) or "").strip()
+                self.regions.append(region)
+                self.pending_title = None if region.title else region
+                continue
+            if self.pending_title is not None:
+                self.pending_title.title = folded
+                self.pending_title.heading_line = number
+                self.pending_title = None
+                continue
+            region = self.regions[-1]
+            region.lines.append(line)
+            self._segment_line(region, line)
 
     def feed_task_row(self, row: TaskRow) -> None:
         """Read one row of a task table as a task, with the same unit rules as text."""
-        if self.annex is None and not self.in_matrix:
-            self._enter_task_annex(row.line, "", self.task_annexes_seen)
-        self._close_task()
-        number = re.sub(r"\D", "", normalise_text(row.number))
-        task_number = int(number) if number else len(self.plan.tasks_in(self.annex or Annex.COUNTY)) + 1
-        self._start_task(row.line, task_number, normalise_text(row.text).strip())
-        assert self.current is not None
-        units = []
-        if row.lead.strip():
-            units.append("牵头单位:" + " ".join(row.lead.split()).replace(" ", "、"))
-        if row.responsible.strip():
-            units.append("责任单位:" + " ".join(row.responsible.split()).replace(" ", "、"))
-        if units:
-            self._read_units(self.current, normalise_text("(" + ";".join(units) + ")"), row.line)
-        self._close_task()
+        self.pending_title = None
+        self.regions[-1].segments.append(_Segment(kind=None, row=row))
 
     def feed_matrix_row(self, row: MatrixTableRow) -> None:
-        """Read one row of a unit-by-unit matrix table; its columns are exact."""
+        """Read one row of a unit-by-unit matrix table; its columns are exact, empty ones kept."""
         name = clean_name(normalise_text(row.unit))
         if not name:
             return
+        cells = [list(numbers) for numbers in row.columns.values()]
         self.plan.matrix.append(
             MatrixRow(
                 line=row.line,
                 raw_name=name,
                 unit=self.directory.canonical(name),
-                cells=[list(numbers) for numbers in row.columns.values()],
+                cells=cells,
                 labels=list(row.columns),
             )
         )
 
+    @staticmethod
+    def _is_attachment_list(heading: re.Match[str]) -> bool:
+        """``附件:1.xxx方案`` in the body lists the attachments; it does not start one."""
+        title = (heading.group(2) or "").strip()
+        return heading.group(1) is None and bool(re.match(r"^\d{1,2}\s*[.、]", title))
+
+    # --- segmenting -----------------------------------------------------------
+
+    def _segment_line(self, region: _Region, line: _Line) -> None:
+        if "|" in line.text and (region.matrix or self._matrix_title(region.title) or line.text.count("|") >= 2):
+            region.matrix = region.matrix or self._matrix_title(region.title) or region.annex_number is not None
+            if region.matrix:
+                return
+        current = region.segments[-1] if region.segments else None
+        if _LABEL_LINE.match(line.text) and current is not None and current.row is None:
+            current.lines.append(line)
+            current.parts.append("\n" + line.text)
+            return
+        numbered = _numbering(line.text)
+        if (
+            numbered is not None
+            and current is not None
+            and current.kind is not None
+            and not self._starts_item(current, numbered, region)
+        ):
+            numbered = None
+        if numbered is not None:
+            kind, _, value, rest = numbered
+            label = line.raw[: len(line.text) - len(rest)].strip() if rest else line.raw
+            region.segments.append(_Segment(kind=kind, value=value, label=label, lines=[line], parts=[rest]))
+            return
+        if current is None:
+            region.segments.append(_Segment(kind=None, lines=[line], parts=[line.text]))
+            return
+        if current.row is None and (current.kind is None or not self._closed(current, line.text)):
+            current.lines.append(line)
+            current.parts.append(line.text)
+            return
+        region.segments.append(_Segment(kind=None, lines=[line], parts=[line.text]))
+
+    @staticmethod
+    def _matrix_title(title: str) -> bool:
+        return "|" in title or any(word in title for word in ("明细表", "对照表", "清单表"))
+
+    @staticmethod
+    def _starts_item(current: _Segment, numbered: tuple[int, str, int | None, str], region: _Region) -> bool:
+        """A numbered line after an unfinished line may be that line wrapped (…增长 / 3、4号线…)."""
+        last = current.lines[-1].text if current.lines else ""
+        if re.search(r"[。;!?):：:]$", last) or current.kind is None:
+            return True
+        kind, _, value, _ = numbered
+        previous = next(
+            (s.value for s in reversed(region.segments) if s.kind == kind and s.value is not None),
+            None,
+        )
+        return value == 1 or previous is None or value == previous + 1
+
+    @staticmethod
+    def _closed(segment: _Segment, following: str) -> bool:
+        """Whether an item's units are complete, so the unnumbered ``following`` line is prose, not its text."""
+        text = segment.text()
+        depth = 0
+        for char in text:
+            depth = depth + 1 if char == "(" else max(depth - 1, 0) if char == ")" else depth
+        if depth and _LABEL_START.search(text):
+            return False  # a unit bracket still open: the line wrapped inside it
+        last = segment.lines[-1].text
+        if _LABEL_LINE.match(last):
+            value = _LABEL.sub("", last, count=1).strip()
+            if not value or re.search(r"[、,;/]$", value):
+                return False
+            # A unit list wrapped by PDF/Word goes on with names, not with a sentence.
+            return "。" in following or ("、" not in following and len(following) > 15)
+        if not re.search(r"\)[。.;,]?$", last):
+            return False
+        _, spec = read_units(text)
+        return spec is not None and spec.any_units
+
+    # --- deciding -------------------------------------------------------------
+
     def finish(self) -> ParsedPlan:
-        """Close the last task and return everything read."""
-        self._finish()
+        """Decide what every piece is and return the plan."""
+        all_text = "\n".join(line.text for region in self.regions for line in region.lines)
+        self.plan.first_listed_leads = bool(_FIRST_LEADS.search(all_text))
+        self._read_header()
+        if self.pending_title is not None:
+            self.problem(self.pending_title.heading_line, Severity.WARNING, "附件标题之后没有内容")
+        order = 0
+        collected: dict[Annex, list[ParsedTask]] = {annex: [] for annex in Annex}
+        for index, region in enumerate(self.regions):
+            if region.matrix:
+                self._read_matrix(region)
+                continue
+            header = index == 0 and len(self.regions) > 1 and not region.task_list
+            tasks = self._read_region(region, header=header)
+            if not tasks:
+                if region.annex_number is not None and region.lines:
+                    self.unparsed(region.heading_line, "附件中没有找到带单位说明的任务", region.title)
+                continue
+            annex = _classify_annex(region.title, order)
+            if annex is None or collected[annex]:
+                annex = next((a for a in Annex if not collected[a]), Annex.CITY)
+                if collected[annex]:
+                    self.problem(
+                        region.heading_line, Severity.WARNING, "多于两个任务附件,已并入第二个附件", region.title
+                    )
+            order += 1
+            self.plan.annex_titles.setdefault(annex, region.title)
+            for task in tasks:
+                task.annex = annex
+            collected[annex].extend(tasks)
+        for annex in Annex:
+            self._number(collected[annex])
+            self.plan.tasks.extend(collected[annex])
+        if not self.plan.tasks:
+            self.problem(0, Severity.ERROR, "文档中没有找到带牵头或责任单位的任务")
+            for item in self.plan.unparsed:
+                if item.reason.startswith("编号条目"):
+                    self.problem(item.line, Severity.ERROR, item.reason, item.excerpt)
         return self.plan
 
-    # --- per line ---------------------------------------------------------
+    def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:
+        self.plan.problems.append(Problem(line, severity, reason, excerpt[:60]))
 
-    def _line(self, number: int, line: str) -> None:
-        heading = _ANNEX_HEADING.match(line)
-        if heading:
-            self._close_task()
-            self.seen_annex_heading = True
-            title = (heading.group(2) or "").strip()
-            if title:
-                self._start_annex(number, int(heading.group(1)), title)
-            else:
-                self.pending_annex_number = int(heading.group(1))
-            return
-        if self.pending_annex_number is not None:
-            self._start_annex(number, self.pending_annex_number, line)
-            self.pending_annex_number = None
-            return
-        if self.in_matrix:
-            self._matrix_line(number, line)
-            return
-        if self.annex is None:
-            self.header_lines.append(line)
-            return
-        self._task_annex_line(number, line)
+    def unparsed(self, line: int, reason: str, excerpt: str = "") -> None:
+        self.plan.unparsed.append(Problem(line, Severity.WARNING, reason, excerpt[:80]))
 
-    def _start_annex(self, number: int, annex_number: int, title: str) -> None:
-        if "|" in title or "明细表" in title or "对照表" in title or "清单表" in title:
-            self.in_matrix = True
-            self.annex = None
-            return
-        self.in_matrix = False
-        self._enter_task_annex(number, title, self.task_annexes_seen)
-
-    def _enter_task_annex(self, number: int, title: str, order: int) -> None:
-        annex = _classify_annex(title, order)
-        if annex is None or annex in self.plan.annex_titles:
-            fallback = [a for a in Annex if a not in self.plan.annex_titles]
-            if not fallback:
-                self.problem(number, Severity.ERROR, "多于两个任务附件,无法区分县、市任务", title)
-                self.annex = None
-                return
-            annex = fallback[0]
-        self.task_annexes_seen += 1
-        self.annex = annex
-        self.plan.annex_titles[annex] = title
-        self.section = ""
-        self.subsection = ""
-
-    def _task_annex_line(self, number: int, line: str) -> None:
-        task = _TASK.match(line)
-        if task:
-            self._close_task()
-            self._start_task(number, int(task.group(1)), task.group(2))
-            return
-        if _UNITS_LINE.match(line) and self.current is not None and not self.current.has_units:
-            self._read_units(self.current, line if line.startswith("(") else f"({line})", number)
-            return
-        section = _SECTION.match(line)
-        if section:
-            self._close_task()
-            self.section = line
-            self.subsection = ""
-            return
-        subsection = _SUBSECTION.match(line)
-        if subsection:
-            self._close_task()
-            self.subsection = line
-            return
-        if self.current is not None and not self.current.has_units:
-            # A task's text continues on the next line; its units may follow.
-            rest = self._split_units(self.current, line, number)
-            self.current.text += rest
-            return
-        self.problem(number, Severity.ERROR, "无法识别的行(不是标题、任务或单位说明)", line)
-
-    def _start_task(self, number: int, task_number: int, body: str) -> None:
-        assert self.annex is not None
-        task = ParsedTask(
-            annex=self.annex,
-            number=task_number,
-            text="",
-            line=number,
-            section=self.section,
-            subsection=self.subsection,
+    def _read_header(self) -> None:
+        header = self.regions[0].lines
+        self.plan.title = header[0].text if header else (self.regions[1].title if len(self.regions) > 1 else "")
+        joined = "\n".join(line.text for line in header)
+        issued = _ISSUED.search(joined)
+        signed = next((m for m in (_SIGNED_DATE.match(line.text) for line in header) if m), None)
+        for found in (issued, signed):
+            if found is not None:
+                y, m, d = (int(g) for g in found.groups())
+                if _safe_date(y, m, d):
+                    self.plan.issued_on = f"{y:04d}-{m:02d}-{d:02d}"
+                    break
+        year = _YEAR.search(self.plan.title) or next(
+            (m for m in (_YEAR.search(r.title) for r in self.regions[1:]) if m), None
         )
-        task.text = self._split_units(task, body, number)
-        self.current = task
+        if year:
+            self.plan.year = int(year.group(1))
+        elif self.plan.issued_on:
+            self.plan.year = int(self.plan.issued_on[:4])
+        elif (found_year := _YEAR.search(joined)) is not None:
+            self.plan.year = int(found_year.group(1))
 
-    def _split_units(self, task: ParsedTask, body: str, line: int) -> str:
-        """Read the unit bracket off the end of a task line; return the task text."""
-        opens = list(_UNITS_OPEN.finditer(body))
-        if not opens:
-            return body
-        start = opens[-1].start()
-        self._read_units(task, body[start:], line)
-        return body[:start].rstrip(";,").strip()
-
-    def _read_units(self, task: ParsedTask, bracket: str, line: int) -> None:
-        inner = bracket[1:] if bracket.startswith("(") else bracket
-        inner = inner.rstrip()
-        if inner.endswith(")"):
-            inner = inner[:-1]
-        else:
-            stripped = inner.rstrip("。.;,")
-            if stripped.endswith(")"):
-                inner = stripped[:-1]
-            else:
-                self.problem(line, Severity.WARNING, "单位说明缺少右括号,已按行尾结束处理", bracket)
-        task.has_units = True
-        labels = list(_LABEL.finditer(inner))
-        values: dict[Role, list[str]] = {Role.LEAD: [], Role.RESPONSIBLE: []}
-        previous_label: str | None = None
-        for position, label in enumerate(labels):
-            end = labels[position + 1].start() if position + 1 < len(labels) else len(inner)
-            value = inner[label.end() : end].strip().strip(";,。").strip()
-            role = Role.LEAD if label.group(1) == "牵头单位" else Role.RESPONSIBLE
-            if not value:
-                if previous_label == label.group(1) or (
-                    position + 1 < len(labels) and labels[position + 1].group(1) == label.group(1)
-                ):
-                    self.problem(line, Severity.WARNING, f"标签“{label.group(1)}”重复,已合并", bracket)
-                else:
-                    self.problem(line, Severity.WARNING, f"“{label.group(1)}”后没有单位", bracket)
-                previous_label = label.group(1)
+    def _read_region(self, region: _Region, *, header: bool) -> list[ParsedTask]:
+        """The tasks of one region: the level whose items carry units; headings above, details below."""
+        for segment in region.segments:
+            if segment.row is None:
+                segment.body, segment.units = read_units(segment.text())
+        carrying: dict[int, int] = {}
+        for segment in region.segments:
+            if segment.kind is not None and segment.units is not None and segment.units.any_units:
+                carrying[segment.kind] = carrying.get(segment.kind, 0) + 1
+        has_rows = any(s.row is not None for s in region.segments)
+        if not carrying and not has_rows:
+            kinds = [s.kind for s in region.segments if s.kind is not None]
+            if kinds and not header:
+                for segment in region.segments:
+                    if segment.kind == max(kinds):
+                        self.unparsed(
+                            segment.first,
+                            "编号条目没有牵头或责任单位,未作为任务导入",
+                            f"{segment.label}{segment.text()}",
+                        )
+            return []
+        task_kind = max(carrying, key=lambda k: (carrying[k], k)) if carrying else None
+        # Levels above the task level are headings; with only table rows as tasks, every numbered line is.
+        heading_kinds = sorted(
+            {s.kind for s in region.segments if s.kind is not None and (task_kind is None or s.kind < task_kind)}
+        )
+        headings: dict[int, str] = {}
+        tasks: list[ParsedTask] = []
+        current: ParsedTask | None = None
+        started = False
+        for segment in region.segments:
+            if segment.row is not None:
+                current = self._row_task(segment.row, headings, heading_kinds)
+                if current is not None:
+                    tasks.append(current)
+                started = True
                 continue
-            previous_label = label.group(1)
-            values[role].extend(split_unit_list(value))
-            separator = inner[label.end() : end].strip()
-            if re.search(r",\s*$", separator) and position + 1 < len(labels):
-                self.problem(line, Severity.WARNING, "标签之间用逗号而非分号分隔,已按分号处理", bracket)
-        for role in (Role.LEAD, Role.RESPONSIBLE):
-            for raw in values[role]:
-                self._assign(task, role, raw, line)
+            kind = segment.kind
+            if kind is None:
+                if started:
+                    self.unparsed(segment.first, "正文段落,不是任务", segment.text())
+                current = None
+                continue
+            started = True
+            if task_kind is None or kind < task_kind:
+                headings = {k: v for k, v in headings.items() if k < kind}
+                headings[kind] = segment.lines[0].text
+                current = None
+            elif kind == task_kind:
+                current = self._text_task(segment, headings, heading_kinds)
+                if current is not None:
+                    tasks.append(current)
+            elif current is not None:
+                self._append_detail(current, segment)
+            else:
+                self.unparsed(segment.first, "编号条目不属于任何任务", segment.text())
+        return tasks
+
+    def _sections(self, headings: dict[int, str], heading_kinds: list[int]) -> tuple[str, str]:
+        levels = heading_kinds[-2:]
+        if len(levels) == 2:
+            return headings.get(levels[0], ""), headings.get(levels[1], "")
+        if len(levels) == 1:
+            return headings.get(levels[0], ""), ""
+        return "", ""
+
+    def _text_task(self, segment: _Segment, headings: dict[int, str], heading_kinds: list[int]) -> ParsedTask | None:
+        spec = segment.units
+        source = "\n".join(line.raw for line in segment.lines)
+        if spec is None or not spec.any_units:
+            self.unparsed(
+                segment.first, "编号条目没有牵头或责任单位,未作为任务导入", f"{segment.label}{segment.text()}"
+            )
+            return None
+        if not segment.body:
+            self.unparsed(segment.first, "编号条目只有单位、没有任务内容,未作为任务导入", source)
+            return None
+        section, subsection = self._sections(headings, heading_kinds)
+        task = ParsedTask(
+            annex=Annex.COUNTY,
+            number=segment.value or 0,
+            text=segment.body,
+            line=segment.first,
+            section=section,
+            subsection=subsection,
+            label=segment.label,
+            span=(segment.first, segment.last),
+            source_text=source,
+            leader=spec.leader,
+        )
+        for repair in spec.repairs:
+            self.problem(segment.first, Severity.WARNING, repair, source)
+        self._apply_units(task, spec, segment.first, spans=False)
+        self._apply_deadline(task, spec.deadline, segment.body)
+        return task
+
+    def _append_detail(self, task: ParsedTask, segment: _Segment) -> None:
+        """A sub-item (1)… of a task belongs to its text."""
+        task.text += f"{segment.label}{segment.body}"
+        task.span = (task.span[0], segment.last)
+        task.source_text += "\n" + "\n".join(line.raw for line in segment.lines)
+        if segment.units is not None and segment.units.any_units:
+            self._apply_units(task, segment.units, segment.first, spans=False)
+
+    def _row_task(self, row: TaskRow, headings: dict[int, str], heading_kinds: list[int]) -> ParsedTask | None:
+        text = normalise_text(row.text).strip()
+        lead_cell = normalise_text(row.lead).strip()
+        responsible_cell = normalise_text(row.responsible).strip()
+        body, spec = read_units(text)
+        if lead_cell or responsible_cell:
+            spec = _UnitSpec(
+                lead=split_unit_list(lead_cell, spaces=True),
+                responsible=split_unit_list(responsible_cell, spaces=True),
+                labelled=True,
+            )
+            body = text
+        excerpt = f"{row.where} {row.number} {row.text}".strip()
+        if spec is None or not spec.any_units:
+            if body:
+                # A row with text and no units: a section row of the table.
+                numbered = _numbering(body)
+                if numbered is not None and (numbered[0] in heading_kinds or not heading_kinds):
+                    headings.clear()
+                    headings[numbered[0]] = body
+                    heading_kinds[:] = [numbered[0]]
+                self.unparsed(row.line, "表格行没有牵头或责任单位,未作为任务导入", excerpt)
+            return None
+        if not body:
+            self.unparsed(row.line, "表格行没有任务内容,未作为任务导入", excerpt)
+            return None
+        section, subsection = self._sections(headings, heading_kinds)
+        if row.group.strip():
+            section, subsection = normalise_text(row.group).strip(), ""
+        label = row.number.strip()
+        folded_label = normalise_text(label)
+        value: int | None = None
+        if folded_label.isdigit():
+            value = int(folded_label)
+        elif (numbered := _numbering(folded_label + " x")) is not None:
+            value = numbered[2]
+        task = ParsedTask(
+            annex=Annex.COUNTY,
+            number=value or 0,
+            text=body,
+            line=row.line,
+            section=section,
+            subsection=subsection,
+            label=label,
+            span=(row.line, row.line),
+            source_text=" | ".join(c for c in (row.number, row.text, row.lead, row.responsible, row.deadline) if c),
+            measures=normalise_text(row.measures).strip(),
+            leader=normalise_text(row.leader).strip() or spec.leader,
+            origin=row.where,
+        )
+        self._apply_units(task, spec, row.line, spans=True)
+        deadline_cell = normalise_text(row.deadline).strip()
+        if deadline_cell:
+            found = find_deadline(deadline_cell, self.plan.year, column=True)
+            if found is not None:
+                task.deadline, task.deadline_text = found.on, found.words
+        else:
+            self._apply_deadline(task, spec.deadline, body)
+        return task
+
+    def _apply_deadline(self, task: ParsedTask, field_value: str, text: str) -> None:
+        found = (
+            find_deadline(field_value, self.plan.year, column=True)
+            if field_value
+            else find_deadline(text, self.plan.year)
+        )
+        if found is not None:
+            task.deadline, task.deadline_text = found.on, found.words
+
+    # --- units ------------------------------------------------------------------
+
+    def _apply_units(self, task: ParsedTask, spec: _UnitSpec, line: int, *, spans: bool) -> None:
+        task.has_units = True
+        leads = self._expand_prefixes(spec.lead, task, line)
+        responsible = self._expand_prefixes(spec.responsible, task, line)
+        if not leads and not task.lead and self.plan.first_listed_leads and responsible:
+            leads, responsible = responsible[:1], responsible[1:]
+        for raw in leads:
+            self._assign(task, Role.LEAD, raw, line)
+        for raw in responsible:
+            self._assign(task, Role.RESPONSIBLE, raw, line)
+        # A unit named as lead is not also responsible (a group phrase may repeat it).
+        task.responsible = [u for u in task.responsible if u not in task.lead]
+
+    def _expand_prefixes(self, names: list[str], task: ParsedTask, line: int) -> list[str]:
+        """``区旅游文体局、经发局``: a name in a list without its jurisdiction's prefix takes its neighbour's."""
+        result: list[str] = []
+        prefix: str | None = None
+        for raw in names:
+            name = raw
+            if name.endswith("等") and len(name) > 2:
+                name = name[:-1]
+            name = re.sub(r"等(单位|部门)$", "", name) or name
+            bare = re.sub(r"\([^()]*\)$", "", name)
+            starts = next((p for p in _PREFIXES if bare.startswith(p)), None)
+            if starts is not None:
+                prefix = starts
+            elif (
+                prefix is not None
+                and bare.endswith(_DEPARTMENT_TAILS)
+                and not any(word in bare for word in _NOT_SHORTENED)
+                and not is_group_phrase(bare)
+            ):
+                name = prefix + name
+                self.problem(line, Severity.WARNING, f"单位简称“{raw}”按同列单位补全为“{name}”", task.text[:30])
+            result.append(name)
+        return result
 
     def _assign(self, task: ParsedTask, role: Role, raw: str, line: int) -> None:
+        note = ""
+        bracket = re.match(r"^(?P<name>.+?)\((?P<inner>[^()]+)\)$", raw)
+        if bracket and not is_group_phrase(bracket["name"]):
+            inner = bracket["inner"].strip()
+            if re.fullmatch(r"牵头(单位)?", inner):
+                raw, role = bracket["name"], Role.LEAD
+            elif not _is_unit_name(inner):
+                raw, note = bracket["name"], inner
         resolved = self.directory.resolve(raw, f"{task.annex.value}-{task.number}")
         task.raw_names.append((role, resolved))
+        if resolved.group is not None:
+            task.groups.append((role, resolved.group))
         if resolved.unresolved_group:
             task.unresolved_groups.append((role, resolved.raw))
-            self.problem(line, Severity.WARNING, f"群体称谓“{resolved.raw}”未在配置中展开,未分配到具体单位")
             return
         target = task.lead if role is Role.LEAD else task.responsible
         for unit in resolved.units:
             if unit in task.lead or unit in task.responsible:
                 if resolved.group is None:
                     self.problem(line, Severity.WARNING, f"单位重复列出,已去重: {unit}")
-                elif role is Role.LEAD and unit in task.responsible:
+                if role is Role.LEAD and unit in task.responsible:
                     task.responsible.remove(unit)
                     target.append(unit)
                 continue
@@ -414,34 +1075,34 @@ class PlanReader:
                 task.via_group[unit] = resolved.group
         if resolved.alias and resolved.units:
             task.aliases[resolved.units[0]] = resolved.alias
+        if note and resolved.units:
+            task.notes[resolved.units[0]] = note
 
-    def _close_task(self) -> None:
-        task = self.current
-        if task is None:
-            return
-        self.current = None
-        if not task.has_units:
-            self.problem(task.line, Severity.ERROR, "任务没有牵头单位说明", f"{task.number}.{task.text}")
-            return
-        if not task.lead:
-            self.problem(task.line, Severity.ERROR, "任务没有牵头单位", f"{task.number}.{task.text}")
-            return
-        # A unit named as lead is not also responsible (a group phrase may repeat it).
-        task.responsible = [u for u in task.responsible if u not in task.lead]
-        if not task.text:
-            self.problem(task.line, Severity.ERROR, "任务没有内容", str(task.number))
-            return
-        if self.plan.task(task.annex, task.number) is not None:
-            self.problem(task.line, Severity.ERROR, f"任务序号重复: {task.number}", task.text)
-            return
-        previous = self.plan.tasks_in(task.annex)
-        if previous and task.number != previous[-1].number + 1:
+    # --- numbering --------------------------------------------------------------
+
+    def _number(self, tasks: list[ParsedTask]) -> None:
+        """Keys: the numbers as written when they are unique, else the order of appearance."""
+        numbers = [t.number for t in tasks]
+        if tasks and (0 in numbers or len(set(numbers)) != len(numbers)):
+            first_clash = next((t for i, t in enumerate(tasks) if t.number == 0 or t.number in numbers[:i]), tasks[0])
             self.problem(
-                task.line,
+                first_clash.line,
                 Severity.WARNING,
-                f"任务序号不连续: {previous[-1].number} 之后是 {task.number}",
+                f"任务序号重复或按节重新开始,已按出现顺序编号为1–{len(tasks)}(原序号保留为标号)",
+                first_clash.label,
             )
-        self.plan.tasks.append(task)
+            for sequence, task in enumerate(tasks, start=1):
+                task.number = sequence
+            return
+        for previous, task in itertools.pairwise(tasks):
+            if task.number != previous.number + 1:
+                self.problem(task.line, Severity.WARNING, f"任务序号不连续: {previous.number} 之后是 {task.number}")
+
+    # --- matrix -----------------------------------------------------------------
+
+    def _read_matrix(self, region: _Region) -> None:
+        for line in region.lines:
+            self._matrix_line(line.number, line.text)
 
     def _matrix_line(self, number: int, line: str) -> None:
         if "|" not in line:
@@ -467,32 +1128,16 @@ class PlanReader:
             MatrixRow(line=number, raw_name=name, unit=self.directory.canonical(name), cells=numbers)
         )
 
-    def _finish(self) -> None:
-        self._close_task()
-        if self.pending_annex_number is not None:
-            self.problem(0, Severity.ERROR, f"附件{self.pending_annex_number}没有内容")
-        header = self.header_lines
-        self.plan.title = header[0] if header else ""
-        joined = "\n".join(header)
-        issued = _ISSUED.search(joined)
-        if issued:
-            y, m, d = (int(g) for g in issued.groups())
-            self.plan.issued_on = f"{y:04d}-{m:02d}-{d:02d}"
-        year = _YEAR.search(self.plan.title) or _YEAR.search(joined)
-        if year:
-            self.plan.year = int(year.group(1))
-        elif self.plan.issued_on:
-            self.plan.year = int(self.plan.issued_on[:4])
-        if not self.plan.tasks and not self.plan.errors:
-            self.problem(0, Severity.ERROR, "文档中没有找到编号任务")
+
+def _is_unit_name(text: str) -> bool:
+    """A bracketed second name (县营商办) rather than a scope note (负责…)."""
+    if re.search(r"负责|牵头|配合|含|包括|分管|职责|按|等|以及|方面|工作", text):
+        return False
+    return len(text) <= 20 and text.endswith(_UNIT_SUFFIXES)
 
 
 def parse_plan(text: str, directory: UnitDirectory) -> ParsedPlan:
     """Parse a notice's text; problems are collected on the result, never raised."""
     reader = PlanReader(directory)
-    lines = text.splitlines()
-    if not any(_ANNEX_HEADING.match(normalise_text(line).strip()) for line in lines):
-        # A notice without annexes: the body itself is the task list.
-        reader.begin_task_list()
-    reader.feed_lines(lines)
+    reader.feed_lines(text.splitlines())
     return reader.finish()

@@ -41,6 +41,7 @@ from core.plan_corrections import Corrections
 from core.plan_import import ImportDiff, ParseFunction, Shrink, group_phrases, prepare_import, task_key
 from core.plan_parser import Annex, ParsedPlan, Severity
 from core.tasks import task_label
+from core.units import UnitDirectory
 from storage.models import Unit, UnitAlias
 
 PREVIEW_SCHEMA = 1
@@ -209,6 +210,7 @@ def build_preview(
     now: datetime,
     corrections: Corrections | None = None,
     source_lines: list[str] | None = None,
+    directory: UnitDirectory | None = None,
 ) -> ImportPreview:
     """Describe what importing the document would do; writes nothing.
 
@@ -216,7 +218,13 @@ def build_preview(
     lines it came from.
     """
     prepared = prepare_import(
-        session, settings, parse, jurisdiction_name=jurisdiction_name, now=now, corrections=corrections
+        session,
+        settings,
+        parse,
+        jurisdiction_name=jurisdiction_name,
+        now=now,
+        corrections=corrections,
+        directory=directory,
     )
     parsed = prepared.parsed
     jurisdiction = prepared.jurisdiction

@@ -547,7 +547,9 @@ _NO_TEXT_LAYER = (
 
 
 # A page's number printed in its footer: "— 3 —", "- 3 -", "3", "第3页 共9页", "3/9".
-_PAGE_NUMBER = re.compile(r"^[\s\-—–－]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，]?\s*共\s*\d{1,4}\s*页)?|\d{1,4}\s*/\s*\d{1,4})[\s\-—–－]*$")
+_PAGE_NUMBER = re.compile(
+    r"^[\s\-—–－]*(?:\d{1,4}|第\s*\d{1,4}\s*页(?:\s*[,，]?\s*共\s*\d{1,4}\s*页)?|\d{1,4}\s*/\s*\d{1,4})[\s\-—–－]*$"
+)
 
 
 def _unless_page_number(line: str) -> str:

@@ -74,6 +74,7 @@ def initialise(runtime: Runtime, *, import_plan_if_empty: bool = True) -> Import
                 jurisdiction_name=settings.plan.jurisdiction,
                 now=runtime.clock.now(),
                 actor="init",
+                directory=settings.unit_directory(path),
             )
         # Every jurisdiction's plan follows config.toml's calendar, on every start.
         for plan in newest_plans(session):

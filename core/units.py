@@ -27,7 +27,21 @@ class UnitKind(StrEnum):
 _SPACES = re.compile(r"\s+")
 _BRACKET_ALIAS = re.compile(r"^(?P<name>[^()（）]+)[(（](?P<alias>[^()（）]+)[)）]$")
 _BARE_TOWN = re.compile(r"^.{1,8}[镇乡]$")
-_GROUP_MARKERS = ("各镇", "各乡", "各部门", "各单位", "各相关单位", "各金融机构", "成员单位", "各有关单位")
+_GROUP_MARKERS = (
+    "各镇",
+    "各乡",
+    "各部门",
+    "各单位",
+    "各相关单位",
+    "各金融机构",
+    "成员单位",
+    "各有关单位",
+    "有关部门",
+    "相关部门",
+    "有关单位",
+    "相关单位",
+    "各地",
+)
 _ENTERPRISE_SUFFIXES = ("公司", "集团", "银行")
 _DEPARTMENT_SUFFIXES = ("局", "办", "委", "部", "中心", "院", "室", "社", "会", "所", "处", "队", "站", "联")
 

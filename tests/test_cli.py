@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bot.cli import main
-from core.config import BUNDLED_PLAN
+from core.config import BUNDLED_PLAN, notice_units_path
 
 
 @pytest.fixture
@@ -72,12 +72,19 @@ def test_units_lists_every_unit_with_counts(env: dict[str, str]) -> None:
     assert "各镇人民政府" in rows["簰洲湾镇人民政府"]["groups"]
 
 
-def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
+def edited_bundled_notice(tmp_path: Path) -> Path:
+    """A copy of the bundled notice with one task's text changed, with the notice's own unit tables beside it."""
     edited = tmp_path / "edited.txt"
     edited.write_text(
         BUNDLED_PLAN.read_text(encoding="utf-8").replace("新增医养床位200张", "新增医养床位300张"), encoding="utf-8"
     )
+    notice_units_path(edited).write_bytes(notice_units_path(BUNDLED_PLAN).read_bytes())
+    return edited
+
+
+def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    edited = edited_bundled_notice(tmp_path)
     preview = json.loads(run(env, "import", str(edited), "--dry-run", "--json").output)
     assert preview["applied"] is False
     assert [c["task"] for c in preview["diff"]["changed_text"]] == ["county-19"]

@@ -8,6 +8,7 @@ from sqlalchemy.orm import joinedload
 
 from core.binding import invite
 from core.clock import ManualClock
+from core.config import BUNDLED_PLAN
 from core.escalation import Escalation, make_calendar
 from core.plan_import import import_plan
 from core.runtime import Runtime
@@ -33,6 +34,7 @@ def second(runtime: Runtime, bundled_text: str) -> Plan:
             source_name="tongshan.txt",
             jurisdiction_name=OTHER_COUNTY,
             now=runtime.clock.now(),
+            directory=runtime.settings.unit_directory(BUNDLED_PLAN),
         )
         plan = session.get(Plan, result.plan_id)
         assert plan is not None

@@ -21,7 +21,7 @@ from tests.conftest import local
 TEXT = BUNDLED_PLAN.read_text(encoding="utf-8")
 LINES = TEXT.splitlines()
 SETTINGS = load_settings(environ={})
-DIRECTORY = SETTINGS.units.directory()
+DIRECTORY = SETTINGS.unit_directory(BUNDLED_PLAN)
 FRAGMENTS = [
     "(",
     ")",
@@ -89,7 +89,7 @@ def test_mutated_notice_parses_or_reports_located_errors(text: str) -> None:
         assert result.tasks
         keys = [t.key for t in result.tasks]
         assert len(keys) == len(set(keys))
-        assert all(t.lead for t in result.tasks)
+        assert all(t.lead or t.responsible or t.groups for t in result.tasks)
         assert all(not set(t.lead) & set(t.responsible) for t in result.tasks)
 
 
@@ -113,7 +113,13 @@ def test_mutated_notice_imports_wholly_or_not_at_all(tmp_path_factory, text: str
         try:
             with runtime.transaction() as session:
                 result = import_plan(
-                    session, settings, text, source_name="m.txt", jurisdiction_name="嘉鱼县", now=runtime.clock.now()
+                    session,
+                    settings,
+                    text,
+                    source_name="m.txt",
+                    jurisdiction_name="嘉鱼县",
+                    now=runtime.clock.now(),
+                    directory=DIRECTORY,
                 )
             imported = True
         except ImportRefused as refused:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core.config import Settings
+from core.config import BUNDLED_PLAN, Settings
 from core.plan_import import ImportRefused, import_plan
 from core.runtime import Runtime, current_plan
 from storage.models import Assignment, AuditLog, Person, StatusReport, Task, Unit, UnitAlias, UnitGroupMember
@@ -23,6 +23,7 @@ def reimport(runtime: Runtime, text: str, dry_run: bool = False):  # type: ignor
             jurisdiction_name=runtime.settings.plan.jurisdiction,
             now=runtime.clock.now(),
             dry_run=dry_run,
+            directory=runtime.settings.unit_directory(BUNDLED_PLAN),  # an edited copy of the bundled notice
         )
 
 
@@ -120,16 +121,28 @@ def test_role_change_is_part_of_the_diff(runtime: Runtime, bundled_text: str) ->
     assert changes == {("县卫健局", "responsible", "lead"), ("县民政局", "lead", "responsible")}
 
 
-def test_document_with_errors_changes_nothing(runtime: Runtime, bundled_text: str) -> None:
-    broken = bundled_text.replace(
-        "19.完成县社会养老中心一期工程建设,公立医院新增医养床位200张。(牵头单位:县民政局;责任单位:县卫健局)",
-        "19.完成县社会养老中心一期工程建设。",
+def test_document_with_nothing_usable_changes_nothing(runtime: Runtime, bundled_text: str) -> None:
+    notice = bundled_text.splitlines()[:16]  # the notice around the list, then a list whose task names no unit
+    broken = "\n".join(
+        [*notice, "附件1", "2024年县《政府工作报告》确定的重点工作责任分解方案", "1.完成县社会养老中心一期工程建设。"]
     )
     before = (count(runtime, Task), count(runtime, Assignment), count(runtime, AuditLog))
     with pytest.raises(ImportRefused) as refused:
         reimport(runtime, broken)
-    assert any(p.line == 40 for p in refused.value.problems)
+    assert any(p.line == 19 for p in refused.value.problems)
     assert (count(runtime, Task), count(runtime, Assignment), count(runtime, AuditLog)) == before
+
+
+def test_task_without_units_is_left_out_and_listed_not_refused(runtime: Runtime, bundled_text: str) -> None:
+    edited = bundled_text.replace(
+        "19.完成县社会养老中心一期工程建设,公立医院新增医养床位200张。(牵头单位:县民政局;责任单位:县卫健局)",
+        "19.完成县社会养老中心一期工程建设。",
+    )
+    result = reimport(runtime, edited, dry_run=True)
+    assert [(p.line, p.reason) for p in result.parsed.unparsed][:1] == [
+        (40, "编号条目没有牵头或责任单位,未作为任务导入")
+    ]
+    assert result.diff.removed_tasks == ["county-19"]
 
 
 def test_import_is_one_transaction(runtime: Runtime, settings: Settings, bundled_text: str) -> None:

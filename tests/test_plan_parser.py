@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import Settings
-from core.plan_parser import Annex, ParsedPlan, Severity, parse_plan
+from core.config import BUNDLED_PLAN, Settings
+from core.plan_parser import Annex, ParsedPlan, Role, parse_plan
 from core.units import UnitDirectory
 
 TOWNS = [
@@ -67,7 +67,7 @@ RESPONSIBLE = {
 
 @pytest.fixture
 def parsed(bundled_text: str, settings: Settings) -> ParsedPlan:
-    return parse_plan(bundled_text, settings.units.directory())
+    return parse_plan(bundled_text, settings.unit_directory(BUNDLED_PLAN))
 
 
 def test_bundled_notice_has_76_county_and_33_city_tasks(parsed: ParsedPlan) -> None:
@@ -193,7 +193,7 @@ def full_width(text: str) -> str:
 def test_full_width_punctuation_parses_the_same(bundled_text: str, parsed: ParsedPlan, settings: Settings) -> None:
     variant = full_width(bundled_text)
     assert "（牵头单位：" in variant
-    other = parse_plan(variant, settings.units.directory())
+    other = parse_plan(variant, settings.unit_directory(BUNDLED_PLAN))
     assert other.errors == []
     assert [(t.key, t.text, t.lead, t.responsible) for t in other.tasks] == [
         (t.key, t.text, t.lead, t.responsible) for t in parsed.tasks
@@ -202,21 +202,21 @@ def test_full_width_punctuation_parses_the_same(bundled_text: str, parsed: Parse
 
 def test_cooperating_unit_label_reads_as_responsible(bundled_text: str, parsed: ParsedPlan, settings: Settings) -> None:
     variant = full_width(bundled_text.replace("责任单位", "配合单位"))
-    other = parse_plan(variant, settings.units.directory())
+    other = parse_plan(variant, settings.unit_directory(BUNDLED_PLAN))
     assert other.errors == []
     assert [(t.key, t.lead, t.responsible) for t in other.tasks] == [
         (t.key, t.lead, t.responsible) for t in parsed.tasks
     ]
 
 
-def test_group_phrase_without_configuration_is_a_located_warning(bundled_text: str) -> None:
+def test_group_phrase_without_definition_is_kept_as_a_group_to_define(bundled_text: str) -> None:
     bare = parse_plan(bundled_text, UnitDirectory())
     assert bare.errors == []
-    warning = next(p for p in bare.warnings if "县政府各部门" in p.reason)
-    assert warning.line == 99
     task = bare.task(Annex.COUNTY, 71)
     assert task is not None
-    assert ("responsible", "县政府各部门") in [(r.value, g) for r, g in task.unresolved_groups]
+    assert (Role.RESPONSIBLE, "县政府各部门") in task.groups
+    assert (Role.RESPONSIBLE, "县政府各部门") in task.unresolved_groups
+    assert "县审计局" not in task.responsible
 
 
 NOTICE_WITH_ERRORS = """关于印发2025年重点工作责任分解方案的通知
@@ -230,12 +230,19 @@ NOTICE_WITH_ERRORS = """关于印发2025年重点工作责任分解方案的通�
 """
 
 
-def test_unreadable_lines_are_errors_with_their_line_numbers() -> None:
+def test_items_without_units_are_listed_with_their_line_numbers_not_errors() -> None:
     result = parse_plan(NOTICE_WITH_ERRORS, UnitDirectory())
-    located = {(p.line, p.severity) for p in result.errors}
-    assert (6, Severity.ERROR) in located  # task 2 has no units (its text ran on into line 7)
-    assert (8, Severity.ERROR) in located  # task 3 has no lead
-    assert result.task(Annex.COUNTY, 1) is not None
+    assert result.errors == []
+    assert [p.line for p in result.unparsed] == [6]  # task 2 has no units (its text ran on into line 7)
+    assert "这一行什么也不是" in result.unparsed[0].excerpt
+    assert [t.number for t in result.tasks] == [1, 3]
+
+
+def test_responsible_list_alone_is_owed_by_every_listed_unit() -> None:
+    result = parse_plan(NOTICE_WITH_ERRORS, UnitDirectory())
+    task = result.task(Annex.COUNTY, 3)
+    assert task is not None
+    assert (task.lead, task.responsible) == ([], ["县统计局"])
 
 
 def test_task_text_may_continue_on_the_next_line() -> None:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from core.config import Settings
+from core.config import BUNDLED_PLAN, Settings, UnitSettings, load_notice_units
 from core.plan_parser import Annex, Role, parse_plan
 from core.reconcile import DisagreementKind, Reconciliation, reconcile
 from core.units import UnitDirectory
 
 
 @pytest.fixture
+def bundled_units() -> UnitSettings:
+    units = load_notice_units(BUNDLED_PLAN)
+    assert units is not None
+    return units
+
+
+@pytest.fixture
 def rec(bundled_text: str, settings: Settings) -> Reconciliation:
-    directory = settings.units.directory()
+    directory = settings.unit_directory(BUNDLED_PLAN)
     return reconcile(parse_plan(bundled_text, directory), directory)
 
 
@@ -68,8 +75,8 @@ def test_town_missing_from_a_group_in_the_matrix_is_reported(rec: Reconciliation
     assert ("簰洲湾镇人民政府", "county", 22) in find(rec, DisagreementKind.GROUP_DIFFERS)
 
 
-def test_other_spellings_are_unknown_names_until_aliased(bundled_text: str, settings: Settings) -> None:
-    directory = UnitDirectory(groups=dict(settings.units.groups))
+def test_other_spellings_are_unknown_names_until_aliased(bundled_text: str, bundled_units: UnitSettings) -> None:
+    directory = UnitDirectory(groups=dict(bundled_units.groups))
     bare = reconcile(parse_plan(bundled_text, directory), directory)
     unknown = {u for u, _, _ in find(bare, DisagreementKind.UNKNOWN_NAME)}
     assert {"县交通运输局", "县应急管理局", "嘉鱼供电公司", "县银监办", "县政务服务和大数据管理局"} <= unknown
@@ -79,11 +86,11 @@ def test_configured_aliases_leave_no_unknown_names(rec: Reconciliation) -> None:
     assert find(rec, DisagreementKind.UNKNOWN_NAME) == set()
 
 
-def test_group_expansions_are_learned_from_the_matrix(bundled_text: str, settings: Settings) -> None:
-    directory = UnitDirectory(aliases=dict(settings.units.aliases))
+def test_group_expansions_are_learned_from_the_matrix(bundled_text: str, bundled_units: UnitSettings) -> None:
+    directory = UnitDirectory(aliases=dict(bundled_units.aliases))
     learned = reconcile(parse_plan(bundled_text, directory), directory).learned_groups
-    assert sorted(learned["各镇人民政府"]) == sorted(settings.units.groups["各镇人民政府"])
-    assert sorted(learned["县政府各部门"]) == sorted(settings.units.groups["县政府各部门"])
+    assert sorted(learned["各镇人民政府"]) == sorted(bundled_units.groups["各镇人民政府"])
+    assert sorted(learned["县政府各部门"]) == sorted(bundled_units.groups["县政府各部门"])
     assert "县审计局" in learned["县政府各部门"]
 
 
