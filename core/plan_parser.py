@@ -799,10 +799,12 @@ class PlanReader:
             self._number(collected[annex])
             self.plan.tasks.extend(collected[annex])
         if not self.plan.tasks:
-            self.problem(0, Severity.ERROR, "文档中没有找到带牵头或责任单位的任务")
+            # Nothing usable: the numbered items that named no unit say why, each at its line.
             for item in self.plan.unparsed:
                 if item.reason.startswith("编号条目"):
                     self.problem(item.line, Severity.ERROR, item.reason, item.excerpt)
+            if not self.plan.errors:
+                self.problem(0, Severity.ERROR, "文档中没有找到带牵头或责任单位的任务")
         return self.plan
 
     def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:
