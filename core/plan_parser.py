@@ -234,7 +234,7 @@ def cn_number(text: str) -> int | None:
 
 
 def split_unit_list(value: str, *, spaces: bool = False) -> list[str]:
-    """Split a unit list on 、 , ; / (and whitespace, for a table cell) outside brackets."""
+    """Split a unit list on 、 , ; / outside brackets; in a table cell (``spaces``) whitespace separates too."""
     items: list[str] = []
     depth = 0
     current: list[str] = []
@@ -243,14 +243,15 @@ def split_unit_list(value: str, *, spaces: bool = False) -> list[str]:
             depth += 1
         elif char == ")" and depth:
             depth -= 1
-        if depth == 0 and (char in _LIST_SEPARATORS or (spaces and char.isspace())):
+        if depth == 0 and char in _LIST_SEPARATORS:
             items.append("".join(current))
             current = []
         else:
             current.append(char)
     items.append("".join(current))
-    cleaned = [clean for clean in (clean_name(i) for i in items) if clean]
-    return _join_broken_names(cleaned) if spaces else cleaned
+    if spaces:
+        items = [piece for item in items for piece in _join_broken_names(item.split())]
+    return [clean for clean in (clean_name(i) for i in items) if clean]
 
 
 def _looks_complete(name: str) -> bool:
@@ -259,10 +260,10 @@ def _looks_complete(name: str) -> bool:
 
 
 def _join_broken_names(pieces: list[str]) -> list[str]:
-    """A cell's line break inside a long name (县政务服务和大数据 / 管理局) is not a separator."""
+    """A line break inside a long name in a cell (县政务服务和大数据 / 管理局) does not separate units."""
     joined: list[str] = []
     for piece in pieces:
-        if joined and not _looks_complete(joined[-1]):
+        if joined and not _looks_complete(joined[-1]) and not piece.startswith(_PREFIXES):
             joined[-1] += piece
         else:
             joined.append(piece)
@@ -804,7 +805,7 @@ class PlanReader:
                 if item.reason.startswith("编号条目"):
                     self.problem(item.line, Severity.ERROR, item.reason, item.excerpt)
             if not self.plan.errors:
-                self.problem(0, Severity.ERROR, "文档中没有找到带牵头或责任单位的任务")
+                self.problem(0, Severity.ERROR, "文档中没有找到编号任务")
         return self.plan
 
     def problem(self, line: int, severity: Severity, reason: str, excerpt: str = "") -> None:

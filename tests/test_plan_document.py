@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import Settings
+from core.config import BUNDLED_PLAN, Settings
 from core.plan_document import parse_document
 from core.plan_parser import Annex, ParsedPlan, parse_plan
 from core.plan_sources import SourceRefused, read_source
@@ -32,7 +32,7 @@ def without_lines(rec: Reconciliation) -> set[tuple[object, ...]]:
 
 @pytest.fixture
 def directory(settings: Settings) -> UnitDirectory:
-    return settings.units.directory()
+    return settings.unit_directory(BUNDLED_PLAN)  # the bundled notice's own unit tables
 
 
 @pytest.fixture
