@@ -162,8 +162,11 @@ class ParsedPlan:
 
 _CN_DIGITS = "零〇一二三四五六七八九十百两"
 _ANNEX_HEADING = re.compile(rf"^附\s*件\s*(\d{{1,2}}|[{_CN_DIGITS}]{{1,3}})?\s*(?:[:.、]\s*(.*))?$")
-_LEAD_LABELS = "牵头单位|牵头部门|主责单位|主办单位|牵头责任单位"
-_RESPONSIBLE_LABELS = "责任单位|责任部门|配合单位|配合部门|协办单位|协同单位|参与单位|参与部门|协助单位|协作单位"
+_LEAD_LABELS = "牵头单位|牵头部门|主责单位|主办单位|牵头责任单位|牵头科室|牵头处室"
+_RESPONSIBLE_LABELS = (
+    "责任单位|责任部门|配合单位|配合部门|协办单位|协同单位|参与单位|参与部门|协助单位|协作单位|"
+    "责任科室|配合科室|责任处室|配合处室"
+)
 _DEADLINE_LABELS = "完成时限|完成时间|完成期限|时间节点|时限要求|时间要求"
 _LEADER_LABELS = "责任领导|分管领导|牵头领导|联系领导"
 _UNIT_LABELS = f"{_LEAD_LABELS}|{_RESPONSIBLE_LABELS}"
@@ -187,6 +190,7 @@ _UNIT_SUFFIXES = (
     "公司", "集团", "银行", "行", "政府", "办事处", "街道", "镇", "乡", "区", "县", "市", "馆", "团", "校", "场", "段",
 )  # fmt: skip
 _PREFIXES = ("县", "区", "市", "省", "州", "旗")
+_TITLE_ENDS = ("通知", "意见", "方案", "清单", "要点", "分工", "决定", "函", "办法")
 _DEPARTMENT_TAILS = ("局", "委", "办", "中心", "院", "所", "站", "队", "会", "社", "部", "处", "室", "厅", "署")
 _NOT_SHORTENED = ("县", "区", "市", "省", "州", "旗", "镇", "乡", "街道", "国", "中共", "团", "人民", "各")
 
@@ -233,7 +237,7 @@ def cn_number(text: str) -> int | None:
     return total + digit
 
 
-def split_unit_list(value: str, *, spaces: bool = False) -> list[str]:
+def split_unit_list(value: str, *, spaces: bool = True) -> list[str]:
     """Split a unit list on 、 , ; / outside brackets; in a table cell (``spaces``) whitespace separates too."""
     items: list[str] = []
     depth = 0
@@ -251,7 +255,20 @@ def split_unit_list(value: str, *, spaces: bool = False) -> list[str]:
     items.append("".join(current))
     if spaces:
         items = [piece for item in items for piece in _join_broken_names(item.split())]
-    return [clean for clean in (clean_name(i) for i in items) if clean]
+    return _name_the_generic([clean for clean in (clean_name(i) for i in items) if clean])
+
+
+_GENERIC_MEMBERS = ("街道办事处", "街道", "乡人民政府", "镇人民政府", "乡镇人民政府", "管委会", "园区管委会")
+
+
+def _name_the_generic(items: list[str]) -> list[str]:
+    """``各镇人民政府、街道办事处``: a bare kind of body after a group phrase is that group too (各街道办事处)."""
+    result: list[str] = []
+    for item in items:
+        if item in _GENERIC_MEMBERS and result and result[-1].startswith("各"):
+            item = f"各{item}"
+        result.append(item)
+    return result
 
 
 def _looks_complete(name: str) -> bool:
@@ -494,7 +511,7 @@ def read_units(text: str) -> tuple[str, _UnitSpec | None]:
         else:
             inner, after = text[start:], ""
         _read_labelled(inner, spec)
-        before = text[:start].rstrip(";,").strip()
+        before = text[:start].strip().rstrip(";,").strip()
         after = after.strip()
         if re.sub(r"[\s。.;,]", "", after):
             before = f"{before}{after}"
@@ -694,7 +711,7 @@ class PlanReader:
     # --- segmenting -----------------------------------------------------------
 
     def _segment_line(self, region: _Region, line: _Line) -> None:
-        if "|" in line.text and (region.matrix or self._matrix_title(region.title) or line.text.count("|") >= 2):
+        if "|" in line.text and (region.matrix or self._matrix_title(region.title) or _numbers_row(line.text)):
             region.matrix = region.matrix or self._matrix_title(region.title) or region.annex_number is not None
             if region.matrix:
                 return
@@ -817,6 +834,8 @@ class PlanReader:
     def _read_header(self) -> None:
         header = self.regions[0].lines
         self.plan.title = header[0].text if header else (self.regions[1].title if len(self.regions) > 1 else "")
+        if len(header) > 1 and not self.plan.title.endswith(_TITLE_ENDS) and header[1].text.endswith(_TITLE_ENDS):
+            self.plan.title += header[1].text  # a title set on two lines (the issuer, then 关于…的通知)
         joined = "\n".join(line.text for line in header)
         issued = _ISSUED.search(joined)
         signed = next((m for m in (_SIGNED_DATE.match(line.text) for line in header) if m), None)
@@ -892,7 +911,10 @@ class PlanReader:
                 self._append_detail(current, segment)
             else:
                 self.unparsed(segment.first, "编号条目不属于任何任务", segment.text())
-        return tasks
+        for task in tasks:
+            if not task.has_units:
+                self.unparsed(task.line, "编号条目没有牵头或责任单位,未作为任务导入", task.source_text)
+        return [task for task in tasks if task.has_units]
 
     def _sections(self, headings: dict[int, str], heading_kinds: list[int]) -> tuple[str, str]:
         levels = heading_kinds[-2:]
@@ -903,13 +925,8 @@ class PlanReader:
         return "", ""
 
     def _text_task(self, segment: _Segment, headings: dict[int, str], heading_kinds: list[int]) -> ParsedTask | None:
-        spec = segment.units
+        spec = segment.units or _UnitSpec()
         source = "\n".join(line.raw for line in segment.lines)
-        if spec is None or not spec.any_units:
-            self.unparsed(
-                segment.first, "编号条目没有牵头或责任单位,未作为任务导入", f"{segment.label}{segment.text()}"
-            )
-            return None
         if not segment.body:
             self.unparsed(segment.first, "编号条目只有单位、没有任务内容,未作为任务导入", source)
             return None
@@ -928,17 +945,21 @@ class PlanReader:
         )
         for repair in spec.repairs:
             self.problem(segment.first, Severity.WARNING, repair, source)
-        self._apply_units(task, spec, segment.first, spans=False)
+        if spec.any_units:  # else its sub-items (1)(2)… may name them
+            self._apply_units(task, spec, segment.first, spans=False)
         self._apply_deadline(task, spec.deadline, segment.body)
         return task
 
     def _append_detail(self, task: ParsedTask, segment: _Segment) -> None:
         """A sub-item (1)… of a task belongs to its text."""
-        task.text += f"{segment.label}{segment.body}"
+        task.text += f"{normalise_text(segment.label)}{segment.body}"
         task.span = (task.span[0], segment.last)
         task.source_text += "\n" + "\n".join(line.raw for line in segment.lines)
         if segment.units is not None and segment.units.any_units:
             self._apply_units(task, segment.units, segment.first, spans=False)
+        if not task.deadline_text:
+            field_value = segment.units.deadline if segment.units is not None else ""
+            self._apply_deadline(task, field_value, segment.body)
 
     def _row_task(self, row: TaskRow, headings: dict[int, str], heading_kinds: list[int]) -> ParsedTask | None:
         text = normalise_text(row.text).strip()
@@ -1130,6 +1151,12 @@ class PlanReader:
         self.plan.matrix.append(
             MatrixRow(line=number, raw_name=name, unit=self.directory.canonical(name), cells=numbers)
         )
+
+
+def _numbers_row(line: str) -> bool:
+    """A matrix row as text: a unit, then cells of task numbers (县发改局 | 1、3、7 | 12 |)."""
+    cells = [c.strip() for c in line.split("|")[1:] if c.strip()]
+    return bool(cells) and all(re.fullmatch(r"[\d、,;\s]+", c) for c in cells)
 
 
 def _is_unit_name(text: str) -> bool:

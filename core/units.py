@@ -54,7 +54,9 @@ def clean_name(raw: str) -> str:
 
 def is_group_phrase(name: str) -> bool:
     """True when a name reads as a group of units rather than one unit."""
-    return name.startswith("各") or any(marker in name for marker in _GROUP_MARKERS)
+    if name.startswith(("相关", "有关", "其他")) and not name.endswith(("公司", "集团")):
+        return True
+    return "各" in name or any(marker in name for marker in _GROUP_MARKERS)
 
 
 def infer_kind(name: str) -> UnitKind:
