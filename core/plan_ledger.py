@@ -21,8 +21,6 @@ import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -121,6 +119,10 @@ def ledger_file_name(plan: Plan) -> str:
 
 def ledger_workbook(session: Session, plan: Plan) -> bytes:
     """The plan as a task-ledger .xlsx file's bytes."""
+    # Imported here: openpyxl is heavy and only this export needs it, not every CLI start.
+    from openpyxl import Workbook
+    from openpyxl.styles import Alignment, Font
+
     book = Workbook()
     notes = book.active
     notes.title = "说明"
