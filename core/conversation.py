@@ -41,6 +41,7 @@ from core.reporting import (
     Placement,
     StagedFile,
     StatusCode,
+    open_obligations,
     parse_status,
     pending_document,
     record_report,
@@ -794,11 +795,16 @@ class Conversation:
             self._error(turn, "not_your_task", task_label(task.annex, task.number, self.m.language), units="")
             return
         view = self._task_view(task)
+        rounds = self._open_rounds(turn, task, unit)
+        if "checkpoint_id" not in data:
+            # The round is fixed when the report starts, so the round named is the round recorded.
+            data["checkpoint_id"] = self._default_round(turn, rounds)
         if not data.get("status"):
             state = self._set_state(turn, "report.status", data)
             v = state.version
             statuses = self.m.labels("status")
             buttons = [[Button(statuses[code.value], f"{v}|s|{code.value}")] for code in StatusCode]
+            buttons += self._round_buttons(rounds, data, v)
             buttons.append([Button(self.m.label("button", "cancel"), f"{v}|x|")])
             checkpoint = self._target_checkpoint(turn, task, unit, data)
             self._reply(
@@ -809,6 +815,7 @@ class Conversation:
                     checkpoint=checkpoint.title if checkpoint else None,
                     due=checkpoint.due_at if checkpoint else None,
                     note=(data.get("note") or "").strip(),
+                    others=[o.checkpoint.title for o in rounds if o.checkpoint_id != data.get("checkpoint_id")],
                 ),
                 buttons=buttons,
                 edit=edit,
@@ -824,7 +831,8 @@ class Conversation:
             return
         if not note and not files:
             self._set_state(turn, "report.note", data)
-            needs_file = pending_document(turn.session, task.id, unit.id) is not None and not data.get("checkpoint_id")
+            chosen = self._target_checkpoint(turn, task, unit, data)
+            needs_file = chosen is not None and chosen.satisfied_by == "document"
             self._reply(
                 turn,
                 self.m.render(
@@ -843,7 +851,7 @@ class Conversation:
                 data["checkpoint_id"] = pending.checkpoint_id
         checkpoint = self._target_checkpoint(turn, task, unit, data)
         if checkpoint is not None and checkpoint.satisfied_by == "document" and not files:
-            self._set_state(turn, "report.file", data)
+            state = self._set_state(turn, "report.file", data)
             self._reply(
                 turn,
                 self.m.render(
@@ -852,6 +860,7 @@ class Conversation:
                     checkpoint=checkpoint.title,
                     max_mb=self.settings.uploads.max_bytes // (1 << 20),
                 ),
+                buttons=self._round_buttons(rounds, data, state.version),
             )
             return
         if data.get("via") == "menu" and not data.get("confirmed"):
@@ -878,6 +887,44 @@ class Conversation:
             )
             return
         self._record(turn, task, unit, data)
+
+    @staticmethod
+    def _open_rounds(turn: _Turn, task: Task, unit: Unit) -> list[Obligation]:
+        """The rounds the unit owes for the task now: those past their deadline and the next one due."""
+        open_ = [o for o in open_obligations(turn.session, task.id, unit.id) if o.state in ("owed", "returned")]
+        past = [o for o in open_ if o.checkpoint.due_at <= turn.now]
+        upcoming = [o for o in open_ if o.checkpoint.due_at > turn.now]
+        return past + upcoming[:1]
+
+    @staticmethod
+    def _default_round(turn: _Turn, rounds: list[Obligation]) -> int | None:
+        """Of the rounds owed, the one closest to its deadline (None: nothing owed, the report is an update)."""
+        if not rounds:
+            return None
+        return min(rounds, key=lambda o: (abs(o.checkpoint.due_at - turn.now), o.checkpoint.due_at)).checkpoint_id
+
+    def _owes_round(self, turn: _Turn, data: dict[str, Any], checkpoint_id: str) -> bool:
+        task = turn.session.get(Task, data.get("task_id") or 0)
+        unit = self._unit_for_task(turn, task) if task is not None else None
+        if task is None or unit is None or not checkpoint_id.isdigit():
+            return False
+        return any(o.checkpoint_id == int(checkpoint_id) for o in self._open_rounds(turn, task, unit))
+
+    def _round_buttons(self, rounds: list[Obligation], data: dict[str, Any], version: int) -> list[list[Button]]:
+        """When the unit owes several rounds for the task: one button per other round, to report to it instead."""
+        if len(rounds) < 2:
+            return []
+        word = self.m.label("button", "switch_round")
+        return [
+            [
+                Button(
+                    f"{word}{o.checkpoint.title}({self.m.month_day(o.checkpoint.due_at)})"[:40],
+                    f"{version}|r|{o.checkpoint_id}",
+                )
+            ]
+            for o in rounds
+            if o.checkpoint_id != data.get("checkpoint_id")
+        ]
 
     def _target_checkpoint(self, turn: _Turn, task: Task, unit: Unit, data: dict[str, Any]) -> Checkpoint | None:
         has_file = bool(data.get("files"))
@@ -1108,6 +1155,13 @@ class Conversation:
         elif action == "ok" and state.state == "report.confirm":
             data["confirmed"] = True
             self._advance(turn, data)
+        elif (
+            action == "r"
+            and state.state in ("report.status", "report.file", "report.confirm")
+            and self._owes_round(turn, data, arg)
+        ):
+            data["checkpoint_id"] = int(arg)  # the liaison picked another round this unit owes
+            self._advance(turn, data, edit=True)
         else:
             turn.toast = self.m.render("error", code="stale_button")
             self._error(turn, "stale_button")
