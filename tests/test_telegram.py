@@ -202,7 +202,9 @@ async def test_office_accepts_and_returns(bound: Running) -> None:
     accepted = await bound.say(OFFICE, "/accept 12 县发改局")
     assert "已通过" in (accepted.text or "")
     await bound.fake.wait_for_async(lambda m: m.chat_id == LIAISON and "审核通过" in (m.text or ""))
-    returned = await bound.say(OFFICE, "/return 12 县发改局 请附对接企业名单")
+    asked = await bound.say(OFFICE, "/return 12 县发改局 请附对接企业名单")
+    assert "已审核通过" in (asked.text or "") and "确认退回" in (asked.text or "")  # undoing an acceptance
+    returned = await bound.say(OFFICE, "/return 12 县发改局 确认退回 请附对接企业名单")
     assert "已退回" in (returned.text or "")
     notice = await bound.fake.wait_for_async(lambda m: m.chat_id == LIAISON and "【退回】" in (m.text or ""))
     assert "请附对接企业名单" in (notice.text or "")
