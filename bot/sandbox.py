@@ -42,7 +42,8 @@ from core.conversation import Conversation, Handled, Incoming, IncomingFile, fil
 from core.inbox import Received
 from core.reporting import FileNotStored, StagedFile
 from core.runtime import current_plan
-from jobs.sender import Delivered, OutgoingRow, SendLimits
+from jobs.pacing import SendLimits
+from jobs.sender import Delivered, OutgoingRow
 from messages import Messages
 from storage.models import Attachment, OutboxMessage, SandboxMessage, Unit
 from storage.queries import active_bindings, find_identity

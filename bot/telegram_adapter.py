@@ -49,7 +49,8 @@ from core.config import Settings
 from core.conversation import Conversation, Handled, Incoming, IncomingFile, file_refusal
 from core.inbox import Received
 from core.reporting import StagedFile
-from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
+from jobs.pacing import SendLimits
+from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, TransientFailure
 from messages import Messages
 from storage.threads import DatabaseThreads
 

@@ -17,12 +17,12 @@ that marks the person unreachable for the office to see.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, cast
 
 from sqlalchemy import CursorResult, Interval, and_, exists, func, literal, or_, select, update
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from core.clock import Clock, SystemClock
 from core.outbox import scrubbed
+from jobs.pacing import Pacer, SendLimits
 from storage.models import Identity, OutboxMessage, RateSlot
 from storage.threads import DatabaseThreads
 
@@ -82,97 +83,11 @@ class OutgoingRow:
     person_id: int | None
 
 
-@dataclass(frozen=True)
-class SendLimits:
-    """How fast a platform may be sent to."""
-
-    per_second: float | None = None
-    per_chat_interval: float = 0.0
-    per_chat_windows: tuple[tuple[int, float], ...] = ()  # (count, seconds)
-
-
 class Transport(Protocol):
     platform: str
     limits: SendLimits
 
     async def send(self, row: OutgoingRow) -> Delivered: ...
-
-
-# --- pacing ------------------------------------------------------------------------------------
-
-
-class Pacer:
-    """Keeps one platform's sends within its limits (monotonic time, in memory)."""
-
-    def __init__(self, limits: SendLimits, now: Callable[[], float] = time.monotonic) -> None:
-        self.limits = limits
-        self._now = now
-        self._next_slot = float("-inf")
-        self._chat_last: dict[str, float] = {}
-        self._chat_windows: dict[str, deque[float]] = {}
-        self.paused_until = float("-inf")
-
-    def pause_wait(self) -> float:
-        """Seconds until a 429 pause is over (0 when there is none)."""
-        return max(0.0, self.paused_until - self._now())
-
-    def reserve(self) -> float:
-        """Take the next send slot of the overall rate; seconds to wait for it.
-
-        Slots are a schedule (each one interval after the last), not a gap
-        after the previous send, so the time spent claiming and sending a
-        message overlaps the wait instead of adding to it.
-        """
-        now = self._now()
-        slot = max(now, self._next_slot, self.paused_until)
-        if self.limits.per_second:
-            self._next_slot = slot + 1.0 / self.limits.per_second
-        return slot - now
-
-    def chat_wait(self, chat_id: str) -> float:
-        now = self._now()
-        wait = 0.0
-        last = self._chat_last.get(chat_id)
-        if last is not None:
-            wait = max(wait, last + self.limits.per_chat_interval - now)
-        window = self._chat_windows.get(chat_id)
-        if window:
-            for count, seconds in self.limits.per_chat_windows:
-                recent = [t for t in window if t > now - seconds]
-                if len(recent) >= count:
-                    wait = max(wait, recent[-count] + seconds - now)
-        return max(0.0, wait)
-
-    def blocked_chats(self) -> tuple[list[str], float]:
-        """Chats that may not be sent to now, and the soonest one of them frees up."""
-        blocked, soonest = [], float("inf")
-        for chat_id in set(self._chat_last) | set(self._chat_windows):
-            wait = self.chat_wait(chat_id)
-            if wait > 0:
-                blocked.append(chat_id)
-                soonest = min(soonest, wait)
-        self._forget_idle()
-        return blocked, soonest
-
-    def record(self, chat_id: str) -> None:
-        now = self._now()
-        self._chat_last[chat_id] = now
-        if self.limits.per_chat_windows:
-            longest = max(seconds for _, seconds in self.limits.per_chat_windows)
-            window = self._chat_windows.setdefault(chat_id, deque())
-            window.append(now)
-            while window and window[0] <= now - longest:
-                window.popleft()
-
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, self._now() + seconds)
-
-    def _forget_idle(self) -> None:
-        now = self._now()
-        horizon = max([self.limits.per_chat_interval] + [s for _, s in self.limits.per_chat_windows])
-        for chat_id in [c for c, t in self._chat_last.items() if t < now - horizon]:
-            del self._chat_last[chat_id]
-            self._chat_windows.pop(chat_id, None)
 
 
 # --- the sender ---------------------------------------------------------------------------------
@@ -184,11 +99,16 @@ class SenderStats:
     retried: int = 0
     failed: int = 0
     rate_limited: int = 0
+    slots_missed: int = 0  # slots given up because the send could not start in time
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
+def _wall(moment: float) -> datetime:
+    return datetime.fromtimestamp(moment, UTC)
+
+
 class OutboxSender:
-    """Delivers the outbox; one loop per platform with a transport."""
+    """Delivers the outbox; one loop per platform with a transport, several sends in flight on each."""
 
     def __init__(
         self,
@@ -222,7 +142,11 @@ class OutboxSender:
         self.stats = SenderStats()
         self._wake: dict[str, asyncio.Event] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._in_flight = 0
+        # Per platform: the chat of each row claimed and not yet settled (a chat never has two) ...
+        self._flying: dict[str, dict[str, asyncio.Task[None]]] = {p: {} for p in self.transports}
+        # ... and how many of them have left and await their answers.
+        self._awaiting: dict[str, int] = dict.fromkeys(self.transports, 0)
+        self._answered: dict[str, asyncio.Event] = {p: asyncio.Event() for p in self.transports}
 
     # --- waking ----------------------------------------------------------
 
@@ -236,12 +160,12 @@ class OutboxSender:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return sum(len(flying) for flying in self._flying.values())
 
     # --- running ------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, *, requeue_all_in_flight: bool = False) -> None:
-        """Deliver until ``stop`` is set; finishes the send in progress before returning."""
+        """Deliver until ``stop`` is set; finishes the sends in progress before returning."""
         self._loop = asyncio.get_running_loop()
         await self._blocking(self.recover, everything=requeue_all_in_flight)
         loops = [asyncio.create_task(self._platform_loop(p, stop), name=f"outbox-{p}") for p in self.transports]
@@ -250,96 +174,181 @@ class OutboxSender:
         finally:
             for task in loops:
                 task.cancel()
+            log.info(
+                "outbox sender stopped: %d sent, %d retried, %d failed, %d rate-limited, %d slots missed",
+                self.stats.sent,
+                self.stats.retried,
+                self.stats.failed,
+                self.stats.rate_limited,
+                self.stats.slots_missed,
+            )
 
     async def drain(self, *, timeout: float = 30.0) -> None:
         """Send until nothing deliverable is left (tests and one-shot use)."""
         self._loop = asyncio.get_running_loop()
         await self._blocking(self.recover, everything=True)
-        deadline = time.monotonic() + timeout
-        for platform in self.transports:
-            while True:
-                wait = await self._step(platform)
-                if wait is None:  # sent one: there may be more
-                    continue
-                if not await self._blocking(self._has_pending, platform):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"outbox for {platform} not drained in {timeout}s")
-                await asyncio.sleep(min(wait, 0.05))
-
-    async def _platform_loop(self, platform: str, stop: asyncio.Event) -> None:
-        event = self._wake.setdefault(platform, asyncio.Event())
-        idle_checks = 0
-        while not stop.is_set():
-            try:
-                wait = await self._step(platform)
-            except Exception:  # a database hiccup must not end delivery
-                log.exception("outbox step failed")
-                wait = 1.0
-            if wait is None:
-                continue
-            idle_checks += 1
-            if idle_checks % 30 == 0:
-                await self._blocking(self.recover)
-            event.clear()
-            stopping = asyncio.create_task(stop.wait())
-            woken = asyncio.create_task(event.wait())
-            _done, pending = await asyncio.wait(
-                {stopping, woken}, timeout=min(wait, 1.0), return_when=asyncio.FIRST_COMPLETED
-            )
-            for task in pending:
+        stop = asyncio.Event()
+        loops = [
+            asyncio.create_task(self._platform_loop(p, stop, until_drained=True), name=f"drain-{p}")
+            for p in self.transports
+        ]
+        try:
+            done, _pending = await asyncio.wait(loops, timeout=timeout)
+            for task in done:
+                task.result()
+            if len(done) < len(loops):
+                stop.set()
+                await asyncio.gather(*loops, return_exceptions=True)
+                raise TimeoutError(f"outbox not drained in {timeout}s")
+        finally:
+            for task in loops:
                 task.cancel()
 
-    async def _step(self, platform: str) -> float | None:
-        """Send one row; None when one was sent, else seconds to wait before looking again."""
+    async def _platform_loop(self, platform: str, stop: asyncio.Event, *, until_drained: bool = False) -> None:
+        event = self._wake.setdefault(platform, asyncio.Event())
+        flying = self._flying[platform]
         pacer = self.pacers[platform]
-        pause = pacer.pause_wait()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        blocked, soonest = pacer.blocked_chats()
-        row = await self._blocking(self._claim, platform, blocked)
-        if row is None:
-            return min(soonest, 1.0)
-        transport = self.transports[platform]
-        if self.shared and transport.limits.per_second:
-            # Several processes: the database holds the one schedule of slots.
-            wait = await self._blocking(self._reserve_slot, platform, 1.0 / transport.limits.per_second)
-        else:
-            wait = pacer.reserve()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        pacer.record(row.chat_id)
-        started = time.monotonic()
-        self._in_flight += 1
+        idle_checks = 0
         try:
-            result = await transport.send(row)
+            while not stop.is_set():
+                event.clear()  # before looking: a send landing or a row queued from now on wakes the wait below
+                wait: float | None = None
+                try:
+                    pause = pacer.pause_wait()
+                    free = pacer.capacity() - len(flying)
+                    if pause > 0:
+                        wait = pause
+                    elif free <= 0:
+                        wait = 1.0  # a finishing send wakes the loop
+                    else:
+                        claimed = await self._claim_some(platform, free)
+                        if claimed:
+                            for row, slot in claimed:
+                                sending = asyncio.create_task(self._deliver(row, slot), name=f"send-{row.id}")
+                                flying[row.chat_id] = sending
+                                sending.add_done_callback(functools.partial(self._landed, platform, row.chat_id))
+                            continue
+                        if until_drained and not flying and not await self._blocking(self._has_pending, platform):
+                            return
+                        wait = pacer.blocked_chats()[1]
+                except Exception:  # a database hiccup must not end delivery
+                    log.exception("outbox step failed")
+                    wait = 1.0
+                idle_checks += 1
+                if idle_checks % 30 == 0 and not until_drained:
+                    await self._blocking(self.recover)
+                stopping = asyncio.create_task(stop.wait())
+                woken = asyncio.create_task(event.wait())
+                limit = 0.05 if until_drained else 1.0
+                _done, pending = await asyncio.wait(
+                    {stopping, woken}, timeout=min(wait, limit), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+        finally:
+            if flying:  # sends already claimed go out (or back to the queue) before the loop ends
+                await asyncio.gather(*flying.values(), return_exceptions=True)
+
+    def _landed(self, platform: str, chat_id: str, _task: asyncio.Task[None]) -> None:
+        self._flying[platform].pop(chat_id, None)
+        event = self._wake.get(platform)
+        if event is not None:
+            event.set()
+
+    async def _claim_some(self, platform: str, count: int) -> list[tuple[OutgoingRow, float]]:
+        """Claim up to ``count`` rows to distinct idle chats, each with the slot it may start in (monotonic)."""
+        pacer = self.pacers[platform]
+        blocked, _soonest = pacer.blocked_chats()
+        excluded = blocked + list(self._flying[platform])
+        rows, slots = await self._blocking(self._claim, platform, excluded, count)
+        if not rows:
+            return []
+        if slots is None:
+            slots = pacer.reserve(len(rows))
+        return list(zip(rows, slots, strict=True))
+
+    async def _slot(self, platform: str) -> float:
+        """One more slot, for a send that missed its own: far enough ahead to wake for it in time."""
+        limits = self.transports[platform].limits
+        lead = limits.lateness_allowed()
+        if self.shared and limits.per_second:
+            return (await self._blocking(self._reserve_slots, platform, 1, lead))[0]
+        return self.pacers[platform].reserve(lead=lead)[0]
+
+    async def _start(self, platform: str, slot: float) -> None:
+        """Wait for ``slot``; a send that cannot start in it (woken late, or paused meanwhile) takes the next free one."""
+        pacer = self.pacers[platform]
+        answered = self._answered[platform]
+        while True:
+            delay = slot - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            if pacer.usable(slot):
+                if self._awaiting[platform] < pacer.outstanding_allowed():
+                    return  # the caller counts the departure before its next await
+                answered.clear()
+                await answered.wait()  # too many already out: the slot is likely lost, a new one follows
+                continue
+            if slot >= pacer.paused_until:
+                self.stats.slots_missed += 1
+            await asyncio.sleep(pacer.pause_wait())
+            slot = await self._slot(platform)
+
+    async def _deliver(self, row: OutgoingRow, slot: float) -> None:
+        platform = row.platform
+        transport = self.transports[platform]
+        pacer = self.pacers[platform]
+        try:
+            await self._start(platform, slot)
+        except BaseException:
+            await asyncio.shield(self._blocking(self._requeue, row, 0.0, "not sent: stopped", count_attempt=False))
+            raise
+        calls = _calls(transport, row)
+        pacer.record(row.chat_id, calls)
+        started = time.monotonic()
+        self._awaiting[platform] += 1
+        try:
+            try:
+                result = await transport.send(row)
+            finally:
+                self._awaiting[platform] -= 1
+                self._answered[platform].set()
+                pacer.settle(row.chat_id, calls)
+                answered = time.time()
         except RetryLater as exc:
             pacer.pause(exc.seconds)
             if self.shared:
                 await self._blocking(self._pause_slot, platform, exc.seconds)
             self.stats.rate_limited += 1
-            await self._blocking(self._requeue, row, exc.seconds, str(exc), count_attempt=False)
+            await self._blocking(self._requeue, row, exc.seconds, str(exc), count_attempt=False, answered=answered)
             self._report(row, "rate_limited", started)
         except TransientFailure as exc:
             self.stats.retried += 1
             delay = min(self.retry_cap, self.retry_base * 2 ** max(0, row.attempts - 1))
             if row.attempts >= self.max_attempts:
-                await self._blocking(self._fail, row, f"gave up after {row.attempts} attempts: {exc}", False)
+                await self._blocking(
+                    self._fail, row, f"gave up after {row.attempts} attempts: {exc}", False, answered=answered
+                )
                 self._report(row, "failed", started)
             else:
-                await self._blocking(self._requeue, row, delay, str(exc), count_attempt=True)
+                await self._blocking(self._requeue, row, delay, str(exc), count_attempt=True, answered=answered)
                 self._report(row, "retry", started)
         except PermanentFailure as exc:
             self.stats.failed += 1
-            await self._blocking(self._fail, row, str(exc), exc.unreachable)
+            await self._blocking(self._fail, row, str(exc), exc.unreachable, answered=answered)
             self._report(row, "unreachable" if exc.unreachable else "failed", started)
+        except Exception as exc:  # a bug in a transport must not leave the row claimed until the lease
+            log.exception("transport %s failed on outbox row %s", platform, row.id)
+            self.stats.retried += 1
+            delay = min(self.retry_cap, self.retry_base * 2 ** max(0, row.attempts - 1))
+            await self._blocking(self._requeue, row, delay, repr(exc), count_attempt=True, answered=answered)
+            self._report(row, "retry", started)
         else:
+            pacer.observe_round_trip(time.monotonic() - started)
             self.stats.sent += 1
-            await self._blocking(self._mark_sent, row, result)
+            await self._blocking(self._mark_sent, row, result, answered)
             self._report(row, "sent", started)
-        finally:
-            self._in_flight -= 1
-        return None
 
     def _report(self, row: OutgoingRow, outcome: str, started: float) -> None:
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
@@ -359,42 +368,47 @@ class OutboxSender:
                 is not None
             )
 
-    def _claim(self, platform: str, blocked_chats: list[str]) -> OutgoingRow | None:
+    def _claim(
+        self, platform: str, excluded_chats: list[str], count: int
+    ) -> tuple[list[OutgoingRow], list[float] | None]:
+        """Claim up to ``count`` due rows, at most one per chat; on PostgreSQL with their slots (else None).
+
+        Shared (several processes): the platform's slot row is locked first, so
+        claims are taken one process at a time and see each other's rows in
+        flight; the slots for the whole block are reserved in the same
+        transaction, one round trip for the lot.
+        """
         now = self.clock.now()
+        limits = self.transports[platform].limits
+        shared_slots = self.shared and bool(limits.per_second)
         with self.sessions() as session, session.begin():
+            if shared_slots:
+                self._lock_slot_row(session, platform)
             candidate = (
-                select(OutboxMessage.id)
+                select(OutboxMessage.id, OutboxMessage.chat_id)
                 .where(
                     OutboxMessage.platform == platform,
                     OutboxMessage.state == "queued",
                     OutboxMessage.next_attempt_at <= now,
                 )
                 .order_by(OutboxMessage.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
+                .limit(count * 4)
             )
-            if blocked_chats:
-                candidate = candidate.where(OutboxMessage.chat_id.not_in(blocked_chats))
+            if excluded_chats:
+                candidate = candidate.where(OutboxMessage.chat_id.not_in(excluded_chats))
             if self.shared:
-                # Another process may be sending to the same chat: leave its chats alone for a moment.
-                interval = self.transports[platform].limits.per_chat_interval
-                other = aliased(OutboxMessage)
-                candidate = candidate.where(
-                    ~exists().where(
-                        other.platform == platform,
-                        other.chat_id == OutboxMessage.chat_id,
-                        or_(
-                            other.state == "sending",
-                            and_(other.state == "sent", other.sent_at > now - timedelta(seconds=interval)),
-                        ),
-                    )
-                )
-            row_id = session.scalar(candidate)
-            if row_id is None:
-                return None
+                candidate = candidate.where(*self._chat_is_free(platform, limits)).with_for_update(skip_locked=True)
+            chosen: dict[str, int] = {}
+            for row_id, chat_id in session.execute(candidate):
+                if chat_id not in chosen:  # the oldest row of each chat, so a chat's messages keep their order
+                    chosen[chat_id] = row_id
+                    if len(chosen) == count:
+                        break
+            if not chosen:
+                return [], None
             claimed = session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == row_id, OutboxMessage.state == "queued")
+                .where(OutboxMessage.id.in_(chosen.values()), OutboxMessage.state == "queued")
                 .values(state="sending", claimed_by=self.worker, claimed_at=now, attempts=OutboxMessage.attempts + 1)
                 .returning(
                     OutboxMessage.id,
@@ -405,37 +419,87 @@ class OutboxSender:
                     OutboxMessage.attempts,
                     OutboxMessage.person_id,
                 )
-            ).one_or_none()
-            if claimed is None:
-                return None
-            return OutgoingRow(*claimed)
+            ).all()
+            rows = sorted((OutgoingRow(*values) for values in claimed), key=lambda row: row.id)
+            slots = self._take_slots(session, platform, len(rows)) if shared_slots and rows else None
+            return rows, slots
 
-    def _reserve_slot(self, platform: str, interval: float) -> float:
-        """Take the platform's next send slot, shared by all processes; seconds to wait for it."""
-        step = literal(timedelta(seconds=interval), Interval())
+    def _chat_is_free(self, platform: str, limits: SendLimits) -> list[Any]:
+        """Conditions (shared pacing) that a row's chat has nothing in flight and room in its windows.
+
+        Measured on the times the processes' requests were answered (written to the outbox; real time).
+        """
+        wall_now = datetime.now(UTC)
+        other = aliased(OutboxMessage)
+        conditions: list[Any] = [
+            ~exists().where(
+                other.platform == platform,
+                other.chat_id == OutboxMessage.chat_id,
+                or_(
+                    other.state == "sending",
+                    other.answered_at > wall_now - timedelta(seconds=limits.per_chat_interval),
+                ),
+            )
+        ]
+        for window_count, seconds in limits.windows():
+            recent = aliased(OutboxMessage)
+            conditions.append(
+                select(func.count())
+                .where(
+                    recent.platform == platform,
+                    recent.chat_id == OutboxMessage.chat_id,
+                    recent.answered_at > wall_now - timedelta(seconds=seconds),
+                )
+                .scalar_subquery()
+                < window_count
+            )
+        return conditions
+
+    @staticmethod
+    def _lock_slot_row(session: Session, platform: str) -> None:
+        session.execute(
+            pg_insert(RateSlot).values(platform=platform, next_at=datetime.now(UTC)).on_conflict_do_nothing()
+        )
+        session.execute(select(RateSlot.next_at).where(RateSlot.platform == platform).with_for_update())
+
+    def _take_slots(self, session: Session, platform: str, count: int, lead: float = 0.0) -> list[float]:
+        """The next ``count`` slots of the shared schedule, as monotonic times of this process.
+
+        The schedule is kept in wall time (every process's clock; on one host
+        they agree exactly, across hosts NTP keeps them within milliseconds).
+        """
+        per_second = self.transports[platform].limits.per_second
+        assert per_second
+        step = 1.0 / per_second
+        wall_now = time.time() + lead
+        end = session.execute(
+            update(RateSlot)
+            .where(RateSlot.platform == platform)
+            .values(
+                next_at=func.greatest(RateSlot.next_at, _wall(wall_now))
+                + literal(timedelta(seconds=step * count), Interval())
+            )
+            .returning(RateSlot.next_at)
+        ).scalar_one()
+        first = end.timestamp() - step * count
+        offset = time.monotonic() - time.time()
+        return [first + index * step + offset for index in range(count)]
+
+    def _reserve_slots(self, platform: str, count: int, lead: float) -> list[float]:
+        """Take ``count`` slots of the platform's shared schedule on their own (a send that missed its slot)."""
         with self.sessions() as session, session.begin():
-            session.execute(pg_insert(RateSlot).values(platform=platform, next_at=func.now()).on_conflict_do_nothing())
-            mine, now = session.execute(
-                update(RateSlot)
-                .where(RateSlot.platform == platform)
-                .values(next_at=func.greatest(RateSlot.next_at, func.clock_timestamp()) + step)
-                .returning(RateSlot.next_at - step, func.clock_timestamp())
-            ).one()
-        return max(0.0, (mine - now).total_seconds())
+            self._lock_slot_row(session, platform)
+            return self._take_slots(session, platform, count, lead)
 
     def _pause_slot(self, platform: str, seconds: float) -> None:
         with self.sessions() as session, session.begin():
             session.execute(
                 update(RateSlot)
                 .where(RateSlot.platform == platform)
-                .values(
-                    next_at=func.greatest(
-                        RateSlot.next_at, func.clock_timestamp() + literal(timedelta(seconds=seconds), Interval())
-                    )
-                )
+                .values(next_at=func.greatest(RateSlot.next_at, _wall(time.time() + seconds)))
             )
 
-    def _mark_sent(self, row: OutgoingRow, result: Delivered) -> None:
+    def _mark_sent(self, row: OutgoingRow, result: Delivered, answered: float) -> None:
         now = self.clock.now()
         with self.sessions() as session, session.begin():
             session.execute(
@@ -444,6 +508,7 @@ class OutboxSender:
                 .values(
                     state="sent",
                     sent_at=now,
+                    answered_at=_wall(answered),
                     platform_message_id=result.platform_message_id,
                     last_error=None,
                     # a sign-in code must not stay readable in the outbox once delivered
@@ -451,7 +516,9 @@ class OutboxSender:
                 )
             )
 
-    def _requeue(self, row: OutgoingRow, delay: float, error: str, *, count_attempt: bool) -> None:
+    def _requeue(
+        self, row: OutgoingRow, delay: float, error: str, *, count_attempt: bool, answered: float | None = None
+    ) -> None:
         now = self.clock.now()
         values: dict[str, Any] = {
             "state": "queued",
@@ -459,19 +526,24 @@ class OutboxSender:
             "last_error": error[:1000],
             "claimed_by": None,
         }
+        if answered is not None:
+            values["answered_at"] = _wall(answered)
         if not count_attempt:
             values["attempts"] = OutboxMessage.attempts - 1
         with self.sessions() as session, session.begin():
             session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
 
-    def _fail(self, row: OutgoingRow, error: str, unreachable: bool) -> None:
+    def _fail(self, row: OutgoingRow, error: str, unreachable: bool, *, answered: float | None = None) -> None:
         now = self.clock.now()
+        values: dict[str, Any] = {
+            "state": "unreachable" if unreachable else "failed",
+            "last_error": error[:1000],
+            "sent_at": None,
+        }
+        if answered is not None:
+            values["answered_at"] = _wall(answered)
         with self.sessions() as session, session.begin():
-            session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id == row.id)
-                .values(state="unreachable" if unreachable else "failed", last_error=error[:1000], sent_at=None)
-            )
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
             if unreachable:
                 session.execute(
                     update(Identity)
@@ -496,6 +568,12 @@ class OutboxSender:
         if count:
             log.warning("requeued %d outbox rows left in flight", count)
         return count
+
+
+def _calls(transport: Transport, row: OutgoingRow) -> int:
+    """How many platform calls one row makes (a WeCom text and its card are two), for the per-chat windows."""
+    calls = getattr(transport, "calls", None)
+    return int(calls(row)) if calls is not None else 1
 
 
 def outbox_depth(session: Session, now: datetime) -> dict[str, Any]:

@@ -473,6 +473,8 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claimed_at: Mapped[datetime | None] = mapped_column()
+    # when the platform answered the latest attempt (real time): per-chat windows count from it
+    answered_at: Mapped[datetime | None] = mapped_column()
     # what the message is about, so that a reply to it can be understood
     checkpoint_id: Mapped[int | None] = mapped_column(ForeignKey("checkpoint.id"))
     unit_id: Mapped[int | None] = mapped_column(ForeignKey("unit.id"))
@@ -482,6 +484,7 @@ class OutboxMessage(Base):
 
 
 Index("ix_outbox_platform_message", OutboxMessage.platform, OutboxMessage.chat_id, OutboxMessage.platform_message_id)
+Index("ix_outbox_chat_answered", OutboxMessage.platform, OutboxMessage.chat_id, OutboxMessage.answered_at)
 
 
 class AuditLog(Base):

@@ -237,3 +237,89 @@ def test_per_member_hourly_window_is_enforced_too() -> None:
             clock.now += pacer.chat_wait("zhangsan")
         pacer.record("zhangsan")
     assert pacer.chat_wait("zhangsan") > 3000  # the hour's quota is spent
+
+
+def test_a_send_that_wakes_late_gives_up_its_slot_for_the_next_free_one() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_second=29), now=clock)
+    first, second = pacer.reserve(2)
+    assert second - first == pytest.approx(1 / 29)  # reserved before the send, one schedule
+    clock.now = first + 0.005
+    assert pacer.usable(first)  # a few milliseconds late is on time
+    clock.now = first + 0.2  # a loaded machine woke it late
+    assert not pacer.usable(first)
+    (again,) = pacer.reserve()
+    assert again >= clock.now and again - second >= 1 / 29  # never in the past slot, never bunched
+
+
+def test_a_429_pause_holds_back_slots_already_reserved() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_second=29), now=clock)
+    (slot,) = pacer.reserve()
+    pacer.pause(3.0)
+    assert not pacer.usable(slot)
+    assert pacer.reserve()[0] >= clock.now + 3.0
+
+
+def test_member_windows_keep_a_margin_and_a_guard_second() -> None:
+    from jobs.pacing import below
+    from jobs.sender import Pacer, SendLimits
+
+    assert (below(30), below(1000), below(20)) == (29, 990, 19)
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_chat_windows=((below(30), 60.0),), guard=1.0), now=clock)
+    for _ in range(29):
+        assert pacer.chat_wait("zhangsan") == 0
+        pacer.record("zhangsan")
+        clock.now += 0.5
+    # the 30th waits until the first has been out of the window for a guard second: 1000 + 61
+    assert pacer.chat_wait("zhangsan") == pytest.approx(1061.0 - clock.now)
+
+
+def test_a_row_of_two_calls_counts_twice_in_the_member_window() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(per_chat_windows=((3, 60.0),)), now=clock)
+    pacer.record("zhangsan", calls=2)
+    assert pacer.chat_wait("zhangsan") == 0
+    pacer.record("zhangsan")
+    assert pacer.chat_wait("zhangsan") == pytest.approx(60.0)
+
+
+@pytest.mark.asyncio
+async def test_several_sends_are_in_flight_at_a_long_round_trip_within_every_limit(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
+    fake.set_latency(0.15)
+    queue(store, [7, 7, 7, *range(2000, 2040)])
+    await sender.drain(timeout=30)
+    assert states(store) == {"sent": 43}
+    assert fake.count_429 == 0
+    assert fake.peak_open_calls > 1  # not one at a time
+    to_seven = [r.at for r in fake.requests if r.method == "sendMessage" and r.chat_id == 7]
+    assert all(later - earlier >= 1.0 for earlier, later in itertools.pairwise(to_seven))
+    assert [m.text for m in fake.messages_to(7)] == ["提醒 0", "提醒 1", "提醒 2"]  # one at a time, in order
+
+
+@pytest.mark.asyncio
+async def test_two_processes_sharing_the_database_keep_to_the_limit_together(
+    store: Runtime, limited_settings: Settings, fake: FakeTelegram
+) -> None:
+    if store.engine.dialect.name != "postgresql":
+        pytest.skip("several processes share one database on PostgreSQL only")
+    application = build_application(limited_settings)
+    await application.bot.initialize()
+    transport = TelegramTransport(application, limited_settings)
+    senders = [OutboxSender(store.sessions, [transport], worker=f"p{n}", shared=True) for n in range(2)]
+    queue(store, list(range(3000, 3070)))
+    await asyncio.gather(*(sender.drain(timeout=30) for sender in senders))
+    await application.bot.shutdown()
+    assert states(store) == {"sent": 70}
+    assert fake.count_429 == 0
+    assert sorted(m.chat_id for m in fake.sent) == list(range(3000, 3070))  # each once
+    assert all(sender.stats.sent > 0 for sender in senders)

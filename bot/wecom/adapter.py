@@ -47,13 +47,17 @@ from core.config import Settings
 from core.conversation import Conversation, Handled, Incoming, IncomingFile, file_refusal
 from core.inbox import Received
 from core.reporting import StagedFile
-from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, SendLimits, TransientFailure
+from jobs.pacing import SendLimits, below
+from jobs.sender import Delivered, OutgoingRow, PermanentFailure, RetryLater, TransientFailure
 from messages import Messages
 from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.wecom")
 PLATFORM = "wecom"
 ROBOT = "wecom_robot"
+# Seconds added to every per-member and per-robot window: a 30th message 60.002 s after the
+# first must not be the one WeCom counts inside the minute (network jitter).
+WINDOW_GUARD = 1.0
 TIMESTAMP_TOLERANCE = 600  # seconds; WeCom retries within seconds, so older requests are replays
 CARD_BUTTONS = 6
 CARD_BUTTON_CHARS = 10
@@ -273,11 +277,27 @@ class WeComTransport:
         self.client = client
         self.messages = messages
         wecom = settings.wecom
+        # WeCom drops what goes past a member's quota without saying so: keep below it, measured on departures.
         self.limits = SendLimits(
             per_second=20.0,
             per_chat_interval=0.0,
-            per_chat_windows=((wecom.per_member_per_minute, 60.0), (wecom.per_member_per_hour, 3600.0)),
+            per_chat_windows=(
+                (below(wecom.per_member_per_minute), 60.0),
+                (below(wecom.per_member_per_hour), 3600.0),
+            ),
+            guard=WINDOW_GUARD,
         )
+
+    @staticmethod
+    def calls(row: OutgoingRow) -> int:
+        """How many messages one row puts to the member: a long text goes before its card, a text before its file."""
+        payload = row.payload
+        buttons = [b for line in payload.get("buttons", []) for b in line]
+        if payload.get("document"):
+            return 2 if payload.get("text") else 1
+        if buttons and len(buttons) <= CARD_BUTTONS and len(payload.get("text", "")) > 120:
+            return 2
+        return 1
 
     async def send(self, row: OutgoingRow) -> Delivered:
         try:
@@ -366,8 +386,16 @@ class RobotTransport:
             for name, key in wecom.robot_keys.items()
         }
         self.limits = SendLimits(
-            per_second=10.0, per_chat_interval=0.0, per_chat_windows=((wecom.robot_per_minute, 60.0),)
+            per_second=10.0,
+            per_chat_interval=0.0,
+            per_chat_windows=((below(wecom.robot_per_minute), 60.0),),
+            guard=WINDOW_GUARD,
         )
+
+    @staticmethod
+    def calls(row: OutgoingRow) -> int:
+        """A file with a text is two robot messages."""
+        return 2 if row.payload.get("document") and row.payload.get("text") else 1
 
     async def send(self, row: OutgoingRow) -> Delivered:
         robot = self.robots.get(row.chat_id)

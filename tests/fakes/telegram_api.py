@@ -553,6 +553,8 @@ class FakeTelegram:
         global_per_second: sends allowed in any sliding one-second window, over all chats.
         per_chat_per_second: sends allowed per chat in any sliding one-second window.
         enforce_limits: whether those limits answer 429.
+        latency: seconds each Bot API answer takes (not ``getUpdates``); a request counts
+            against the flood limits when it arrives, as at Telegram.
     """
 
     def __init__(
@@ -563,6 +565,7 @@ class FakeTelegram:
         global_per_second: int = 30,
         per_chat_per_second: int = 1,
         enforce_limits: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.token = token
         self.bot_username = bot_username
@@ -581,6 +584,10 @@ class FakeTelegram:
         self._global_per_second = global_per_second
         self._per_chat_per_second = per_chat_per_second
         self._enforce_limits = enforce_limits
+        # Seconds before each Bot API answer (not getUpdates): a round trip from a county's network.
+        self._latency = latency
+        self._open_calls = 0
+        self._peak_open_calls = 0
 
         # Recorded behaviour of the bot.
         self._sent: list[SentMessage] = []
@@ -940,6 +947,12 @@ class FakeTelegram:
             return list(self._requests)
 
     @property
+    def peak_open_calls(self) -> int:
+        """The most Bot API calls (not ``getUpdates``) the bot had waiting for an answer at once."""
+        with self._lock:
+            return self._peak_open_calls
+
+    @property
     def count_429(self) -> int:
         """How many 429 Too Many Requests answers were given (flood limits and injected ones)."""
         with self._lock:
@@ -1061,6 +1074,11 @@ class FakeTelegram:
                 self._per_chat_per_second = per_chat_per_second
             if enforce is not None:
                 self._enforce_limits = enforce
+
+    def set_latency(self, seconds: float) -> None:
+        """Answer every Bot API call (not ``getUpdates``) ``seconds`` after it arrives."""
+        with self._lock:
+            self._latency = seconds
 
     # ------------------------------------------------------------------ webhook mode
 
@@ -1269,6 +1287,22 @@ class FakeTelegram:
         return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, status_code=404)
 
     async def _api_endpoint(self, request: Request) -> Response:
+        """One Bot API call, answered after the configured latency (the request counts when it arrives)."""
+        if request.path_params["method"].lower() == "getupdates":
+            return await self._handle_api(request)
+        with self._lock:
+            self._open_calls += 1
+            self._peak_open_calls = max(self._peak_open_calls, self._open_calls)
+        try:
+            response = await self._handle_api(request)
+            if self._latency > 0:
+                await asyncio.sleep(self._latency)
+            return response
+        finally:
+            with self._lock:
+                self._open_calls -= 1
+
+    async def _handle_api(self, request: Request) -> Response:
         """POST/GET /bot{token}/{method}: check token and method, inject failures, then run the method."""
         at = time.monotonic()
         raw_method = request.path_params["method"]
