@@ -6,8 +6,8 @@ Every limit is kept with a margin, and measured on the time a request *leaves*:
   every 1/29 s, against the documented 30).  A slot is reserved before the
   send and is the time the request may start; a send that cannot start within
   ``late_tolerance`` of its slot (a loaded machine woke it late) gives the slot
-  up and takes the next free one (at least half a slot ahead, time to wake
-  for it), so late sends never bunch up with on-time ones.  Evenly spaced slots then keep to the platform's limit as long as the
+  up and takes the next free one, so late sends never bunch up with on-time
+  ones.  Evenly spaced slots then keep to the platform's limit as long as the
   jitter between leaving and arriving stays under the spare slot (1/29 s at
   29 of 30 a second);
 * per chat, a minimum interval (Telegram: 1.05 s against the documented 1 s)
@@ -82,15 +82,15 @@ class Pacer:
 
     # --- the overall rate -----------------------------------------------------------
 
-    def reserve(self, count: int = 1, *, lead: float = 0.0) -> list[float]:
-        """Take the next ``count`` slots of the schedule (monotonic times the sends may start), none before ``lead`` from now.
+    def reserve(self, count: int = 1) -> list[float]:
+        """Take the next ``count`` slots of the schedule (monotonic times the sends may start).
 
         Slots are a schedule (each one interval after the last), not a gap after
         the previous send, so the time spent claiming and sending overlaps the
         wait instead of adding to it.
         """
         now = self._now()
-        first = max(now + lead, self._next_slot, self.paused_until)
+        first = max(now, self._next_slot, self.paused_until)
         if not self.limits.per_second:
             return [first] * count
         step = self.limits.step()

@@ -268,12 +268,10 @@ class OutboxSender:
         return list(zip(rows, slots, strict=True))
 
     async def _slot(self, platform: str) -> float:
-        """One more slot, for a send that missed its own: far enough ahead to wake for it in time."""
-        limits = self.transports[platform].limits
-        lead = limits.lateness_allowed()
-        if self.shared and limits.per_second:
-            return (await self._blocking(self._reserve_slots, platform, 1, lead))[0]
-        return self.pacers[platform].reserve(lead=lead)[0]
+        """One more slot, for a send that missed its own (the next free one: now, when the schedule is idle)."""
+        if self.shared and self.transports[platform].limits.per_second:
+            return (await self._blocking(self._reserve_slots, platform, 1))[0]
+        return self.pacers[platform].reserve()[0]
 
     async def _start(self, platform: str, slot: float) -> None:
         """Wait for ``slot``; a send that cannot start in it (woken late, or paused meanwhile) takes the next free one."""
@@ -462,7 +460,7 @@ class OutboxSender:
         )
         session.execute(select(RateSlot.next_at).where(RateSlot.platform == platform).with_for_update())
 
-    def _take_slots(self, session: Session, platform: str, count: int, lead: float = 0.0) -> list[float]:
+    def _take_slots(self, session: Session, platform: str, count: int) -> list[float]:
         """The next ``count`` slots of the shared schedule, as monotonic times of this process.
 
         The schedule is kept in wall time (every process's clock; on one host
@@ -471,12 +469,13 @@ class OutboxSender:
         per_second = self.transports[platform].limits.per_second
         assert per_second
         step = 1.0 / per_second
-        wall_now = time.time() + lead
+        # The database's clock when the statement runs: an idle schedule starts the block then,
+        # not at a moment that has passed by the time the answer is back.
         end = session.execute(
             update(RateSlot)
             .where(RateSlot.platform == platform)
             .values(
-                next_at=func.greatest(RateSlot.next_at, _wall(wall_now))
+                next_at=func.greatest(RateSlot.next_at, func.clock_timestamp())
                 + literal(timedelta(seconds=step * count), Interval())
             )
             .returning(RateSlot.next_at)
@@ -485,11 +484,11 @@ class OutboxSender:
         offset = time.monotonic() - time.time()
         return [first + index * step + offset for index in range(count)]
 
-    def _reserve_slots(self, platform: str, count: int, lead: float) -> list[float]:
+    def _reserve_slots(self, platform: str, count: int) -> list[float]:
         """Take ``count`` slots of the platform's shared schedule on their own (a send that missed its slot)."""
         with self.sessions() as session, session.begin():
             self._lock_slot_row(session, platform)
-            return self._take_slots(session, platform, count, lead)
+            return self._take_slots(session, platform, count)
 
     def _pause_slot(self, platform: str, seconds: float) -> None:
         with self.sessions() as session, session.begin():
