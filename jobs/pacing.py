@@ -64,6 +64,10 @@ class SendLimits:
         return max([self.per_chat_interval] + [seconds for _, seconds in self.windows()])
 
 
+# Sends measured before more than one request may be out at a time.
+ROUND_TRIPS_BEFORE_OVERLAP = 5
+
+
 def below(limit: int) -> int:
     """A documented count limit with a margin: one under it, or 1% under for large ones (30 → 29, 1000 → 990)."""
     return max(1, limit - max(1, limit // 100))
@@ -78,7 +82,7 @@ class Pacer:
         self._next_slot = float("-inf")
         self._chat_departures: dict[str, deque[float]] = {}
         self.paused_until = float("-inf")
-        self._round_trips: deque[float] = deque(maxlen=21)  # seconds from departure to answer, latest sends
+        self._round_trips: deque[float] = deque(maxlen=100)  # seconds from leaving to the outcome written, latest sends
 
     # --- the overall rate -----------------------------------------------------------
 
@@ -117,17 +121,18 @@ class Pacer:
         self._round_trips.append(seconds)
 
     def outstanding_allowed(self) -> int:
-        """How many requests may await their answers at once: about rate × round trip.
+        """How many requests may be out at once (left, outcome not yet written): about rate × round trip.
 
-        The round trip is the shortest of the last few: the network's own
+        The round trip is the shortest of the latest sends: the network's own
         latency, without the moments a loaded machine was slow to read an
-        answer.  On loopback it stays one, so a crash can repeat at most one
-        message, as when sends went one at a time.
+        answer or write it down.  On loopback it stays one, so a crash repeats
+        at most one message, as when sends went one at a time; more go out
+        together only once a few round trips have shown the network is slow.
         """
-        if not self.limits.per_second or not self._round_trips:
+        if not self.limits.per_second or len(self._round_trips) < ROUND_TRIPS_BEFORE_OVERLAP:
             return 1
-        typical = min(self._round_trips)
-        return max(1, min(self.limits.max_in_flight, math.ceil(self.limits.per_second * typical)))
+        fastest = min(self._round_trips)
+        return max(1, min(self.limits.max_in_flight, math.ceil(self.limits.per_second * fastest)))
 
     def capacity(self) -> int:
         """How many rows to hold claimed: those awaiting answers, and one more waiting for its slot."""

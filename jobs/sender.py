@@ -305,13 +305,22 @@ class OutboxSender:
         calls = _calls(transport, row)
         pacer.record(row.chat_id, calls)
         started = time.monotonic()
+        # Until its outcome is written, a request that left may be repeated by a crash: these are
+        # what ``outstanding_allowed`` limits, so a crash repeats no more than that many.
         self._awaiting[platform] += 1
+        try:
+            await self._send_and_record(row, transport, calls, started)
+        finally:
+            self._awaiting[platform] -= 1
+            self._answered[platform].set()
+
+    async def _send_and_record(self, row: OutgoingRow, transport: Transport, calls: int, started: float) -> None:
+        platform = row.platform
+        pacer = self.pacers[platform]
         try:
             try:
                 result = await transport.send(row)
             finally:
-                self._awaiting[platform] -= 1
-                self._answered[platform].set()
                 pacer.settle(row.chat_id, calls)
                 answered = time.time()
         except RetryLater as exc:
@@ -343,9 +352,9 @@ class OutboxSender:
             await self._blocking(self._requeue, row, delay, repr(exc), count_attempt=True, answered=answered)
             self._report(row, "retry", started)
         else:
-            pacer.observe_round_trip(time.monotonic() - started)
             self.stats.sent += 1
             await self._blocking(self._mark_sent, row, result, answered)
+            pacer.observe_round_trip(time.monotonic() - started)  # leaving to written: what a crash can repeat
             self._report(row, "sent", started)
 
     def _report(self, row: OutgoingRow, outcome: str, started: float) -> None:
