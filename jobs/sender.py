@@ -223,8 +223,9 @@ class OutboxSender:
                     else:
                         claimed = await self._claim_some(platform, free)
                         if claimed:
+                            now = time.monotonic()
                             for row, slot in claimed:
-                                sending = asyncio.create_task(self._deliver(row, slot), name=f"send-{row.id}")
+                                sending = asyncio.create_task(self._deliver(row, slot, now), name=f"send-{row.id}")
                                 flying[row.chat_id] = sending
                                 sending.add_done_callback(functools.partial(self._landed, platform, row.chat_id))
                             continue
@@ -273,18 +274,30 @@ class OutboxSender:
             return (await self._blocking(self._reserve_slots, platform, 1))[0]
         return self.pacers[platform].reserve()[0]
 
-    async def _start(self, platform: str, slot: float) -> None:
-        """Wait for ``slot``; a send that cannot start in it (woken late, or paused meanwhile) takes the next free one."""
+    async def _start(self, row: OutgoingRow, slot: float, claimed: float) -> bool:
+        """Wait for ``slot``; a send that cannot start in it (woken late, or paused meanwhile) takes the next free one.
+
+        False when the row is no longer ours: it waited so long (a loaded
+        machine missing slot after slot) that its lease ran out and another
+        process took it back; it must not be sent from here then.
+        """
+        platform = row.platform
         pacer = self.pacers[platform]
         answered = self._answered[platform]
+        renew_after = self.lease.total_seconds() / 3
         while True:
             delay = slot - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
                 continue
+            if time.monotonic() - claimed > renew_after:
+                if not await self._blocking(self._renew, row):
+                    return False
+                claimed = time.monotonic()
+                continue
             if pacer.usable(slot):
                 if self._awaiting[platform] < pacer.outstanding_allowed():
-                    return  # the caller counts the departure before its next await
+                    return True  # the caller counts the departure before its next await
                 answered.clear()
                 await answered.wait()  # too many already out: the slot is likely lost, a new one follows
                 continue
@@ -293,12 +306,14 @@ class OutboxSender:
             await asyncio.sleep(pacer.pause_wait())
             slot = await self._slot(platform)
 
-    async def _deliver(self, row: OutgoingRow, slot: float) -> None:
+    async def _deliver(self, row: OutgoingRow, slot: float, claimed: float) -> None:
         platform = row.platform
         transport = self.transports[platform]
         pacer = self.pacers[platform]
         try:
-            await self._start(platform, slot)
+            if not await self._start(row, slot, claimed):
+                log.warning("outbox row %s waited past its lease and was taken back; not sent from here", row.id)
+                return
         except BaseException:
             await asyncio.shield(self._blocking(self._requeue, row, 0.0, "not sent: stopped", count_attempt=False))
             raise
@@ -506,6 +521,20 @@ class OutboxSender:
                 .where(RateSlot.platform == platform)
                 .values(next_at=func.greatest(RateSlot.next_at, _wall(time.time() + seconds)))
             )
+
+    def _renew(self, row: OutgoingRow) -> bool:
+        """Extend the claim on a row still waiting for its slot; False when it is no longer ours."""
+        with self.sessions() as session, session.begin():
+            result = session.execute(
+                update(OutboxMessage)
+                .where(
+                    OutboxMessage.id == row.id,
+                    OutboxMessage.state == "sending",
+                    OutboxMessage.claimed_by == self.worker,
+                )
+                .values(claimed_at=self.clock.now())
+            )
+            return (cast("CursorResult[Any]", result).rowcount or 0) == 1
 
     def _mark_sent(self, row: OutgoingRow, result: Delivered, answered: float) -> None:
         now = self.clock.now()
