@@ -43,7 +43,7 @@ from core.runtime import open_runtime
 
 #: Targets from the product brief ("Scale") and the benchmark brief.
 TICK_TARGET_S = 1.0
-FANOUT_TARGET = 0.90
+FANOUT_TARGET = 0.95  # of the paced rate (29/s, one under Telegram's 30), with 0 × 429
 INBOUND_TARGET = 200.0
 REPORT_TARGET_S = 15.0
 REPORT_TARGET_MB = 1024.0
@@ -65,6 +65,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="shrink everything to seconds (a smoke run)")
     parser.add_argument("--keep", action="store_true", help="keep the databases and files (printed at the end)")
     parser.add_argument(
+        "--latencies", default="1,50,150", help="fan-out: the fake's answer latencies in ms (a round trip each)"
+    )
+    parser.add_argument(
         "--fake-in-process",
         action="store_true",
         help="run the fake Telegram server in the benchmark's process (default: its own process)",
@@ -74,7 +77,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.scales = _list(args.scales, tuple(FULL_SCALES), "--scales")
         args.databases = _list(args.databases, DATABASES, "--databases")
         args.only = _list(args.only, BENCHMARKS, "--only")
-    except argparse.ArgumentTypeError as exc:
+        args.latencies = [int(part) for part in args.latencies.split(",") if part.strip()]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
         parser.error(str(exc))
     return args
 
@@ -309,35 +313,42 @@ def run_scale(
             database.drop()
 
 
-def run_fanout(results: Results, kind: DatabaseKind, sizes: Sizes, workdir: Path, in_process: bool) -> None:
+def run_fanout(
+    results: Results, kind: DatabaseKind, sizes: Sizes, workdir: Path, in_process: bool, latency_ms: int
+) -> None:
+    scale = f"{latency_ms} ms"
+
     def step() -> None:
-        log(f"{kind}: fan-out of {sizes.fanout} reminders (~{sizes.fanout / 29:.0f} s at 29/s)")
-        figures = asyncio.run(fanout.run(kind, workdir, sizes.fanout, fake_in_process=in_process))
-        met = figures.ratio >= FANOUT_TARGET and figures.count_429 == 0
+        log(f"{kind}: fan-out of {sizes.fanout} reminders, {latency_ms} ms round trip (~{sizes.fanout / 29:.0f} s)")
+        figures = asyncio.run(
+            fanout.run(kind, workdir, sizes.fanout, fake_in_process=in_process, latency=latency_ms / 1000)
+        )
+        met = figures.paced_ratio >= FANOUT_TARGET and figures.count_429 == 0
         shortfall = (
             ""
             if met
             else (
-                f"{figures.ratio:.1%} of 30/s ({figures.rate:.1f}/s, {FANOUT_TARGET * 30 - figures.rate:.1f}/s short), "
+                f"{figures.paced_ratio:.1%} of {figures.configured_rate:g}/s ({figures.rate:.1f}/s), "
                 f"{figures.count_429} × 429"
             )
         )
         results.add(
             Figure(
                 "fanout",
-                "-",
+                scale,
                 kind,
-                figures.ratio,
+                figures.paced_ratio,
                 "ratio",
-                f"{figures.ratio:.1%} ({figures.rate:.1f}/s), {figures.count_429} × 429",
-                target=f"≥ {FANOUT_TARGET:.0%} of 30/s, 0 × 429",
+                f"{figures.paced_ratio:.1%} of {figures.configured_rate:g}/s ({figures.rate:.1f}/s = "
+                f"{figures.ratio:.1%} of 30), {figures.count_429} × 429",
+                target=f"≥ {FANOUT_TARGET:.0%} of {figures.configured_rate:g}/s, 0 × 429",
                 met=met,
                 shortfall=shortfall,
                 detail=figures.as_dict(),
             )
         )
 
-    _guard(results, "fanout", "-", kind, step)
+    _guard(results, "fanout", scale, kind, step)
 
 
 def code_version() -> dict[str, object]:
@@ -371,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
                 for scale in scales:
                     run_scale(results, kind, scale, sizes, args, workdir)
             if "fanout" in args.only:
-                run_fanout(results, kind, sizes, workdir, args.fake_in_process)
+                for latency_ms in args.latencies:
+                    run_fanout(results, kind, sizes, workdir, args.fake_in_process, latency_ms)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

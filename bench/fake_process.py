@@ -44,6 +44,8 @@ def _serve(connection: Connection, options: dict[str, Any]) -> None:
             connection.send(len({message.chat_id for message in fake.sent}))
         elif command == "count_429":
             connection.send(fake.count_429)
+        elif command == "peak_open_calls":
+            connection.send(fake.peak_open_calls)
         else:
             connection.send(ValueError(f"unknown command {command!r}"))
 
@@ -83,6 +85,9 @@ class FakeTelegramProcess:
     def count_429(self) -> int:
         return int(self._call("count_429"))
 
+    def peak_open_calls(self) -> int:
+        return int(self._call("peak_open_calls"))
+
     def stop(self) -> None:
         if self._process.is_alive():
             self._call("stop")
@@ -119,6 +124,9 @@ class FakeTelegramInProcess:
 
     def count_429(self) -> int:
         return self._fake.count_429
+
+    def peak_open_calls(self) -> int:
+        return self._fake.peak_open_calls
 
     def stop(self) -> None:
         self._fake.stop()

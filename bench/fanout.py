@@ -66,14 +66,14 @@ def _instrument(sender: OutboxSender, transport: Any) -> _Timings:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             with stopwatch() as elapsed:
                 result = inner(*args, **kwargs)
-            if result is not None or name != "_claim":
+            if name != "_claim" or result[0]:  # a claim that found rows (a block on PostgreSQL)
                 into.append(elapsed())
             return result
 
         setattr(sender, name, wrapper)
 
     timed("_claim", timings.claim)
-    timed("_reserve_slot", timings.reserve)
+    timed("_reserve_slots", timings.reserve)
     timed("_mark_sent", timings.mark)
     send = transport.send
 
@@ -99,14 +99,19 @@ class FanoutFigures:
     rate: float  # accepted sends per second, first to last accepted send
     wall_rate: float  # messages / seconds of drain()
     ratio: float  # rate / 30
+    paced_ratio: float  # rate / the configured rate (29/s, one under Telegram's 30)
+    latency_ms: float  # the fake's answer latency
+    peak_in_flight: int  # most Bot API calls awaiting answers at once
     count_429: int
     sender_rate_limited: int
     sent: int
     failed: int
     configured_rate: float
     shared: bool  # the sender paces through the database (the service does so on PostgreSQL)
-    claim_ms: float  # mean time of the sender's claim transaction per message
-    reserve_ms: float  # mean time of the shared rate-slot transaction (PostgreSQL), 0 when not used
+    claim_ms: float  # mean time of the sender's claim transaction (one per block of rows)
+    claims: int  # claim transactions that found rows
+    reserve_ms: float  # mean time of a slot retaken alone after a missed one (PostgreSQL), 0 when none
+    slots_missed: int  # slots given up because the send could not start in time
     send_ms: float  # mean time of one Bot API call through python-telegram-bot
     mark_ms: float  # mean time of the mark-sent transaction
 
@@ -114,10 +119,12 @@ class FanoutFigures:
         return asdict(self)
 
 
-async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process: bool = False) -> FanoutFigures:
+async def run(
+    kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process: bool = False, latency: float = 0.0
+) -> FanoutFigures:
     """Queue ``count`` reminders to distinct chats and deliver them all; see the module docstring."""
     database = create_database(kind, "fanout", workdir)
-    fake = start_fake(fake_in_process, global_per_second=int(TELEGRAM_LIMIT), per_chat_per_second=1)
+    fake = start_fake(fake_in_process, global_per_second=int(TELEGRAM_LIMIT), per_chat_per_second=1, latency=latency)
     application = None
     service = None
     try:
@@ -173,6 +180,9 @@ async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process:
             rate=rate,
             wall_rate=count / seconds,
             ratio=rate / TELEGRAM_LIMIT,
+            paced_ratio=rate / (settings.telegram.messages_per_second or TELEGRAM_LIMIT),
+            latency_ms=latency * 1000,
+            peak_in_flight=fake.peak_open_calls(),
             count_429=fake.count_429(),
             sender_rate_limited=sender.stats.rate_limited,
             sent=fake.sent_chats(),
@@ -180,6 +190,8 @@ async def run(kind: DatabaseKind, workdir: Path, count: int, *, fake_in_process:
             configured_rate=settings.telegram.messages_per_second or 0.0,
             shared=bool(getattr(sender, "shared", False)),
             claim_ms=_mean_ms(timings.claim),
+            claims=len(timings.claim),
+            slots_missed=sender.stats.slots_missed,
             reserve_ms=_mean_ms(timings.reserve),
             send_ms=_mean_ms(timings.send),
             mark_ms=_mean_ms(timings.mark),

@@ -24,7 +24,7 @@ ROW_ORDER = (
     "report (1 county)",
     "report (all)",
 )
-SCALE_ORDER = ("county", "city", "province", "-")
+SCALE_ORDER = ("county", "city", "province", "-", "1 ms", "50 ms", "150 ms")
 
 
 @dataclass

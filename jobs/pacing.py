@@ -66,6 +66,8 @@ class SendLimits:
 
 # Sends measured before more than one request may be out at a time.
 ROUND_TRIPS_BEFORE_OVERLAP = 5
+# Seconds of slots claimed ahead, so the next block is claimed while this one goes out.
+CLAIM_AHEAD_SECONDS = 0.25
 
 
 def below(limit: int) -> int:
@@ -135,8 +137,15 @@ class Pacer:
         return max(1, min(self.limits.max_in_flight, math.ceil(self.limits.per_second * fastest)))
 
     def capacity(self) -> int:
-        """How many rows to hold claimed: those awaiting answers, and one more waiting for its slot."""
-        return self.outstanding_allowed() + 1
+        """How many rows to hold claimed: those out, and a quarter second of slots waiting their turn.
+
+        Claiming ahead hides the claim's own round trip (one transaction for the
+        block); rows waiting for their slots have not left, so a crash does not
+        repeat them.
+        """
+        if not self.limits.per_second:
+            return 1
+        return self.outstanding_allowed() + max(1, math.ceil(self.limits.per_second * CLAIM_AHEAD_SECONDS))
 
     # --- per chat -------------------------------------------------------------------
 
