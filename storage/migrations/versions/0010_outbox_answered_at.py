@@ -1,7 +1,7 @@
 """outbox answer times, for per-chat windows shared by several processes
 
-Revision ID: 0009_outbox_answered_at
-Revises: 0008_task_groups
+Revision ID: 0010_outbox_answered_at
+Revises: 0009_inbox
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009_outbox_answered_at"
-down_revision = "0008_task_groups"
+revision = "0010_outbox_answered_at"
+down_revision = "0009_inbox"
 branch_labels = None
 depends_on = None
 
