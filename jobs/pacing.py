@@ -84,7 +84,7 @@ class Pacer:
         self._next_slot = float("-inf")
         self._chat_departures: dict[str, deque[float]] = {}
         self.paused_until = float("-inf")
-        self._round_trips: deque[float] = deque(maxlen=100)  # seconds from leaving to the outcome written, latest sends
+        self._round_trips: deque[float] = deque(maxlen=100)  # seconds from leaving to the answer, latest sends
 
     # --- the overall rate -----------------------------------------------------------
 
@@ -127,7 +127,7 @@ class Pacer:
 
         The round trip is the shortest of the latest sends: the network's own
         latency, without the moments a loaded machine was slow to read an
-        answer or write it down.  On loopback it stays one, so a crash repeats
+        answer (the time to write the outcome down is not part of it either).  On loopback it stays one, so a crash repeats
         at most one message, as when sends went one at a time; more go out
         together only once a few round trips have shown the network is slow.
         """

@@ -335,6 +335,7 @@ class OutboxSender:
         try:
             try:
                 result = await transport.send(row)
+                pacer.observe_round_trip(time.monotonic() - started)
             finally:
                 pacer.settle(row.chat_id, calls)
                 answered = time.time()
@@ -369,7 +370,6 @@ class OutboxSender:
         else:
             self.stats.sent += 1
             await self._blocking(self._mark_sent, row, result, answered)
-            pacer.observe_round_trip(time.monotonic() - started)  # leaving to written: what a crash can repeat
             self._report(row, "sent", started)
 
     def _report(self, row: OutgoingRow, outcome: str, started: float) -> None:
