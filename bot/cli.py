@@ -48,7 +48,7 @@ from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.db import current_revision, head_revision
 from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
-from storage.queries import checkpoint_state_counts, find_task, find_unit
+from storage.queries import checkpoint_state_counts, find_task, match_units
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
 ROLE_NAMES = {"liaison": "联络员", "head": "单位负责人", "office": "督查室", "leader": "分管领导"}
@@ -425,6 +425,16 @@ def reconcile_command(state: CliState, path: Path | None, as_json: bool) -> None
 # --- listings ----------------------------------------------------------------------
 
 
+def _unit_named(session: Any, plan: Any, name: str) -> Unit:
+    """The unit ``name`` means as people type it (发改局, 官桥镇); a clear refusal when it means none or several."""
+    matches = match_units(session, plan.jurisdiction_id, name)
+    if not matches:
+        fail(f"未知单位: {name}(用 duban units 查看全部单位)")
+    if len(matches) > 1:
+        fail(f"“{name}”可能是以下单位之一,请写出全称:{'、'.join(u.name for u in matches)}")
+    return matches[0]
+
+
 @main.command()
 @click.option("--unit", "unit_name", default=None, help="Only this unit's tasks (name or alias).")
 @click.option("--annex", type=click.Choice(["county", "city"]), default=None)
@@ -437,11 +447,7 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
         plan = current_plan(session, settings)
         if plan is None:
             fail("还没有导入方案: duban import PATH")
-        unit = None
-        if unit_name:
-            unit = find_unit(session, plan.jurisdiction_id, unit_name)
-            if unit is None:
-                fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
+        unit = _unit_named(session, plan, unit_name) if unit_name else None
         query = (
             select(Task).where(Task.plan_id == plan.id, Task.active.is_(True)).order_by(Task.annex.desc(), Task.number)
         )
@@ -613,6 +619,9 @@ def invite(state: CliState, unit_name: str, role: str, as_json: bool) -> None:
     """Issue a one-time binding code for UNIT and print how to use it."""
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        if plan is not None:
+            unit_name = _unit_named(session, plan, unit_name).name
         issued = invite_unit(session, settings, unit_name, role, now=runtime.clock.now(), created_by="cli")
         if issued is None:
             fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
@@ -847,14 +856,23 @@ def print_timeline(timeline: Timeline, settings: Settings) -> None:
 @click.option(
     "--checkpoint", "checkpoint_key", default=None, help="The round, e.g. 2024-q1 (see duban checkpoint list)."
 )
-@click.option("--year", "whole_year", is_flag=True, help="Every unit's record across all rounds, side by side.")
+@click.option(
+    "--year",
+    "year",
+    type=int,
+    is_flag=False,
+    flag_value=0,
+    default=None,
+    help="Every unit's record across the rounds due in year N (--year alone: the plan's year), side by side.",
+)
 @click.option("--format", "fmt", type=click.Choice(["html", "xlsx", "md"]), default="html", show_default=True)
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="File or folder (default: here).")
 @click.pass_obj
-def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: str, output: Path | None) -> None:
+def report(state: CliState, checkpoint_key: str | None, year: int | None, fmt: str, output: Path | None) -> None:
     """Write the notification (通报) of a round, or the year view, as HTML, XLSX or Markdown."""
     from core.documents import export, file_format
 
+    whole_year = year is not None
     if bool(checkpoint_key) == whole_year:
         fail("请指定 --checkpoint ID 或 --year 之一")
     settings = state.settings
@@ -872,6 +890,7 @@ def report(state: CliState, checkpoint_key: str | None, whole_year: bool, fmt: s
                 file_format(fmt),
                 runtime.clock.now(),
                 output,
+                year=year or None,
             )
         except ValueError as exc:
             fail(str(exc))

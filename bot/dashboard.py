@@ -26,7 +26,7 @@ from core.conversation import parse_local_datetime
 from core.inbox import counts as inbound_counts
 from core.inbox import failed_updates
 from core.office import export_folder
-from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, urge, who_view
+from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, resolve_unit, urge, who_view
 from core.records import recent_reports
 from core.runtime import plan_for_person
 from jobs.sender import outbox_depth
@@ -313,7 +313,7 @@ class Dashboard:
         except OfficeRefusal as refusal:
             return self._back(
                 str(form.get("back") or "/office"),
-                self.m.render("error", code=refusal.code, detail=refusal.detail, limit=""),
+                self.m.render("error", code=refusal.code, detail=refusal.detail, **({"limit": ""} | refusal.extra)),
                 "warn",
             )
         self.service.sender.wake()
@@ -443,7 +443,11 @@ class Dashboard:
         info = await self.ui.session(request)
         role = str(form.get("role") or "liaison")
         unit_name = str(form.get("unit") or "")
-        issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info), info.person_id)
+        try:
+            issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info), info.person_id)
+        except OfficeRefusal as refusal:
+            text = self.m.render("error", code=refusal.code, detail=refusal.detail, **({"limit": ""} | refusal.extra))
+            return self._back("/office/people", text, "warn")
         if issued is None:
             return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")
         code, unit, expires = issued
@@ -452,6 +456,9 @@ class Dashboard:
 
     def _invite(self, unit_name: str, role: str, actor: str, viewer: int | None) -> tuple[str, str, str] | None:
         with self.service.runtime.transaction() as session:
+            plan = self._plan(session, viewer)
+            if plan is not None:
+                unit_name = resolve_unit(session, plan, unit_name).name
             issued = invite(
                 session,
                 self.settings,
@@ -459,6 +466,6 @@ class Dashboard:
                 role,
                 now=self.service.runtime.clock.now(),
                 created_by=actor,
-                plan=self._plan(session, viewer),
+                plan=plan,
             )
             return (issued.code, issued.unit.name, self.m.local(issued.expires_at)) if issued else None

@@ -33,7 +33,7 @@ from core.config import PersonRole, Settings
 from core.escalation import catch_up_on_binding
 from core.inbox import mark_handled
 from core.notices import days_late, task_view
-from core.office_actions import OfficeRefusal, decide, overdue_view, urge, who_view
+from core.office_actions import OfficeRefusal, decide, overdue_view, resolve_unit, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
 from core.pace import pace_of
 from core.progress import record_values
@@ -581,7 +581,15 @@ class Conversation:
 
     # --- liaison: tasks ------------------------------------------------------------------
 
-    def _cmd_tasks(self, turn: _Turn, _args: str) -> None:
+    def _cmd_tasks(self, turn: _Turn, args: str) -> None:
+        if args.strip() and turn.is_office and turn.plan is not None:
+            try:  # the office asks about any unit, named as people type it
+                unit = resolve_unit(turn.session, turn.plan, args)
+            except OfficeRefusal as refusal:
+                self._error(turn, refusal.code, refusal.detail, **refusal.extra)
+                return
+            self._reply(turn, self.render_tasks(turn.session, unit, turn.now))
+            return
         units = turn.reporter_units
         if not units:
             self._error(turn, "not_reporter")

@@ -459,14 +459,14 @@ def _tally_row(table: _Table, name: str, due_at: datetime | None, tally: Tally) 
 # --- export --------------------------------------------------------------------------------
 
 
-def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat) -> str:
+def default_name(plan: Plan, checkpoint_key: str | None, fmt: FileFormat, year: int | None = None) -> str:
     """``通报-嘉鱼县-2024-q1.xlsx`` for a checkpoint, ``通报-嘉鱼县-2024-全年.xlsx`` for the year.
 
     The county is in the name: one service writes every county's files into
     one exports folder, and a file must stay what its queued message says.
     """
     county = plan.jurisdiction.name
-    stem = f"通报-{county}-{checkpoint_key}" if checkpoint_key else f"通报-{county}-{plan.year}-全年"
+    stem = f"通报-{county}-{checkpoint_key}" if checkpoint_key else f"通报-{county}-{year or plan.year}-全年"
     return f"{stem}.{fmt}"
 
 
@@ -478,10 +478,17 @@ def file_format(text: str) -> FileFormat:
     raise ValueError(f"unknown format {text!r}: use html, xlsx or md")
 
 
-def build_view(session: Session, settings: Settings, plan: Plan, checkpoint_key: str | None, now: datetime) -> View:
-    """The notification of ``checkpoint_key`` at ``now``, or with ``checkpoint_key=None`` the year view."""
+def build_view(
+    session: Session,
+    settings: Settings,
+    plan: Plan,
+    checkpoint_key: str | None,
+    now: datetime,
+    year: int | None = None,
+) -> View:
+    """The notification of ``checkpoint_key`` at ``now``, or with ``checkpoint_key=None`` the view of ``year``."""
     if checkpoint_key is None:
-        return build_year(session, settings, plan, now)
+        return build_year(session, settings, plan, now, year)
     return build_notification(session, settings, plan, checkpoint_key, now)
 
 
@@ -513,15 +520,16 @@ def export(
     fmt: FileFormat,
     now: datetime,
     path: Path | str | None = None,
+    year: int | None = None,
 ) -> Path:
-    """Build the notification (or, with ``checkpoint_key=None``, the year view) and write it.
+    """Build the notification (or, with ``checkpoint_key=None``, the view of ``year``) and write it.
 
     ``path`` may be a file, an existing directory (the default name is used in
     it) or None (the default name in the current directory).  Returns the path.
     """
     fmt = file_format(fmt)
-    view = build_view(session, settings, plan, checkpoint_key, now)
-    name = default_name(plan, checkpoint_key, fmt)
+    view = build_view(session, settings, plan, checkpoint_key, now, year)
+    name = default_name(plan, checkpoint_key, fmt, year)
     target = Path(path) if path is not None else Path.cwd() / name
     if target.is_dir():
         target = target / name

@@ -16,11 +16,12 @@ cancelled.  Every obligation has exactly one *outcome* at ``now``
   shown beside it);
 - **late** (``late``): answered or accepted, with ``answered_at > due``;
 - **returned** (``returned``): sent back by the office and not answered again;
-- **missing** (``missing``): still owed and ``now > due``;
-- **pending** (``pending``): still owed and ``now <= due`` (not yet due).
+- **missing** (``missing``): still owed and ``now >= due`` (a 通报 cut at the
+  deadline itself counts what is still owed as missing);
+- **pending** (``pending``): still owed and ``now < due`` (not yet due).
 
 **Accepted** (state ``accepted``) is counted on top: an accepted answer is
-also on time or late.  An obligation is *due* when ``now > due``; the on-time
+also on time or late.  An obligation is *due* when ``now >= due``; the on-time
 rate is ``on_time / due`` (``None`` while nothing is due).  The average delay
 is the mean of ``answered_at - due`` in days over late answers.
 
@@ -49,7 +50,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 from functools import cached_property
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -401,7 +402,8 @@ def outcome_of(obligation: Obligation, due_at: datetime, now: datetime) -> Outco
     if obligation.state in ("answered", "accepted"):
         answered = obligation.answered_at
         return "on_time" if answered is not None and answered <= due_at else "late"
-    return "missing" if now > due_at else "pending"
+    # The cut-off is part of the round: at the deadline itself nothing is "not yet due" any more.
+    return "missing" if now >= due_at else "pending"
 
 
 def light_for_rate(rate: float | None, report: ReportSettings) -> Light:
@@ -437,7 +439,7 @@ def tally(entries: Iterable[tuple[Obligation, datetime]], now: datetime, report:
         owed += 1
         outcome = outcome_of(obligation, due_at, now)
         counts[outcome] += 1
-        due += now > due_at
+        due += now >= due_at
         accepted += obligation.state == "accepted"
         if outcome == "late":
             delay = _delay_days(obligation, due_at)
@@ -724,7 +726,7 @@ def build_notification(
     return Notification(
         jurisdiction=_jurisdiction(session, plan),
         plan_name=plan.name,
-        year=plan.year,
+        year=round_year(due_at, tz),
         office=settings.office.unit,
         checkpoint_key=checkpoint.key,
         checkpoint_title=checkpoint.title,
@@ -925,11 +927,17 @@ def _areas(rows: list[TaskRow]) -> list[AreaMix]:
 # --- the year --------------------------------------------------------------------------------
 
 
-def build_year(session: Session, settings: Settings, plan: Plan, now: datetime) -> YearView:
-    """Each unit's record across all live checkpoints of the plan, side by side."""
+def round_year(due_at: datetime, tz: tzinfo) -> int:
+    """The year a round belongs to: the year of its deadline, in the office's zone."""
+    return due_at.astimezone(tz).year
+
+
+def build_year(session: Session, settings: Settings, plan: Plan, now: datetime, year: int | None = None) -> YearView:
+    """Each unit's record across the live checkpoints due in ``year`` (default: the plan's), side by side."""
     tz = settings.tz
     report = settings.report
-    checkpoints = live_checkpoints(session, plan.id)
+    year = plan.year if year is None else year
+    checkpoints = [c for c in live_checkpoints(session, plan.id) if round_year(c.due_at, tz) == year]
     index = {c.id: i for i, c in enumerate(checkpoints)}
     obligations = _live_obligations(session, list(index))
     per_unit: dict[int, list[list[Obligation]]] = {}
@@ -946,7 +954,7 @@ def build_year(session: Session, settings: Settings, plan: Plan, now: datetime) 
             key=c.key,
             title=c.title,
             due_at=c.due_at.astimezone(tz),
-            is_due=now > c.due_at,
+            is_due=now >= c.due_at,
             tally=tally(((o, c.due_at) for o in per_checkpoint[i]), now, report),
         )
         for i, c in enumerate(checkpoints)
@@ -969,7 +977,7 @@ def build_year(session: Session, settings: Settings, plan: Plan, now: datetime) 
     return YearView(
         jurisdiction=_jurisdiction(session, plan),
         plan_name=plan.name,
-        year=plan.year,
+        year=year,
         office=settings.office.unit,
         generated_at=now.astimezone(tz),
         thresholds=_thresholds(report),

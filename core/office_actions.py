@@ -23,7 +23,7 @@ from core.reporting import latest_reviewable, review
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.models import AuditLog, Binding, Identity, Obligation, Person, Plan, Task, Unit
-from storage.queries import OPEN_STATES, find_task, find_unit, identities_of_unit, overdue_rows, unit_obligations
+from storage.queries import OPEN_STATES, find_task, identities_of_unit, match_units, overdue_rows, unit_obligations
 
 REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
 
@@ -55,6 +55,20 @@ class ReviewResult:
     notified: bool
 
 
+def resolve_unit(session: Session, plan: Plan, name: str) -> Unit:
+    """The unit ``name`` means as people type it (发改局, 官桥镇, 发改).
+
+    Raises :class:`OfficeRefusal` ``unknown_unit`` when it means none, and
+    ``ambiguous_unit`` with the ``choices`` (full names) when it means several.
+    """
+    matches = match_units(session, plan.jurisdiction_id, name)
+    if not matches:
+        raise OfficeRefusal("unknown_unit", name.strip())
+    if len(matches) > 1:
+        raise OfficeRefusal("ambiguous_unit", name.strip(), choices=[u.name for u in matches])
+    return matches[0]
+
+
 def owed_now(session: Session, unit: Unit, task_id: int | None = None) -> list[Obligation]:
     """Per task, the unit's earliest open obligation: what it owes now."""
     current: dict[int, Obligation] = {}
@@ -77,10 +91,7 @@ def urge(
     if task is not None:
         units = [a.unit for a in task.assignments if a.active]
     else:
-        unit = find_unit(session, plan.jurisdiction_id, target)
-        if unit is None:
-            raise OfficeRefusal("unknown_unit", target)
-        units = [unit]
+        units = [resolve_unit(session, plan, target)]
     result = UrgeResult()
     for unit in units:
         owed = owed_now(session, unit, task.id if task else None)
@@ -134,9 +145,7 @@ def decide(
     task = find_task(session, plan.id, ref[0].value, ref[1]) if ref else None
     if task is None:
         raise OfficeRefusal("unknown_task", task_ref)
-    unit = find_unit(session, plan.jurisdiction_id, unit_name)
-    if unit is None:
-        raise OfficeRefusal("unknown_unit", unit_name)
+    unit = resolve_unit(session, plan, unit_name)
     if decision == "returned" and not reason.strip():
         raise OfficeRefusal("usage", messages.label("usage", "return"))
     obligation = latest_reviewable(session, task.id, unit.id, decision)

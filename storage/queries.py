@@ -13,17 +13,60 @@ from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Pl
 OPEN_STATES = ("owed", "returned")
 
 
-def find_unit(session: Session, jurisdiction_id: int, name: str) -> Unit | None:
-    """A unit by canonical name or any stored alias; spaces inside the name are ignored."""
+# What people leave off a unit's name when they type it: 县发改局 → 发改局, 官桥镇人民政府 → 官桥镇.
+_NAME_PREFIXES = ("县", "市")
+_NAME_SUFFIXES = ("人民政府",)
+
+
+def _core_name(name: str) -> str:
+    for prefix in _NAME_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix) + 1:
+            name = name[len(prefix) :]
+            break
+    for suffix in _NAME_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix) + 1:
+            name = name[: -len(suffix)]
+            break
+    return name
+
+
+def match_units(session: Session, jurisdiction_id: int, name: str) -> list[Unit]:
+    """The units a name as people type it may mean, by name: one when it is unambiguous, several to choose from.
+
+    In order, the first rule that matches wins: the canonical name or a stored
+    alias; the name without 县/市 before or 人民政府 after it (``发改局``,
+    ``官桥镇``); any name or alias holding what was typed (``发改``, two
+    characters at least).  Spaces inside the name are ignored.
+    """
     cleaned = "".join(name.split())
-    unit = session.scalar(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id, Unit.name == cleaned))
-    if unit is None:
-        unit = session.scalar(
+    if not cleaned:
+        return []
+    exact = session.scalar(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id, Unit.name == cleaned))
+    if exact is None:
+        exact = session.scalar(
             select(Unit)
             .join(UnitAlias, UnitAlias.unit_id == Unit.id)
             .where(Unit.jurisdiction_id == jurisdiction_id, UnitAlias.alias == cleaned)
         )
-    return unit
+    if exact is not None:
+        return [exact]
+    units = {u.id: u for u in session.scalars(select(Unit).where(Unit.jurisdiction_id == jurisdiction_id))}
+    spellings: list[tuple[str, Unit]] = [(u.name, u) for u in units.values()]
+    for unit_id, alias in session.execute(
+        select(UnitAlias.unit_id, UnitAlias.alias).where(UnitAlias.unit_id.in_(list(units)))
+    ):
+        spellings.append((alias, units[unit_id]))
+    wanted = _core_name(cleaned)
+    found = {u.id: u for spelling, u in spellings if _core_name(spelling) == wanted}
+    if not found and len(cleaned) >= 2:
+        found = {u.id: u for spelling, u in spellings if cleaned in spelling or wanted in spelling}
+    return sorted(found.values(), key=lambda u: u.name)
+
+
+def find_unit(session: Session, jurisdiction_id: int, name: str) -> Unit | None:
+    """The one unit a name as people type it means (see :func:`match_units`), or None when none or several."""
+    matches = match_units(session, jurisdiction_id, name)
+    return matches[0] if len(matches) == 1 else None
 
 
 def find_task(session: Session, plan_id: int, annex: str, number: int) -> Task | None:

@@ -56,6 +56,28 @@ def test_unknown_unit_is_a_clear_error(env: dict[str, str]) -> None:
     assert "未知单位: 县不存在局" in result.output
 
 
+@pytest.mark.parametrize("typed", ["发改局", "发改", "县 发改局"])
+def test_tasks_for_a_unit_named_as_people_type_it(env: dict[str, str], typed: str) -> None:
+    run(env, "init")
+    rows = json.loads(run(env, "tasks", "--unit", typed, "--json").output)
+    assert [row["label"] for row in rows if row["role"] == "lead"][:3] == ["县1", "县3", "县7"]
+
+
+def test_a_name_that_fits_several_units_offers_them(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "tasks", "--unit", "县城")
+    assert result.exit_code == 1
+    assert "可能是以下单位之一" in result.output
+    assert "县城发集团" in result.output and "县城投公司" in result.output
+
+
+def test_invite_a_town_by_its_short_name(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "invite", "官桥镇", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["unit"] == "官桥镇人民政府"
+
+
 def test_tasks_table_is_readable(env: dict[str, str]) -> None:
     run(env, "init")
     result = run(env, "tasks", "--annex", "city")
@@ -213,6 +235,15 @@ def test_report_for_the_year(env: dict[str, str], tmp_path: Path) -> None:
     run(env, "init")
     assert run(env, "report", "--year", "--format", "xlsx", "-o", str(tmp_path / "year.xlsx")).exit_code == 0
     assert (tmp_path / "year.xlsx").exists()
+
+
+def test_report_for_a_named_year_is_named_for_that_year(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    result = run(env, "report", "--year", "2026", "--format", "md", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    [written] = list(tmp_path.glob("*.md"))
+    assert written.name.endswith("-2026-全年.md")
+    assert written.read_text(encoding="utf-8").startswith("# 2026年度督办情况汇总")
 
 
 def test_report_for_an_unknown_round_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:

@@ -367,6 +367,25 @@ def test_urge_sends_a_recorded_reminder_to_the_units_liaisons(runtime: Runtime, 
     assert "【催办】" in urge.payload["text"] and "牵头任务" in urge.payload["text"]
 
 
+def test_urge_understands_a_short_unit_name(runtime: Runtime, bound: Conversation) -> None:
+    say(bound, OFFICE, "/urge 发改")
+    assert "已催办 1 个单位:县发改局" in last_text(runtime, OFFICE)
+
+
+def test_urge_of_a_name_fitting_several_units_offers_them_and_sends_nothing(
+    runtime: Runtime, bound: Conversation
+) -> None:
+    say(bound, OFFICE, "/urge 县城")
+    text = last_text(runtime, OFFICE)
+    assert "可能是以下单位之一" in text and "县城投公司" in text
+    assert outbox(runtime, LIAISON, kind="urge") == []
+
+
+def test_the_office_asks_for_a_units_tasks_by_its_short_name(runtime: Runtime, bound: Conversation) -> None:
+    say(bound, OFFICE, "/tasks 发改局")
+    assert "县发改局" in last_text(runtime, OFFICE) and "县45" in last_text(runtime, OFFICE)
+
+
 def test_urge_of_a_unit_with_nobody_bound_says_so(runtime: Runtime, bound: Conversation) -> None:
     say(bound, OFFICE, "/urge 县林业局")
     assert "无人绑定、无法催办:县林业局" in last_text(runtime, OFFICE)
@@ -390,6 +409,12 @@ def test_return_makes_it_owed_again_and_tells_the_liaison_why(runtime: Runtime, 
         assert session.scalar(select(Review.decision)) == "returned"
     say(bound, LIAISON, "/report 12 按计划推进 补充名单:甲、乙")
     assert obligation_state(runtime, "县发改局", "county", 12, "2024-q1") == "answered"
+
+
+def test_accept_names_the_unit_as_people_type_it(runtime: Runtime, bound: Conversation) -> None:
+    say(bound, LIAISON, "/report 12 按计划推进 已对接")
+    say(bound, OFFICE, "/accept 12 发改局")
+    assert obligation_state(runtime, "县发改局", "county", 12, "2024-q1") == "accepted"
 
 
 def test_accept_with_nothing_submitted_is_a_clear_answer(runtime: Runtime, bound: Conversation) -> None:

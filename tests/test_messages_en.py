@@ -120,7 +120,13 @@ VIEW = DigestView(
     unreachable_people=1,
 )
 
-ERROR = {"detail": "99", "limit": 1000, "units": "县发改局、县招商投资中心", "allowed": ".pdf、.docx、.xlsx"}
+ERROR = {
+    "detail": "99",
+    "limit": 1000,
+    "units": "县发改局、县招商投资中心",
+    "allowed": ".pdf、.docx、.xlsx",
+    "choices": ["县发改局", "县城发集团"],
+}
 ERROR_CODES = re.findall(r'code == "(\w+)"', (ZH / "error.j2").read_text(encoding="utf-8"))
 
 CONTEXTS: dict[str, list[dict[str, Any]]] = {

@@ -336,6 +336,58 @@ def test_an_adhoc_round_over_one_task_is_reported_on_its_own(runtime: Runtime, s
     assert [u.unit for u in n.named] == ["县教育局"]
 
 
+def test_a_notification_cut_at_the_deadline_counts_nothing_as_not_yet_due(
+    session: Session, settings: Settings, plan: Plan
+) -> None:
+    at_deadline = build_notification(session, settings, plan, "2024-q1", DUE)
+    assert at_deadline.generated_at == at_deadline.due_at
+    assert at_deadline.summary.pending == 0
+    assert at_deadline.summary.due == at_deadline.summary.owed
+    assert at_deadline.summary.rate is not None
+
+
+def _adhoc_round_due_in_2026(runtime: Runtime, settings: Settings) -> None:
+    set_clock(runtime, local(2026, 11, 30, 9))
+    with runtime.transaction() as session:
+        plan = current_plan(session, settings)
+        assert plan is not None
+        add_adhoc_checkpoint(
+            session,
+            plan,
+            key="special-2026",
+            title="专项督查",
+            due_at=local(2026, 12, 4, 18),
+            now=local(2026, 11, 30, 9),
+            tasks=["county-60"],
+            actor="督查室",
+        )
+
+
+def test_an_adhoc_rounds_notification_is_titled_with_its_deadlines_year(
+    played: Runtime, settings: Settings, messages: Messages
+) -> None:
+    _adhoc_round_due_in_2026(played, settings)
+    with played.transaction() as session:
+        plan = current_plan(session, settings)
+        assert plan is not None
+        n = build_notification(session, settings, plan, "special-2026", local(2026, 12, 1, 9))
+    assert n.year == 2026
+    assert render_markdown(n, messages).startswith("# 2026年专项督查情况通报")
+
+
+def test_the_year_view_holds_only_the_rounds_due_in_that_year(played: Runtime, settings: Settings) -> None:
+    _adhoc_round_due_in_2026(played, settings)
+    at = local(2026, 12, 5, 9)
+    with played.transaction() as session:
+        plan = current_plan(session, settings)
+        assert plan is not None
+        plans_year = build_year(session, settings, plan, at)
+        later = build_year(session, settings, plan, at, year=2026)
+    assert (plans_year.year, [c.key for c in plans_year.checkpoints]) == (2024, ["2024-q1", "2024-q2"])
+    assert (later.year, [c.key for c in later.checkpoints]) == (2026, ["special-2026"])
+    assert later.total.owed == 2
+
+
 # --- the files -----------------------------------------------------------------------------
 
 
