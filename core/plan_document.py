@@ -134,18 +134,11 @@ def _feed_lines(reader: PlanReader, lines: list[TableLine]) -> None:
 
 
 def _feed_task_table(reader: PlanReader, table: TaskTable) -> None:
-    group = ""
     for row in table.rows:
         if isinstance(row, TableLine):
             reader.feed_lines([row.text], row.line)
-            continue
-        if row.group and row.group != group:
-            group = row.group
-            # A section column written as headings (一、… / (一)…) sets the section like a heading line.
-            headings = [h for h in row.group.splitlines() if _HEADING.match(normalise_text(h).strip())]
-            if headings:
-                reader.feed_lines(headings, row.line)
-        reader.feed_task_row(row)
+        else:
+            reader.feed_task_row(row)  # a section column (row.group) is the reader's to apply
 
 
 def read_plan_bytes(data: bytes, filename: str, settings: Settings) -> PlanFile:

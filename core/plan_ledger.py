@@ -9,7 +9,9 @@ Layout (documented in the workbook's first sheet too):
 
 Units are written as the plan holds them: canonical names, and a group phrase
 (各镇人民政府 …) written once as the phrase, not as its members, so a group
-defined later still applies.  ``分组`` holds the task's section heading (and
+defined later still applies — unless in that task the phrase stood for other
+units than the group holds (a task-specific meaning), when those units are
+written by name.  ``分组`` holds the task's section heading (and
 its subsection on a second line).  Reading this file back
 (:mod:`core.plan_document`) gives the same tasks and assignments; an office
 may edit it in WPS or Excel and re-import it, and the import shows the diff.
@@ -25,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.plan_parser import Annex, Role
-from storage.models import Assignment, Plan, Task, TaskGroup, Unit
+from storage.models import Assignment, Plan, Task, TaskGroup, Unit, UnitGroupMember
 
 LEDGER_HEADER = ("序号", "任务", "牵头单位", "责任单位", "完成时限", "分组", "备注")
 ANNEX_SHEETS: dict[Annex, tuple[str, str]] = {
@@ -72,6 +74,8 @@ def ledger_rows(session: Session, plan: Plan) -> dict[Annex, list[LedgerRow]]:
     ).all()
     names: dict[int, list[tuple[Role, str]]] = defaultdict(list)
     phrases_written: dict[int, set[str]] = defaultdict(set)
+    members = _group_members(session, plan)
+    via: dict[int, dict[str, list[tuple[Role, str]]]] = defaultdict(dict)
     assignments = session.execute(
         select(Assignment.task_id, Assignment.role, Assignment.via_group, Unit.name)
         .join(Unit, Unit.id == Assignment.unit_id)
@@ -82,10 +86,31 @@ def ledger_rows(session: Session, plan: Plan) -> dict[Annex, list[LedgerRow]]:
     for task_id, role, via_group, unit in assignments:
         if via_group is None:
             names[task_id].append((Role(role), unit))
-        elif via_group not in phrases_written[task_id]:
-            # A group's members are written as the phrase, once, in the role the document gave it.
-            phrases_written[task_id].add(via_group)
-            names[task_id].append((_phrase_role(session, task_id, via_group, Role(role)), via_group))
+            continue
+        if via_group not in via[task_id]:
+            names[task_id].append((Role(role), via_group))  # a placeholder, resolved below
+        via[task_id].setdefault(via_group, []).append((Role(role), unit))
+    for task_id, by_phrase in via.items():
+        written: list[tuple[Role, str]] = []
+        for role, name in names[task_id]:
+            if name not in by_phrase:
+                written.append((role, name))
+                continue
+            mine = {u for _, u in by_phrase[name]}
+            # Units the task names otherwise (its lead, say) are not assigned again through the phrase.
+            elsewhere = {u for _, u in names[task_id] if u not in by_phrase} | {
+                u for phrase, units in by_phrase.items() if phrase != name for _, u in units
+            }
+            if mine == members.get(name, set()) - elsewhere:
+                # The phrase, once, in the role the document gave it: a later definition still applies.
+                phrases_written[task_id].add(name)
+                written.append((_phrase_role(session, task_id, name, role), name))
+            else:
+                # The phrase meant other units in this task than the group holds (a task-specific meaning
+                # from the notice's own tables): those units, by name, so the task keeps exactly them.
+                phrases_written[task_id].add(name)
+                written.extend(by_phrase[name])
+        names[task_id] = written
     groups = session.execute(
         select(TaskGroup.task_id, TaskGroup.phrase, TaskGroup.role)
         .join(Task, Task.id == TaskGroup.task_id)
@@ -104,6 +129,19 @@ def ledger_rows(session: Session, plan: Plan) -> dict[Annex, list[LedgerRow]]:
             (row.lead if role is Role.LEAD else row.responsible).append(name)
         result[Annex(task.annex)].append(row)
     return result
+
+
+def _group_members(session: Session, plan: Plan) -> dict[str, set[str]]:
+    """Each group phrase's members as the plan's jurisdiction holds them."""
+    members: dict[str, set[str]] = defaultdict(set)
+    rows = session.execute(
+        select(UnitGroupMember.phrase, Unit.name)
+        .join(Unit, Unit.id == UnitGroupMember.unit_id)
+        .where(UnitGroupMember.jurisdiction_id == plan.jurisdiction_id)
+    )
+    for phrase, name in rows:
+        members[phrase].add(name)
+    return members
 
 
 def _phrase_role(session: Session, task_id: int, phrase: str, fallback: Role) -> Role:

@@ -989,7 +989,9 @@ class PlanReader:
             return None
         section, subsection = self._sections(headings, heading_kinds)
         if row.group.strip():
-            section, subsection = normalise_text(row.group).strip(), ""
+            # A section column; the ledger writes a subsection on a second line.
+            parts = [part.strip() for part in normalise_text(row.group).splitlines() if part.strip()]
+            section, subsection = parts[0], " ".join(parts[1:])
         label = row.number.strip()
         folded_label = normalise_text(label)
         value: int | None = None
