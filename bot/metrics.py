@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.inbox import counts as inbox_counts
 from jobs.sender import OutgoingRow, outbox_depth
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 
 class _Live(Collector):
-    """Figures read at scrape time: outbox depth and age, updates handled."""
+    """Figures read at scrape time: outbox depth and age, inbox rows pending and failed, updates handled."""
 
     def __init__(self, runtime: Runtime, conversation: Conversation) -> None:
         self.runtime = runtime
@@ -35,8 +36,13 @@ class _Live(Collector):
         age = GaugeMetricFamily(
             "duban_outbox_oldest_queued_seconds", "Age of the oldest queued row", labels=["platform"]
         )
+        inbound = GaugeMetricFamily(
+            "duban_inbound_updates", "Inbox rows waiting to be handled or given up", labels=["state"]
+        )
         with self.runtime.sessions() as session:
             figures = outbox_depth(session, self.runtime.clock.now())
+            for state, count in inbox_counts(session).items():
+                inbound.add_metric([state], count)
         for platform, states in figures.items():
             for state, count in states.items():
                 if state != "oldest_age_seconds":
@@ -44,6 +50,7 @@ class _Live(Collector):
             age.add_metric([platform], states.get("oldest_age_seconds", 0.0))
         yield depth
         yield age
+        yield inbound
         handled = CounterMetricFamily("duban_updates", "Incoming updates handled", labels=["platform", "result"])
         for (platform, result), count in sorted(self.conversation.handled.items()):
             handled.add_metric([platform, result], count)

@@ -141,6 +141,9 @@ async def test_update_that_cannot_be_handled_is_answered_with_a_reference_and_li
     with polling_bot.service.runtime.transaction() as session:
         failed = inbox.failed_updates(session)
     assert len(failed) == 1
+    async with httpx.AsyncClient(base_url=base(polling_bot), trust_env=False) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'duban_inbound_updates{state="failed"} 1.0' in metrics
     assert (
         reply.text
         == f"未能记录,请稍后重试(参考编号:{failed[0].reference})。如再次失败,请联系县政府政务督查室并告知该编号。"
