@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
+import os
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy.exc import DisconnectionError, OperationalError
@@ -106,13 +112,65 @@ class Inbox:
 
     # --- receiving ------------------------------------------------------------
 
-    async def accept(self, *received: Received) -> list[int]:
-        """Store updates as pending in one transaction; the ids of those not stored before.
+    async def accept(self, *received: Received) -> None:
+        """Make updates durable before the caller acknowledges them.
 
-        Raises the database's error when they could not be stored: the caller
-        must then not acknowledge them.
+        They are stored as pending rows in one transaction.  When the database
+        has not taken them within ``[inbox] accept_within`` (another process
+        holds the lock, the database thread is busy) they are written to the
+        spool folder instead, synced to disk, and moved into the database by
+        the worker later (a store that still completes meanwhile makes the
+        spooled copy a duplicate, which the dedup drops).  Raises only when
+        neither worked: the caller must then not acknowledge them.
         """
-        return await self.threads.run(self._store, received)
+        storing = asyncio.ensure_future(self.threads.run(self._store, received))
+        storing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            await asyncio.wait_for(asyncio.shield(storing), self.settings.accept_within.total_seconds())
+            return
+        except Exception as exc:  # timed out, or the database refused
+            log.warning("inbox: %d update(s) spooled, the database did not take them: %s", len(received), exc)
+        await asyncio.to_thread(self._spool, received)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.runtime.settings.path(self.runtime.settings.service.data_dir) / "inbox-spool"
+
+    def _spool(self, received: tuple[Received, ...]) -> None:
+        """Write updates to the spool folder: one file each, complete or absent (temporary file, fsync, rename)."""
+        folder = self.spool_dir
+        folder.mkdir(parents=True, exist_ok=True)
+        at = self.wall_clock()
+        for item in received:
+            name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.json"
+            partial = folder / f".{name}"
+            record = {**asdict(item), "received_at": at.isoformat()}
+            with partial.open("w", encoding="utf-8") as handle:
+                json.dump(record, handle, ensure_ascii=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, folder / name)
+        directory = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def _unspool(self) -> None:
+        """Move spooled updates into the database (on the database thread, before reading what is due)."""
+        folder = self.spool_dir
+        if not folder.is_dir():
+            return
+        files = sorted(folder.glob("[0-9]*.json"))
+        if not files:
+            return
+        with self.runtime.transaction() as session:
+            for path in files:
+                record = json.loads(path.read_text(encoding="utf-8"))
+                at = datetime.fromisoformat(record.pop("received_at"))
+                inbox.store(session, Received(**record), at)
+        for path in files:  # committed: the database has them now
+            path.unlink(missing_ok=True)
 
     def _store(self, received: tuple[Received, ...], *, claim: bool = False) -> list[int]:
         now = self.wall_clock()
@@ -173,6 +231,7 @@ class Inbox:
             return inbox.next_due(session)
 
     def _due(self) -> list[StoredUpdate]:
+        self._unspool()
         now = self.wall_clock()
         for held, until in list(self._held_until.items()):
             if until <= now:

@@ -395,6 +395,9 @@ class InboxSettings(Section):
 
     retry_base: Duration = timedelta(seconds=2)
     retry_max: Duration = timedelta(minutes=5)
+    #: An update the database has not taken within this (locked, busy) is written to the spool folder
+    #: instead, so the platform can be answered in time (WeCom retries after 5 s, three times).
+    accept_within: Duration = timedelta(seconds=2)
     #: After this long an update that still fails is given up: the sender is told and the dashboard shows it.
     give_up_after: Duration = timedelta(days=1)
 
