@@ -30,10 +30,11 @@ from core.binding import add_office_chat, redeem_code, unbind
 from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
 from core.clock import Clock
 from core.config import PersonRole, Settings
+from core.digest import SCREEN_ITEMS, SCREEN_UNITS, build_view, dashboard_link, overdue_file
 from core.escalation import catch_up_on_binding
 from core.inbox import mark_handled
 from core.notices import days_late, task_view
-from core.office_actions import OfficeRefusal, decide, overdue_view, resolve_unit, urge, who_view
+from core.office_actions import OfficeRefusal, decide, resolve_unit, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
 from core.pace import pace_of
 from core.progress import record_values
@@ -363,12 +364,14 @@ class Conversation:
         edit: bool = False,
         label: str | None = None,
         close: str | None = None,
+        document: dict[str, str] | None = None,
     ) -> None:
         """Queue an answer; ``edit`` replaces the pressed menu, ``close`` takes the buttons off another message."""
         incoming = turn.incoming
         message = Message(
             text=text,
             buttons=buttons or [],
+            document=document,
             reply_to=None if edit or close or incoming.callback else incoming.message_id,
             edit_of=close or (incoming.button_message_id if edit else None),
             label=label,
@@ -1309,9 +1312,47 @@ class Conversation:
         assert turn.plan is not None
         return list(turn.session.scalars(select(Unit.id).where(Unit.jurisdiction_id == turn.plan.jurisdiction_id)))
 
-    def _cmd_overdue(self, turn: _Turn, _args: str) -> None:
+    def _cmd_overdue(self, turn: _Turn, args: str) -> None:
+        """One screen (totals, change, the worst units) and the full list as a file; or one unit or task."""
         assert turn.plan is not None
-        self._reply(turn, self.m.render("overdue", **overdue_view(turn.session, self.m, turn.plan, turn.now)))
+        scope, scope_name, unit_id, task_id = "all", "", None, None
+        if args:
+            ref = parse_task_ref(args.split()[0])
+            task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref else None
+            if task is not None:
+                scope, task_id = "task", task.id
+                scope_name = task_label(task.annex, task.number, self.m.language)
+            else:
+                try:
+                    unit = resolve_unit(turn.session, turn.plan, args)
+                except OfficeRefusal as refusal:
+                    self._error(turn, refusal.code, refusal.detail, **refusal.extra)
+                    return
+                scope, scope_name, unit_id = "unit", unit.name, unit.id
+        view = build_view(turn.session, self.m, turn.plan, turn.now, unit_id=unit_id, task_id=task_id)
+        if scope == "unit" and view.units:
+            listed: list[Any] = view.units[0].items
+        else:
+            listed = [(block, item) for block in view.units for item in block.items]
+        shown = listed[:SCREEN_ITEMS]
+        document = None
+        if view.units and (scope == "all" or len(listed) > len(shown)):
+            folder = self.settings.path(self.settings.service.data_dir) / "exports"
+            path = overdue_file(view, folder, self.m, scope=scope_name)
+            document = {"path": str(path), "file_name": path.name}
+        text = self.m.render(
+            "overdue",
+            view=view,
+            scope=scope,
+            scope_name=scope_name,
+            shown=shown,
+            hidden=len(listed) - len(shown),
+            worst=[(b, self.m.label("role", b.rung) if b.rung else None) for b in view.units[:SCREEN_UNITS]],
+            more=max(0, len(view.units) - SCREEN_UNITS),
+            file_name=document["file_name"] if document else None,
+            link=dashboard_link(self.settings),
+        )
+        self._reply(turn, text, document=document)
 
     def _cmd_urge(self, turn: _Turn, args: str) -> None:
         assert turn.plan is not None

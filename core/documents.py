@@ -213,6 +213,22 @@ class _Table:
         sheet.set_footer(_FOOTER)
 
 
+def write_table_xlsx(
+    path: Path, messages: Messages, sheet: str, header: Sequence[str], rows: Sequence[Sequence[Cell]]
+) -> Path:
+    """One sheet as a printable table (A4 landscape, header repeated, filters): a list sent as a file."""
+    labels = _labels(messages)
+    book = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False, "strings_to_formulas": False})
+    try:
+        table = _Table(book, _Formats(book, labels, messages.tz), labels, sheet, header)
+        for cells in rows:
+            table.add(cells)
+        table.finish(freeze_columns=1)
+    finally:
+        book.close()
+    return path
+
+
 def _number(value: int | float | None) -> Cell:
     return Cell(value, "int")
 

@@ -353,11 +353,37 @@ def test_office_commands_need_the_office_role(runtime: Runtime, bound: Conversat
     assert "仅限县政府政务督查室" in last_text(runtime, LIAISON)
 
 
-def test_overdue_groups_by_unit_with_days_late(runtime: Runtime, bound: Conversation, clock: ManualClock) -> None:
+def test_overdue_is_one_screen_with_the_full_list_attached(
+    runtime: Runtime, bound: Conversation, clock: ManualClock
+) -> None:
     clock.set(local(2024, 3, 2, 9))
     say(bound, OFFICE, "/overdue")
+    [answer] = outbox(runtime, OFFICE)[-1:]
+    text, document = answer.payload["text"], answer.payload["document"]
+    assert text.startswith("逾期未报送(2024-03-02 09:00):28 个单位、109 项")
+    assert text.count("项,最长逾期 2 天") == 5 and len(text) < 1000
+    assert document["file_name"] == "逾期清单-20240302-0900.xlsx" and Path(document["path"]).stat().st_size > 0
+
+
+def test_overdue_of_a_unit_lists_its_items(runtime: Runtime, bound: Conversation, clock: ManualClock) -> None:
+    clock.set(local(2024, 3, 2, 9))
+    say(bound, OFFICE, "逾期 县发改局")
     text = last_text(runtime, OFFICE)
-    assert "【县发改局】" in text and "细化方案报送 · 逾期 2 天" in text
+    assert text.startswith("【县发改局】逾期未报送 9 项,最长逾期 2 天")
+    assert "县1 地区生产总值增长6.5% · 细化方案报送 · 逾期 2 天" in text
+    assert "document" not in outbox(runtime, OFFICE)[-1].payload  # nine items fit on the screen
+
+
+def test_overdue_of_a_task_lists_the_units_owing_it(runtime: Runtime, bound: Conversation, clock: ManualClock) -> None:
+    clock.set(local(2024, 3, 2, 9))
+    say(bound, OFFICE, "/overdue 1")
+    text = last_text(runtime, OFFICE)
+    assert text.startswith("【县1】1 个单位逾期未报送") and "县发改局 · 细化方案报送 · 逾期 2 天" in text
+
+
+def test_overdue_of_an_unknown_unit_says_so(runtime: Runtime, bound: Conversation, clock: ManualClock) -> None:
+    say(bound, OFFICE, "/overdue 不存在局")
+    assert "不存在局" in last_text(runtime, OFFICE)
 
 
 def test_urge_sends_a_recorded_reminder_to_the_units_liaisons(runtime: Runtime, bound: Conversation) -> None:

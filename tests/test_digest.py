@@ -1,8 +1,12 @@
-"""The overdue digest: each working morning and on demand, split where the platform needs it."""
+"""The overdue digest: each working morning and on demand, one screen with the full list as an XLSX file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import update
 
 from core.clock import ManualClock
@@ -39,40 +43,51 @@ def people(runtime: Runtime, clock: ManualClock) -> Conversation:
 
 
 def digests(runtime: Runtime, chat: int) -> list[str]:
-    """Each digest sent to a chat, its parts joined."""
-    whole: dict[str, list[str]] = {}
-    for row in outbox(runtime, chat, kind="digest"):
-        whole.setdefault(row.dedup_key.rsplit(":", 1)[0], []).append(row.payload["text"])
-    return ["\n".join(parts) for parts in whole.values()]
+    """Each digest's text sent to a chat."""
+    return [row.payload["text"] for row in outbox(runtime, chat, kind="digest")]
 
 
-def test_digest_lists_units_with_days_late_and_rung_reached(
+def attached_rows(runtime: Runtime, chat: int) -> list[dict[str, Any]]:
+    """The rows of the XLSX list attached to the chat's latest digest, by column header."""
+    document = outbox(runtime, chat, kind="digest")[-1].payload["document"]
+    sheet = load_workbook(Path(document["path"]), read_only=True).worksheets[0]
+    header, *rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    return [dict(zip(header, row, strict=True)) for row in rows]
+
+
+def test_digest_is_one_screen_with_the_worst_units_and_the_full_list_attached(
     runtime: Runtime, digest: Digest, clock: ManualClock, people: Conversation
 ) -> None:
     escalation = Escalation(runtime.settings, Messages("zh", runtime.settings.tz), make_calendar(runtime.settings))
     remind(runtime, escalation, local(2024, 3, 4, 9))  # the office rung of the refined plan
     send_digest(runtime, digest, local(2024, 3, 5, 8, 30))
-    [text] = digests(runtime, OFFICE)
-    assert "逾期未报送:28 个单位、109 项" in text
-    assert len(outbox(runtime, OFFICE, kind="digest")) == 2  # split to fit a Telegram message
-    block = text.split("■ 县发改局:")[1].split("■")[0]
-    assert block.startswith("9 项,最长逾期 5 天,已升级至督查室")
-    assert "县1 地区生产总值增长6.5%(细化方案报送,逾期 5 天)" in block
-    assert "无人绑定" in text.split("■ 县科经局:")[1].split("■")[0]
+    [row] = outbox(runtime, OFFICE, kind="digest")  # one message, not dozens
+    text = row.payload["text"]
+    assert "逾期未报送:28 个单位、109 项" in text and len(text) < 1000
+    assert text.count("项,最长逾期") == 5 and "……另有 23 个单位" in text
+    assert f"完整清单见附件《{row.payload['document']['file_name']}》" in text
+    listed = attached_rows(runtime, OFFICE)
+    assert len(listed) == 109
+    mine = [r for r in listed if r["单位"] == "县发改局"]
+    assert len(mine) == 9
+    first = next(r for r in mine if r["任务"] == "县1")
+    assert (first["督查轮次"], first["逾期天数"], first["已升级至"]) == ("细化方案报送", 5, "督查室")
+    assert all(r["无法送达"] == "无人绑定" for r in listed if r["单位"] == "县科经局")
 
 
 def test_unreachable_people_are_named(runtime: Runtime, digest: Digest, people: Conversation) -> None:
     with runtime.transaction() as session:
         session.execute(update(Identity).where(Identity.external_id == str(LIAISON)).values(reachable=False))
     send_digest(runtime, digest, local(2024, 3, 4, 8, 30))
-    block = digests(runtime, OFFICE)[0].split("■ 县发改局:")[1].split("■")[0]
-    assert "无法送达:用户32(联络员)" in block
+    assert "1 人无法送达" in digests(runtime, OFFICE)[0]
+    assert {r["无法送达"] for r in attached_rows(runtime, OFFICE) if r["单位"] == "县发改局"} == {"用户32(联络员)"}
 
 
 def test_empty_digest_says_so_in_one_line(runtime: Runtime, digest: Digest, people: Conversation) -> None:
     send_digest(runtime, digest, local(2024, 2, 26, 8, 30))  # nothing is due yet
     [text] = digests(runtime, OFFICE)
     assert text == "【督办日报】2024-02-26 08:30:目前没有逾期未报送的事项。"
+    assert "document" not in outbox(runtime, OFFICE, kind="digest")[0].payload
 
 
 def test_no_digest_on_a_day_off(runtime: Runtime, digest: Digest, people: Conversation) -> None:
@@ -97,21 +112,6 @@ def test_digest_says_what_changed_since_the_previous_one(
     send_digest(runtime, digest, local(2024, 3, 5, 8, 30))
     latest = digests(runtime, OFFICE)[-1]
     assert "108 项(较 3月4日 新增 0 项,办结 1 项)" in latest
-
-
-def test_long_digest_is_split_between_units(runtime: Runtime, digest: Digest, people: Conversation) -> None:
-    with runtime.transaction() as session:
-        plan = current_plan(session, runtime.settings)
-        assert plan is not None
-        view = digest.build(session, plan, local(2024, 3, 28, 8, 30))  # refined plan and Q1 both overdue
-    parts = digest.render_parts(view, 2000)
-    assert len(parts) > 3 and all(len(part) <= 2000 for part in parts)
-    for block in view.units:
-        if len(block.items) < 40:  # a block that fits in a message is never cut
-            assert sum(1 for part in parts if f"■ {block.name}:" in part) == 1
-            holder = next(part for part in parts if f"■ {block.name}:" in part)
-            assert all(item["label"] + " " in holder for item in block.items)
-    assert parts[1].startswith("【督办日报(续)】")
 
 
 def test_office_asks_for_the_digest_any_time(runtime: Runtime, people: Conversation, clock: ManualClock) -> None:

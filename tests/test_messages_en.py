@@ -102,8 +102,10 @@ BLOCK = UnitBlock(
     unit_id=7,
     name="县发改局",
     items=[
-        {**LEAD_TASK, "obligation_id": 1, "checkpoint": "细化方案报送", "late_days": 27, "returned": False},
-        {**TASK, "obligation_id": 2, "checkpoint": "第一季度进展督办", "late_days": 1, "returned": True},
+        {**LEAD_TASK, "obligation_id": 1, "checkpoint": "细化方案报送", "late_days": 27, "returned": False}
+        | {"due": PLAN_DUE},
+        {**TASK, "obligation_id": 2, "checkpoint": "第一季度进展督办", "late_days": 1, "returned": True}
+        | {"due": Q1_DUE},
     ],
     max_days_late=27,
     rung="office",
@@ -166,14 +168,11 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         },
         {"task": TASK, "status": "已完成", "note": "", "files": [], "checkpoint": None, "due": None},
     ],
-    "digest_continued.j2": [{}],
     "digest_empty.j2": [{"view": DigestView(now=T0)}],
-    "digest_footer.j2": [{"view": VIEW}, {"view": DigestView(now=T0, units=[BLOCK], total=1)}],
-    "digest_header.j2": [{"view": VIEW}, {"view": DigestView(now=T0, units=[BLOCK], total=1)}],
-    "digest_unit.j2": [
-        {"block": BLOCK, "role": "督查室"},
-        {"block": UnitBlock(**{**asdict(BLOCK), "nobody_bound": True}), "role": None},
-        {"block": UnitBlock(**{**asdict(BLOCK), "unreachable": ["王芳(联络员)"]}), "role": "分管领导"},
+    "digest_header.j2": [
+        {"view": VIEW, "worst": [(BLOCK, "督查室")], "more": 0, "file_name": "逾期清单.xlsx", "link": None},
+        {"view": DigestView(now=T0, units=[BLOCK], total=1), "worst": [(BLOCK, None)], "more": 0}
+        | {"file_name": None, "link": None},
     ],
     "error.j2": [{"code": code, **ERROR} for code in [*ERROR_CODES, "something_else"]]
     + [{"code": "nothing_to_review", **ERROR, "detail": "县12 县发改局", "limit": "退回"}],
@@ -211,20 +210,25 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
         {"checkpoint": "第一季度进展督办", "key": "2024-q1", "due": Q1_DUE, "file_name": "通报-嘉鱼县-2024-q1.xlsx"}
     ],
     "overdue.j2": [
-        {
-            "units": [
-                {"id": 7, "name": "县发改局", "reachable": True, "entries": [entry(LEAD_TASK), entry(TASK)]},
-                {
-                    "id": 9,
-                    "name": "簰洲湾镇人民政府",
-                    "reachable": False,
-                    "entries": [entry(CITY_TASK, state="returned")],
-                },
-            ],
-            "total": 3,
-            "now": T0,
+        {"view": VIEW, "scope": "all", "scope_name": "", "shown": [], "hidden": 0}
+        | {
+            "worst": [(BLOCK, "督查室")],
+            "more": 3,
+            "file_name": "逾期清单-20240328-0830.xlsx",
+            "link": "https://d/office",
         },
-        {"units": [], "total": 0, "now": T0},
+        {"view": VIEW, "scope": "unit", "scope_name": "县发改局", "shown": BLOCK.items[:1], "hidden": 1}
+        | {"worst": [], "more": 0, "file_name": "逾期清单-县发改局-20240328-0830.xlsx", "link": None},
+        {"view": VIEW, "scope": "task", "scope_name": "县12", "shown": [(BLOCK, BLOCK.items[1])], "hidden": 0}
+        | {"worst": [], "more": 0, "file_name": None, "link": None},
+        {"view": DigestView(now=T0), "scope": "unit", "scope_name": "县发改局", "shown": [], "hidden": 0}
+        | {"worst": [], "more": 0, "file_name": None, "link": None},
+    ],
+    "overdue_file_name.j2": [{"scope": "", "stamp": "20240328-0830"}, {"scope": "县发改局", "stamp": "20240328-0830"}],
+    "overdue_worst.j2": [
+        {"worst": [(BLOCK, None)], "more": 0, "file_name": None, "link": None},
+        {"worst": [(UnitBlock(**{**asdict(BLOCK), "nobody_bound": True}), "分管领导")], "more": 2}
+        | {"file_name": "逾期清单-20240328-0830.xlsx", "link": "https://d/office"},
     ],
     "pick_status.j2": [
         {"task": TASK, "checkpoint": "第一季度进展督办", "due": Q1_DUE, "note": ""},
@@ -519,7 +523,8 @@ def test_english_dates_and_separators() -> None:
     assert en.render("unbound", units=["县发改局联络员", "县财政局单位负责人"]).startswith(
         "Unbound: 县发改局联络员, 县财政局单位负责人."
     )
-    assert "1 unit, 1 item" in en.render("digest_header", view=DigestView(now=T0, units=[BLOCK], total=1))
+    one = DigestView(now=T0, units=[BLOCK], total=1)
+    assert "1 unit, 1 item" in en.render("digest_header", view=one, worst=[], more=0, file_name=None, link=None)
 
 
 # --- (d) the conversation answers in English when the settings say so ---------------------------
