@@ -14,7 +14,7 @@ from core.config import PersonRole
 from core.conversation import Conversation
 from core.digest import Digest
 from core.escalation import Escalation, make_calendar
-from core.runtime import Runtime, current_plan
+from core.runtime import Runtime
 from jobs.ticks import remind, send_digest
 from messages import Messages
 from storage.models import Identity
