@@ -87,6 +87,7 @@ from storage.queries import (
 
 REPORTER_ROLES = (PersonRole.LIAISON.value, PersonRole.HEAD.value)
 PAGE_SIZE = 8
+TASKS_PER_PAGE = 12  # /tasks: a page is one phone screen, and under WeCom's 2,048 bytes
 # Messages that name tasks to report on, so a status typed without a reply can answer them.
 REMINDER_KINDS = ("reminder", "escalation", "urge")
 REMINDERS_LOOKED_AT = 20
@@ -598,10 +599,21 @@ class Conversation:
             self._error(turn, "not_reporter")
             return
         for unit in units:
-            self._reply(turn, self.render_tasks(turn.session, unit, turn.now))
+            self._show_tasks(turn, unit, page=1)
 
-    def render_tasks(self, session: Session, unit: Unit, now: datetime) -> str:
-        """The unit's tasks, lead and responsible apart, each with its state in its current checkpoint."""
+    def _show_tasks(self, turn: _Turn, unit: Unit, *, page: int, edit: bool = False) -> None:
+        """One page of a unit's tasks; a unit with many has « » buttons (a page fits one screen)."""
+        text, pages = self.render_tasks(turn.session, unit, turn.now, page=page)
+        page = min(max(page, 1), pages)
+        nav = []
+        if page > 1:
+            nav.append(Button(self.m.label("button", "prev"), f"tk|{unit.id}|{page - 1}"))
+        if page < pages:
+            nav.append(Button(self.m.label("button", "next"), f"tk|{unit.id}|{page + 1}"))
+        self._reply(turn, text, buttons=[nav] if nav else None, edit=edit)
+
+    def render_tasks(self, session: Session, unit: Unit, now: datetime, *, page: int = 1) -> tuple[str, int]:
+        """A page of the unit's tasks, lead and responsible apart, each with its state; and the page count."""
         obligations = unit_obligations(session, unit.id)
         current: dict[int, Obligation] = {}
         for candidate in obligations:  # earliest due first
@@ -632,17 +644,32 @@ class Conversation:
                 late_days=late_days,
             )
             groups[assignment.role].append(view)
-        return self.m.render(
+        pages = max(1, math.ceil(len(assignments) / TASKS_PER_PAGE))
+        page = min(max(page, 1), pages)
+        first, last = (page - 1) * TASKS_PER_PAGE, page * TASKS_PER_PAGE
+        lead = len(groups["lead"])
+        text = self.m.render(
             "tasks",
             unit=unit.name,
             now=now,
             groups=[
-                {"title": self.m.label("group", "lead"), "tasks": groups["lead"]},
-                {"title": self.m.label("group", "responsible"), "tasks": groups["responsible"]},
+                {
+                    "title": self.m.label("group", "lead"),
+                    "tasks": groups["lead"][first:last],
+                    "count": lead,
+                },
+                {
+                    "title": self.m.label("group", "responsible"),
+                    "tasks": groups["responsible"][max(0, first - lead) : max(0, last - lead)],
+                    "count": len(groups["responsible"]),
+                },
             ],
             total=len(assignments),
             owed=owed,
+            page=page,
+            pages=pages,
         )
+        return text, pages
 
     # --- liaison: reporting ----------------------------------------------------------------
 
@@ -983,10 +1010,11 @@ class Conversation:
         turn.placements += recorded.placements
         checkpoint = recorded.checkpoint
         label = self.m.render("recorded_label", status=self.m.label("status", recorded.report.status))
-        reminder = data.get("reminder_message_id")
-        if reminder and reminder != turn.incoming.button_message_id:
-            # the reminder whose button started this report shows it is answered, and no live buttons
-            self._reply(turn, label, label=label, close=reminder)
+        receipt_replaces = turn.incoming.button_message_id if turn.incoming.callback else None
+        for pressed in data.get("menus", []):
+            if pressed != receipt_replaces:
+                # the reminder and menus pressed on the way show the answer, and no live buttons
+                self._reply(turn, label, label=label, close=pressed)
         self._reply(
             turn,
             edit=bool(turn.incoming.callback),  # a button press: the card or menu becomes the receipt
@@ -1145,6 +1173,11 @@ class Conversation:
         if parts[0] == "rt" and len(parts) == 3:
             self._start_from_reminder_button(turn, parts[1], parts[2])
             return
+        if parts[0] == "tk" and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            unit = next((u for u in turn.reporter_units if u.id == int(parts[1])), None)
+            if unit is not None:
+                self._show_tasks(turn, unit, page=int(parts[2]), edit=True)
+                return
         state = self._state(turn)
         if len(parts) != 3 or state is None or parts[0] != str(state.version):
             turn.toast = self.m.render("error", code="stale_button")
@@ -1152,6 +1185,7 @@ class Conversation:
             return
         _, action, arg = parts
         data = dict(state.data)
+        _remember_menu(turn, data)
         if action == "x":
             self._clear_state(turn)
             self._reply(turn, self.m.render("cancelled"), edit=True, label=self.m.label("button", "cancelled"))
@@ -1183,8 +1217,7 @@ class Conversation:
             self._error(turn, "stale_button")
             return
         data: dict[str, Any] = {"via": "reply", "task_id": task.id}
-        if turn.incoming.button_message_id:
-            data["reminder_message_id"] = turn.incoming.button_message_id
+        _remember_menu(turn, data)
         if checkpoint_id.isdigit():
             data["checkpoint_id"] = int(checkpoint_id)
         self._advance(turn, data)
@@ -1511,6 +1544,13 @@ def _confirmation(reason: str) -> tuple[bool, str]:
         if reason.lower().startswith(word):
             return True, re.sub(r"^[\s:,;:,;]+", "", reason[len(word) :])
     return False, reason
+
+
+def _remember_menu(turn: _Turn, data: dict[str, Any]) -> None:
+    """Note the message whose button was pressed, so the receipt can take the buttons off it."""
+    pressed = turn.incoming.button_message_id
+    if pressed and pressed not in data.get("menus", []):
+        data["menus"] = [*data.get("menus", []), pressed]
 
 
 def parse_local_datetime(text: str, settings: Settings, *, default_hour: int = 18, default_minute: int = 0) -> datetime:

@@ -196,6 +196,28 @@ def test_tasks_lists_lead_and_responsible_apart_with_state_and_due(runtime: Runt
     assert "待报送" in text
 
 
+def test_tasks_of_a_unit_with_many_are_paged_with_buttons(runtime: Runtime, bound: Conversation) -> None:
+    town = 4242
+    say(bound, town, f"/start {invite(runtime, '簰洲湾镇人民政府')}")
+    say(bound, town, "/tasks")
+    first = last_text(runtime, town)
+    pages = int(first.split("页")[0].rsplit("/", 1)[1])
+    assert pages > 1 and "第 1/" in first and len(first) < 2000
+    [forward] = last_buttons(runtime, town)
+    assert forward["text"] == "下一页 »"
+    say(bound, town, callback=forward["data"])
+    second = outbox(runtime, town)[-1]
+    assert second.payload["edit_of"] == "menu" and "第 2/" in second.payload["text"]
+    assert {b["text"] for b in second.payload["buttons"][0]} >= {"« 上一页"}
+    shown = [
+        line.split()[0]
+        for text in (first, second.payload["text"])
+        for line in text.splitlines()
+        if line.startswith(("县", "市"))
+    ]
+    assert len(shown) == len(set(shown))  # no task on two pages
+
+
 def test_one_line_report_is_recorded_and_confirmed(runtime: Runtime, bound: Conversation) -> None:
     say(bound, LIAISON, "/report 12 按计划推进 已对接绿色食品企业5家")
     [report] = reports(runtime)

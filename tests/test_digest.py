@@ -50,8 +50,11 @@ def digests(runtime: Runtime, chat: int) -> list[str]:
 def attached_rows(runtime: Runtime, chat: int) -> list[dict[str, Any]]:
     """The rows of the XLSX list attached to the chat's latest digest, by column header."""
     document = outbox(runtime, chat, kind="digest")[-1].payload["document"]
-    sheet = load_workbook(Path(document["path"]), read_only=True).worksheets[0]
-    header, *rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    book = load_workbook(Path(document["path"]), read_only=True)
+    try:
+        header, *rows = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+    finally:
+        book.close()
     return [dict(zip(header, row, strict=True)) for row in rows]
 
 

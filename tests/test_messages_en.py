@@ -356,6 +356,22 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "owed": 1,
         },
         {"unit": "县发改局、县招商投资中心", "now": T0, "groups": [], "total": 0, "owed": 0},
+        {
+            "unit": "簰洲湾镇人民政府",
+            "now": T0,
+            "groups": [
+                {"title": "牵头任务", "tasks": [], "count": 0},
+                {
+                    "title": "责任任务",
+                    "tasks": [{**TASK, "state_label": "待报送", "checkpoint": None, "due": None, "late_days": 0}],
+                    "count": 30,
+                },
+            ],
+            "total": 30,
+            "owed": 30,
+            "page": 2,
+            "pages": 3,
+        },
     ],
     "typed_menu.j2": [
         {"text": "请选择要报送的任务(第 1/2 页):", "options": ["县1 地区生产总值增长6.5%", "市3 长江大保护"]}
@@ -567,7 +583,7 @@ def test_conversation_answers_in_english(runtime: Runtime, english: Conversation
 
     say(english, LIAISON, "/tasks")
     tasks = last_text(runtime, LIAISON)
-    assert tasks.startswith("Tasks of [县发改局] (2024-02-22 10:00):")
+    assert tasks.startswith("Tasks of [县发改局] (2024-02-22 10:00, page 1 of 4):")
     lead, responsible = tasks.split("Lead tasks")[1].split("Supporting tasks")
     assert "C1 地区生产总值增长6.5%" in lead and "Awaiting report · 细化方案报送 · due 29 Feb" in lead
     assert "C12 " in responsible and "第一季度进展督办 · due 25 Mar" in responsible

@@ -353,3 +353,163 @@ async def test_digest_goes_to_the_office_group_robot(tmp_path: Path, fake: FakeW
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)
+
+
+# --- scenarios, as WeCom's servers and members behave --------------------------------------------
+
+
+async def _remind_about_task_12(member: WeComUser) -> dict[str, Any]:
+    """The office adds a round for 县12 alone; its first rung reaches the liaison as a card."""
+    added = await member.says(OFFICE, "新增督查 zx12 2024-03-15 12 专项督查12")
+    assert "zx12" in body_text(added) or "专项督查12" in body_text(added), body_text(added)
+    before = len(member.to(LIAISON))
+    await asyncio.to_thread(member.service.remind_now)
+    return await member.next_to(LIAISON, before)
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def _cards(member: WeComUser, user: str) -> list[dict[str, Any]]:
+    return [m for m in member.to(user) if m["msgtype"] == "template_card"]
+
+
+async def test_reminder_on_wecom_says_to_press_or_type_not_to_reply(member: WeComUser) -> None:
+    reminder = await _remind_about_task_12(member)
+    text = body_text(reminder)
+    assert "回复本消息" not in text and "点下方“报送”按钮,或直接发送进展" in text
+    await _until(lambda: bool(_cards(member, LIAISON)))
+    [card] = _cards(member, LIAISON)
+    assert [b["text"] for b in card["template_card"]["button_list"]] == ["报送 县12"]
+    assert reminder["enable_duplicate_check"] == 1  # a rung resent after a timeout reaches the member once
+
+
+async def test_a_status_typed_without_a_reply_answers_the_one_open_reminder(member: WeComUser) -> None:
+    await _remind_about_task_12(member)
+    await _until(lambda: bool(_cards(member, LIAISON)))
+    receipt = await member.says(LIAISON, "按计划推进 已签约两家绿色食品企业")
+    assert "已记录" in body_text(receipt) and "专项督查12" in body_text(receipt)
+    [report] = reports(member)
+    assert (report.task.number, report.status, report.note, report.via) == (
+        12,
+        "on_track",
+        "已签约两家绿色食品企业",
+        "reply",
+    )
+
+
+async def test_with_several_open_reminders_a_typed_status_asks_which_with_buttons(member: WeComUser) -> None:
+    await member.says(OFFICE, "新增督查 zx2 2024-03-15 12,1 专项督查两项")
+    before = len(member.to(LIAISON))
+    await asyncio.to_thread(member.service.remind_now)
+    await member.next_to(LIAISON, before)
+    await _until(lambda: bool(_cards(member, LIAISON)))
+    question = await member.says(LIAISON, "按计划推进 已签约两家")
+    await _until(lambda: _cards(member, LIAISON)[-1] is not _cards(member, LIAISON)[0])
+    menu = _cards(member, LIAISON)[-1]["template_card"]
+    assert "哪一项" in body_text(question) + menu["main_title"]["title"] + menu.get("sub_title_text", "")
+    keys = {b["text"].split()[0]: b["key"] for b in menu["button_list"]}
+    assert {"县1", "县12"} <= set(keys)
+    member.fake.register_response_code("code-which")
+    await member.press(LIAISON, keys["县12"], menu["task_id"], "code-which")
+    await _until(lambda: bool(reports(member)))
+    [report] = reports(member)
+    assert (report.task.number, report.status, report.note) == (12, "on_track", "已签约两家")
+
+
+async def test_answer_by_buttons_leaves_the_reminder_and_the_status_card_showing_the_record(
+    member: WeComUser,
+) -> None:
+    await _remind_about_task_12(member)
+    await _until(lambda: bool(_cards(member, LIAISON)))
+    reminder = _cards(member, LIAISON)[0]["template_card"]
+    member.fake.register_response_code("code-reminder")
+    before = len(member.to(LIAISON))
+    await member.press(LIAISON, reminder["button_list"][0]["key"], reminder["task_id"], "code-reminder")
+    await member.next_to(LIAISON, before)
+    await _until(lambda: len(_cards(member, LIAISON)) == 2)
+    status_card = _cards(member, LIAISON)[1]["template_card"]
+    statuses = {b["text"]: b["key"] for b in status_card["button_list"]}
+    member.fake.register_response_code("code-status")
+    before = len(member.to(LIAISON))
+    await member.press(LIAISON, statuses["按计划推进"], status_card["task_id"], "code-status")
+    ask = await member.next_to(LIAISON, before)
+    assert "说明" in body_text(ask)
+    receipt = await member.says(LIAISON, "已签约两家")
+    assert "已记录" in body_text(receipt)
+    await _until(lambda: len(member.fake.card_updates) == 2)
+    updates = {u["response_code"]: u for u in member.fake.card_updates}
+    for code in ("code-reminder", "code-status"):
+        # both cards: buttons greyed out (no live buttons), naming what was recorded
+        assert updates[code]["button"] == {"replace_name": "已报送:按计划推进"}
+
+
+async def test_two_identical_unclear_messages_are_both_answered(member: WeComUser) -> None:
+    first = await member.says(LIAISON, "这个怎么弄")
+    second = await member.says(LIAISON, "这个怎么弄")
+    assert body_text(first) == body_text(second) and "没有看懂" in body_text(second)
+    assert member.fake.duplicates_suppressed == []
+
+
+async def test_overdue_on_wecom_is_one_short_answer_and_a_file(member: WeComUser) -> None:
+    before = len(member.to(OFFICE))
+    answer = await member.says(OFFICE, "逾期")
+    assert body_text(answer).startswith("逾期未报送(2024-03-10 10:00)")
+    await _until(lambda: any(m["msgtype"] == "file" for m in member.to(OFFICE)[before:]))
+    await asyncio.sleep(0.3)  # anything more would have been sent by now
+    sent = member.to(OFFICE)[before:]
+    assert [m["msgtype"] for m in sent] == ["text", "file"]
+    [upload] = [u for u in member.fake.uploads if u["media_id"] == sent[1]["file"]["media_id"]]
+    assert upload["file_name"] == "逾期清单-20240310-1000.xlsx" and upload["content"].startswith(b"PK")
+
+
+async def test_a_departed_member_is_marked_unreachable_shown_to_the_office_and_not_sent_to(
+    member: WeComUser,
+) -> None:
+    member.fake.mark_invalid_user(LIAISON)
+    await member.says(OFFICE, "新增督查 zx12 2024-03-15 12 专项督查12")
+    await asyncio.to_thread(member.service.remind_now)
+    from storage.models import Identity
+
+    def reachable() -> bool:
+        with member.service.runtime.transaction() as session:
+            identity = session.scalar(select(Identity).where(Identity.external_id == LIAISON))
+            assert identity is not None
+            return identity.reachable
+
+    await _until(lambda: not reachable())
+    who = await member.says(OFFICE, "绑定情况")
+    assert "无法送达" in body_text(who)
+    urged = await member.says(OFFICE, "催办 县发改局")
+    assert "无法" in body_text(urged)
+    rejected = [r for r in member.fake.requests if r[0] == "/cgi-bin/message/send" and r[2] == 81013]
+    assert len(rejected) == 1, "the ladder stops sending to the departed member"
+
+
+async def test_the_morning_digest_reaches_the_office_member_without_a_drop(tmp_path: Path, fake: FakeWeCom) -> None:
+    """A month of overdue items, the digest and the office's questions inside half an hour: nothing dropped."""
+    clock = ManualClock(local(2024, 3, 28, 8, 30))
+    service = build_service(wecom_settings(tmp_path, fake), clock=clock, sender_clock=SystemClock())
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_service(service, stop, on_ready=lambda _: ready.set()))
+    await asyncio.wait_for(ready.wait(), 15)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            user = WeComUser(service, fake, http)
+            await user.says(OFFICE, f"绑定 {invite(service.runtime, '县政府政务督查室', PersonRole.OFFICE)}")
+            await asyncio.to_thread(send_digest, service.runtime, service.digest, clock.now())
+            service.sender.wake()
+            for minute in (5, 12, 20, 29):
+                clock.set(local(2024, 3, 28, 8, 30 + minute))
+                await user.says(OFFICE, "逾期" if minute % 2 else "日报")
+            await _until(lambda: sum(m["msgtype"] == "file" for m in user.to(OFFICE)) == 5, timeout=10)
+        assert fake.dropped == [] and fake.schema_errors == []
+        assert len(user.to(OFFICE)) <= 12  # binding, then text and file per answer, not hundreds
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)

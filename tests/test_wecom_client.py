@@ -552,3 +552,25 @@ def test_split_markdown_respects_limit_and_loses_no_content(text: str, limit: in
     chunks = split_markdown(text, limit_bytes=limit)
     assert all(0 < utf8_len(chunk) <= limit for chunk in chunks)
     assert "".join("".join(chunks).split()) == "".join(text.split())
+
+
+@pytest.mark.asyncio
+async def test_every_url_starts_at_a_private_domain_api_base(http: httpx.AsyncClient) -> None:
+    """政务微信: WeCom under a private domain and path; tokens, messages, cards, media and robots all go there."""
+    from bot.wecom.client import download_media
+
+    with FakeWeCom(prefix="/gov/qyapi") as private:
+        base = f"{private.url}/gov/qyapi"
+        client = WeComClient(
+            http, api_base=base, corp_id=private.corp_id, secret=private.secret, agent_id=private.agent_id
+        )
+        sent = await client.send_template_card("zhangsan", CARD)
+        assert sent.response_code is not None
+        await client.update_template_card(["zhangsan"], sent.response_code, replace_name="已处理")
+        await client.send_file("zhangsan", await client.upload_media("file", "清单.xlsx", b"PK\x03\x04 list"))
+        media_id = private.user_media("方案.pdf", b"%PDF-1.7 plan")
+        assert await download_media(client, media_id, max_bytes=1000) == ("方案.pdf", b"%PDF-1.7 plan")
+        robot = RobotClient(http, api_base=base, key="k1")
+        await robot.send_file(await robot.upload_media("清单.xlsx", b"PK\x03\x04 list"))
+        assert [m["msgtype"] for m in private.sent] == ["template_card", "file"]
+        assert private.card_updates and private.robot_messages["k1"]

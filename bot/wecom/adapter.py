@@ -62,6 +62,7 @@ TIMESTAMP_TOLERANCE = 600  # seconds; WeCom retries within seconds, so older req
 CARD_BUTTONS = 6
 CARD_BUTTON_CHARS = 10
 CARD_TITLE_CHARS = 26
+CARD_TEXT_CHARS = 120  # longer texts go as a message of their own, the card beside them
 # A rung resent after an ambiguous failure must not reach the member twice; any other answer
 # may repeat word for word and still be wanted (two "没有看懂…" to two unclear messages).
 DUPLICATE_CHECK_KINDS = frozenset({"reminder", "escalation", "urge"})
@@ -314,9 +315,17 @@ class WeComTransport:
         if edit_of.startswith("card|"):
             code = edit_of.split("|", 1)[1]
             if buttons and len(buttons) <= CARD_BUTTONS and not payload.get("close"):
-                # a new menu in place of the old one: a valid button_interaction card
-                if await self._update(row, code, card=_card(text, buttons, f"duban-{row.id}-u")):
+                # a new menu in place of the old one: a valid button_interaction card; a card shows
+                # little text, so a long one (a page of tasks) comes first as a message of its own
+                title = text
+                if len(text) > CARD_TEXT_CHARS:
+                    await self._check(row, await self.client.send_text(row.chat_id, text))
+                    title = text.partition("\n")[0]
+                if await self._update(row, code, card=_card(title, buttons, f"duban-{row.id}-u")):
                     return Delivered(edit_of)
+                if title != text:  # the text is out: only the menu is still to send
+                    card = _card(title, buttons, f"duban-{row.id}")
+                    return await self._check(row, await self.client.send_template_card(row.chat_id, card))
             else:
                 label = (payload.get("label") or text.partition("\n")[0])[:CARD_BUTTON_CHARS]
                 updated = await self._update(row, code, replace_name=label)
@@ -337,7 +346,7 @@ class WeComTransport:
             )
         if buttons and len(buttons) <= CARD_BUTTONS:
             first = None
-            if len(text) > 120:  # a card shows little text: send the text, then the card
+            if len(text) > CARD_TEXT_CHARS:  # a card shows little text: send the text, then the card
                 first = await self._check(
                     row, await self.client.send_text(row.chat_id, text, duplicate_check_interval=interval)
                 )

@@ -40,7 +40,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from bot.wecom.crypto import WeComCrypto
 
@@ -165,7 +165,10 @@ class FakeWeCom:
         agent_id: int = 1000002,
         token_ttl: int = 7200,
         now: Callable[[], float] = time.monotonic,
+        prefix: str = "",
     ) -> None:
+        """``prefix`` serves every path under it, as a 政务微信 private deployment may."""
+        self.prefix = prefix
         self.corp_id = corp_id
         self.secret = secret
         self.agent_id = agent_id
@@ -221,17 +224,16 @@ class FakeWeCom:
     # ------------------------------------------------------------------ lifecycle
 
     def _app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route(GETTOKEN, self._gettoken, methods=["GET"]),
-                Route(SEND, self._send, methods=["POST"]),
-                Route(UPDATE_CARD, self._update_card, methods=["POST"]),
-                Route(MEDIA_UPLOAD, self._media_upload, methods=["POST"]),
-                Route(MEDIA_GET, self._media_get, methods=["GET"]),
-                Route(ROBOT_SEND, self._robot_send, methods=["POST"]),
-                Route(ROBOT_UPLOAD, self._robot_upload, methods=["POST"]),
-            ]
-        )
+        routes = [
+            Route(GETTOKEN, self._gettoken, methods=["GET"]),
+            Route(SEND, self._send, methods=["POST"]),
+            Route(UPDATE_CARD, self._update_card, methods=["POST"]),
+            Route(MEDIA_UPLOAD, self._media_upload, methods=["POST"]),
+            Route(MEDIA_GET, self._media_get, methods=["GET"]),
+            Route(ROBOT_SEND, self._robot_send, methods=["POST"]),
+            Route(ROBOT_UPLOAD, self._robot_upload, methods=["POST"]),
+        ]
+        return Starlette(routes=[Mount(self.prefix, routes=routes)] if self.prefix else routes)
 
     def start(self, timeout: float = 10.0) -> FakeWeCom:
         """Serve on 127.0.0.1 at a free port; return once it accepts connections."""
