@@ -276,6 +276,6 @@ def overdue_file(view: DigestView, folder: Path, messages: Messages, *, scope: s
                 ]
             )
     columns = messages.labels("overdue_columns")
-    return write_table_xlsx(
-        folder / name, messages, messages.label("overdue_sheet", "title"), list(columns.values()), rows
-    )
+    sheet = messages.label("overdue_sheet", "title")
+    title = f"{sheet} {messages.local(view.now)}{' ' + scope if scope else ''}"
+    return write_table_xlsx(folder / name, messages, sheet, title, list(columns.values()), rows)

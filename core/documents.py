@@ -214,13 +214,13 @@ class _Table:
 
 
 def write_table_xlsx(
-    path: Path, messages: Messages, sheet: str, header: Sequence[str], rows: Sequence[Sequence[Cell]]
+    path: Path, messages: Messages, sheet: str, title: str, header: Sequence[str], rows: Sequence[Sequence[Cell]]
 ) -> Path:
-    """One sheet as a printable table (A4 landscape, header repeated, filters): a list sent as a file."""
+    """One sheet as a printable table (title row, A4 landscape, header repeated, filters): a list sent as a file."""
     labels = _labels(messages)
     book = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False, "strings_to_formulas": False})
     try:
-        table = _Table(book, _Formats(book, labels, messages.tz), labels, sheet, header)
+        table = _Table(book, _Formats(book, labels, messages.tz), labels, sheet, header, title=title)
         for cells in rows:
             table.add(cells)
         table.finish(freeze_columns=1)

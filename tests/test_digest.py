@@ -52,7 +52,7 @@ def attached_rows(runtime: Runtime, chat: int) -> list[dict[str, Any]]:
     document = outbox(runtime, chat, kind="digest")[-1].payload["document"]
     book = load_workbook(Path(document["path"]), read_only=True)
     try:
-        header, *rows = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
+        _title, header, *rows = [list(row) for row in book.worksheets[0].iter_rows(values_only=True)]
     finally:
         book.close()
     return [dict(zip(header, row, strict=True)) for row in rows]
