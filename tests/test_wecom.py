@@ -358,13 +358,25 @@ async def test_digest_goes_to_the_office_group_robot(tmp_path: Path, fake: FakeW
 # --- scenarios, as WeCom's servers and members behave --------------------------------------------
 
 
-async def _remind_about_task_12(member: WeComUser) -> dict[str, Any]:
-    """The office adds a round for 县12 alone; its first rung reaches the liaison as a card."""
-    added = await member.says(OFFICE, "新增督查 zx12 2024-03-15 12 专项督查12")
-    assert "zx12" in body_text(added) or "专项督查12" in body_text(added), body_text(added)
-    before = len(member.to(LIAISON))
+TOWN = "wangwu"  # 簰洲湾镇人民政府: responsible for 县1 and 县12, leads nothing, so owes no refined plan
+
+
+async def _remind_about(member: WeComUser, user: str, tasks: str = "12") -> dict[str, Any]:
+    """The office adds a round for ``tasks``; its first rung reaches ``user``."""
+    added = await member.says(OFFICE, f"新增督查 zx{tasks.replace(',', '-')} 2024-03-15 {tasks} 专项督查{tasks}")
+    assert "专项督查" in body_text(added), body_text(added)
+    before = len(member.to(user))
     await asyncio.to_thread(member.service.remind_now)
-    return await member.next_to(LIAISON, before)
+    return await member.next_to(user, before)
+
+
+async def _remind_about_task_12(member: WeComUser) -> dict[str, Any]:
+    return await _remind_about(member, LIAISON)
+
+
+async def _bind_town(member: WeComUser) -> None:
+    bound = await member.says(TOWN, f"绑定 {invite(member.service.runtime, '簰洲湾镇人民政府')}")
+    assert "绑定成功" in body_text(bound)
 
 
 async def _until(predicate: Any, timeout: float = 5.0) -> None:
@@ -390,9 +402,10 @@ async def test_reminder_on_wecom_says_to_press_or_type_not_to_reply(member: WeCo
 
 
 async def test_a_status_typed_without_a_reply_answers_the_one_open_reminder(member: WeComUser) -> None:
-    await _remind_about_task_12(member)
-    await _until(lambda: bool(_cards(member, LIAISON)))
-    receipt = await member.says(LIAISON, "按计划推进 已签约两家绿色食品企业")
+    await _bind_town(member)
+    await _remind_about(member, TOWN, "12")
+    await _until(lambda: bool(_cards(member, TOWN)))
+    receipt = await member.says(TOWN, "按计划推进 已签约两家绿色食品企业")
     assert "已记录" in body_text(receipt) and "专项督查12" in body_text(receipt)
     [report] = reports(member)
     assert (report.task.number, report.status, report.note, report.via) == (
@@ -404,22 +417,28 @@ async def test_a_status_typed_without_a_reply_answers_the_one_open_reminder(memb
 
 
 async def test_with_several_open_reminders_a_typed_status_asks_which_with_buttons(member: WeComUser) -> None:
-    await member.says(OFFICE, "新增督查 zx2 2024-03-15 12,1 专项督查两项")
-    before = len(member.to(LIAISON))
-    await asyncio.to_thread(member.service.remind_now)
-    await member.next_to(LIAISON, before)
-    await _until(lambda: bool(_cards(member, LIAISON)))
-    question = await member.says(LIAISON, "按计划推进 已签约两家")
-    await _until(lambda: _cards(member, LIAISON)[-1] is not _cards(member, LIAISON)[0])
-    menu = _cards(member, LIAISON)[-1]["template_card"]
+    await _bind_town(member)
+    await _remind_about(member, TOWN, "12,1")
+    await _until(lambda: bool(_cards(member, TOWN)))
+    question = await member.says(TOWN, "按计划推进 已签约两家")
+    await _until(lambda: len(_cards(member, TOWN)) == 2)
+    menu = _cards(member, TOWN)[-1]["template_card"]
     assert "哪一项" in body_text(question) + menu["main_title"]["title"] + menu.get("sub_title_text", "")
     keys = {b["text"].split()[0]: b["key"] for b in menu["button_list"]}
     assert {"县1", "县12"} <= set(keys)
     member.fake.register_response_code("code-which")
-    await member.press(LIAISON, keys["县12"], menu["task_id"], "code-which")
+    await member.press(TOWN, keys["县12"], menu["task_id"], "code-which")
     await _until(lambda: bool(reports(member)))
     [report] = reports(member)
     assert (report.task.number, report.status, report.note) == (12, "on_track", "已签约两家")
+
+
+async def test_a_member_owing_a_catch_up_and_a_new_round_is_asked_which(member: WeComUser) -> None:
+    await _remind_about_task_12(member)  # on top of the refined plan the liaison was told of on binding
+    await _until(lambda: bool(_cards(member, LIAISON)))  # the new round's card, after its text
+    question = await member.says(LIAISON, "按计划推进 已签约两家")
+    assert "哪一项" in body_text(question) and "县12" in body_text(question)
+    assert reports(member) == []
 
 
 async def test_answer_by_buttons_leaves_the_reminder_and_the_status_card_showing_the_record(
