@@ -592,7 +592,7 @@ class Conversation:
             except OfficeRefusal as refusal:
                 self._error(turn, refusal.code, refusal.detail, **refusal.extra)
                 return
-            self._reply(turn, self.render_tasks(turn.session, unit, turn.now))
+            self._show_tasks(turn, unit, page=1)
             return
         units = turn.reporter_units
         if not units:
@@ -1175,6 +1175,9 @@ class Conversation:
             return
         if parts[0] == "tk" and len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
             unit = next((u for u in turn.reporter_units if u.id == int(parts[1])), None)
+            if unit is None and turn.is_office and turn.plan is not None:  # the office pages any unit's list
+                unit = turn.session.get(Unit, int(parts[1]))
+                unit = unit if unit is not None and unit.jurisdiction_id == turn.plan.jurisdiction_id else None
             if unit is not None:
                 self._show_tasks(turn, unit, page=int(parts[2]), edit=True)
                 return
