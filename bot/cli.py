@@ -183,7 +183,7 @@ def _print_diff(diff: ImportDiff) -> None:
 
 
 RULE_ZH = {"same-core": "去掉地名后相同", "abbreviation": "简称", "similar": "字面相近"}
-SEVERITY_ZH = {"error": "错误", "warning": "已修复/需留意"}
+SEVERITY_ZH = {"error": "错误", "warning": "已修复/需留意", "unparsed": "未识别"}
 
 
 def _print_preview(preview: ImportPreview) -> None:
@@ -301,7 +301,6 @@ def import_command(
                 jurisdiction_name=name,
                 now=runtime.clock.now(),
                 corrections=corrections,
-                source_lines=plan_file.lines,
                 directory=settings.unit_directory(path),
             )
         blocked = preview.blocked_by(allow_shrink)

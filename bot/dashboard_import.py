@@ -121,7 +121,6 @@ class ImportPages:
             jurisdiction_name=self._jurisdiction(session, viewer),
             now=self._now(),
             corrections=staged.corrections,
-            source_lines=upload.lines,
         )
 
     # --- upload --------------------------------------------------------------

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.plan_parser import Annex, ParsedPlan, Problem, Role, Severity, split_unit_list
 from core.units import UnitDirectory, clean_name
-from storage.models import Jurisdiction, Unit, UnitAlias, UnitGroupMember
+from storage.models import Assignment, Jurisdiction, Plan, Task, Unit, UnitAlias, UnitGroupMember
 
 OFFICE = "office"  # source of aliases and group members the office defined
 _TASK_KEY = re.compile(r"^(county|city)-(\d{1,4})$")
@@ -187,13 +187,36 @@ def stored_definitions(session: Session, jurisdiction: Jurisdiction | None) -> C
     return _stored(session, jurisdiction, office=True)
 
 
-def remembered_tables(session: Session, jurisdiction: Jurisdiction | None) -> Corrections:
+def remembered_tables(session: Session, jurisdiction: Jurisdiction | None) -> UnitDirectory:
     """The aliases and groups an earlier import stored from the configuration or the notice's own tables.
 
     They are the jurisdiction's, so they apply under the configuration when the same county's plan is
-    imported again from a file that has no unit tables beside it (a dashboard upload, an edited copy).
+    imported again from a file that has no unit tables beside it (a dashboard upload, an edited copy, the
+    exported ledger).  A phrase that meant fewer units in one task than the group has (a notice's
+    ``task_groups``) is remembered from that task's group assignments.
     """
-    return _stored(session, jurisdiction, office=False)
+    stored = _stored(session, jurisdiction, office=False)
+    remembered = UnitDirectory(aliases=stored.merges, groups=stored.groups)
+    if jurisdiction is None:
+        return remembered
+    members = {phrase: set(units) for phrase, units in _stored(session, jurisdiction, office=True).groups.items()}
+    for phrase, units in stored.groups.items():
+        members.setdefault(phrase, set(units))
+    via: dict[str, dict[str, list[str]]] = {}
+    for annex, number, group, unit in session.execute(
+        select(Task.annex, Task.number, Assignment.via_group, Unit.name)
+        .join(Assignment, Assignment.task_id == Task.id)
+        .join(Unit, Unit.id == Assignment.unit_id)
+        .join(Plan, Plan.id == Task.plan_id)
+        .where(Plan.jurisdiction_id == jurisdiction.id, Assignment.active.is_(True), Assignment.via_group.is_not(None))
+        .order_by(Plan.year, Assignment.id)
+    ):
+        via.setdefault(f"{annex}-{number}", {}).setdefault(str(group), []).append(unit)
+    for key, phrases in via.items():
+        for phrase, units in phrases.items():
+            if phrase in members and set(units) < members[phrase]:
+                remembered.task_groups.setdefault(key, {})[phrase] = units
+    return remembered
 
 
 def _stored(session: Session, jurisdiction: Jurisdiction | None, *, office: bool) -> Corrections:
@@ -221,22 +244,20 @@ def _stored(session: Session, jurisdiction: Jurisdiction | None, *, office: bool
 def directory_for(
     settings: Settings,
     definitions: Corrections,
-    remembered: Corrections | None = None,
+    remembered: UnitDirectory | None = None,
     base: UnitDirectory | None = None,
 ) -> UnitDirectory:
     """The notice's directory (``base``: its own tables and the configuration's, else the configuration's)
     over what the jurisdiction's earlier imports stored (``remembered``), with the office's merges and
     group definitions on top (they win)."""
     source = base or settings.unit_directory()
+    lower = remembered or UnitDirectory()
     directory = UnitDirectory(
-        aliases=dict(source.aliases),
-        groups={phrase: list(members) for phrase, members in source.groups.items()},
+        aliases={**lower.aliases, **source.aliases},
+        groups={phrase: list(members) for phrase, members in {**lower.groups, **source.groups}.items()},
         kinds=dict(source.kinds),
-        task_groups={key: dict(value) for key, value in source.task_groups.items()},
+        task_groups={key: dict(value) for key, value in {**lower.task_groups, **source.task_groups}.items()},
     )
-    if remembered is not None:
-        directory.aliases = {**remembered.merges, **directory.aliases}
-        directory.groups = {**{p: list(m) for p, m in remembered.groups.items()}, **directory.groups}
     directory.aliases.update(definitions.merges)
     directory.groups.update({phrase: list(members) for phrase, members in definitions.groups.items()})
     return directory
@@ -259,9 +280,12 @@ def apply_task_units(parsed: ParsedPlan, directory: UnitDirectory, corrections: 
             target.clear()
             task.raw_names = [(r, n) for r, n in task.raw_names if r is not role]
             task.unresolved_groups = [(r, g) for r, g in task.unresolved_groups if r is not role]
+            task.groups = [(r, g) for r, g in task.groups if r is not role]
             for name in names:
                 resolved = directory.resolve(name, key)
                 task.raw_names.append((role, resolved))
+                if resolved.group is not None:
+                    task.groups.append((role, resolved.group))
                 if resolved.unresolved_group:
                     task.unresolved_groups.append((role, resolved.raw))
                 for unit in resolved.units:

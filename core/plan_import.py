@@ -499,9 +499,8 @@ def import_parsed(
 def group_phrases(task: ParsedTask) -> list[tuple[Role, str]]:
     """The group phrases a task names, defined or not, each once with its role."""
     found: dict[str, Role] = {}
-    for role, resolved in task.raw_names:
-        if resolved.group is not None:
-            found.setdefault(resolved.group, role)
+    for role, phrase in task.groups:
+        found.setdefault(phrase, role)
     return [(role, phrase) for phrase, role in found.items()]
 
 

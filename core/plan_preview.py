@@ -26,7 +26,6 @@ not; nothing is merged without it.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,7 +44,7 @@ from core.units import UnitDirectory
 from storage.models import Unit, UnitAlias
 
 PREVIEW_SCHEMA = 1
-_UNIT_LABEL = re.compile(r"牵头单位|责任单位|配合单位|牵头负责|按职责分工负责")
+UNPARSED = "unparsed"  # a line left aside (prose, an item naming no unit): shown, never an error
 SIMILAR_RATIO = 0.8
 _PLACE_LEVELS = ("省", "市", "县", "区", "旗", "镇", "乡")
 
@@ -209,13 +208,11 @@ def build_preview(
     jurisdiction_name: str,
     now: datetime,
     corrections: Corrections | None = None,
-    source_lines: list[str] | None = None,
     directory: UnitDirectory | None = None,
 ) -> ImportPreview:
     """Describe what importing the document would do; writes nothing.
 
-    ``source_lines`` (the document as lines) lets each task show the original
-    lines it came from.
+    ``directory`` holds the notice's own unit tables, as for :func:`core.plan_import.import_parsed`.
     """
     prepared = prepare_import(
         session,
@@ -239,7 +236,7 @@ def build_preview(
             )
         )
     defined = prepared.directory.groups
-    tasks = _task_previews(parsed, source_lines)
+    tasks = _task_previews(parsed)
     groups: dict[str, list[str]] = {}
     for task in parsed.tasks:
         for _, phrase in group_phrases(task):
@@ -268,10 +265,15 @@ def build_preview(
             )
             for phrase, keys in groups.items()
         ],
-        problems=[
-            LineNotUnderstood(p.line, p.severity.value, p.reason, p.excerpt)
-            for p in sorted(parsed.problems, key=lambda p: p.line)
-        ],
+        problems=sorted(
+            [LineNotUnderstood(p.line, p.severity.value, p.reason, p.excerpt) for p in parsed.problems]
+            + [
+                LineNotUnderstood(p.line, UNPARSED, p.reason, p.excerpt)
+                for p in parsed.unparsed
+                if (p.line, p.reason) not in {(e.line, e.reason) for e in parsed.errors}  # listed once, as the error
+            ],
+            key=lambda p: p.line,
+        ),
         diff=prepared.diff,
         shrink=prepared.shrink,
         corrections=prepared.corrections,
@@ -286,34 +288,22 @@ def _sections(parsed: ParsedPlan) -> list[SectionCount]:
     return [SectionCount(annex, section, n) for (annex, section), n in counts.items()]
 
 
-def _task_previews(parsed: ParsedPlan, source_lines: list[str] | None) -> list[TaskPreview]:
-    starts = sorted({t.line for t in parsed.tasks})
-    previews = []
-    for task in parsed.tasks:
-        first = task.line
-        later = [line for line in starts if line > first]
-        last = first
-        if source_lines is not None:
-            # A task runs until the line naming its units (wrapped lines before it belong to it).
-            limit = (later[0] - 1) if later else len(source_lines)
-            while last < limit and not _UNIT_LABEL.search(source_lines[last - 1]) and source_lines[last].strip():
-                last += 1
-        source = "\n".join(source_lines[first - 1 : last]) if source_lines else task.text
-        previews.append(
-            TaskPreview(
-                key=task_key(task.annex.value, task.number),
-                label=task_label(task.annex, task.number),
-                text=task.text,
-                section=task.subsection or task.section,
-                line=first,
-                span=(first, last),
-                source=source,
-                lead=list(task.lead),
-                responsible=list(task.responsible),
-                groups=[(role.value, phrase) for role, phrase in group_phrases(task)],
-            )
+def _task_previews(parsed: ParsedPlan) -> list[TaskPreview]:
+    return [
+        TaskPreview(
+            key=task_key(task.annex.value, task.number),
+            label=task_label(task.annex, task.number),
+            text=task.text,
+            section=task.subsection or task.section,
+            line=task.line,
+            span=task.span,
+            source=task.source_text or task.text,
+            lead=list(task.lead),
+            responsible=list(task.responsible),
+            groups=[(role.value, phrase) for role, phrase in group_phrases(task)],
         )
-    return previews
+        for task in parsed.tasks
+    ]
 
 
 def place_prefixes(jurisdiction: str) -> list[str]:

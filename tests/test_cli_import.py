@@ -207,7 +207,8 @@ def test_preview_lists_lines_not_understood_with_their_number(env: dict[str, str
     assert result.exit_code == 1
     assert "第3行 [错误]" in result.output and "数据库未作任何改动" in result.output
     data = json.loads(run(env, "import", str(broken), "--jurisdiction", NEW_COUNTY, "--json").output)
-    assert data["refused"] == "errors" and data["problems"][0]["line"] == 3
+    assert data["refused"] == "errors"
+    assert [(p["line"], p["severity"]) for p in data["problems"]] == [(2, "unparsed"), (3, "error")]
 
 
 def test_merge_and_group_options_correct_the_plan_before_import(env: dict[str, str], notice: Path) -> None:
