@@ -53,7 +53,9 @@ class SendLimits:
         Together with the jitter on the way it must stay under the spare slot
         the rate leaves below the platform's limit (1/29 s at 29 of 30 a second).
         """
-        return self.late_tolerance if self.late_tolerance is not None else self.step() / 2
+        if self.late_tolerance is not None:
+            return self.late_tolerance
+        return self.step() / 2 if self.per_second else math.inf  # no schedule, nothing to bunch up with
 
     def windows(self) -> tuple[tuple[int, float], ...]:
         """The per-chat windows as measured: each with the guard added."""

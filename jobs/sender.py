@@ -198,6 +198,11 @@ class OutboxSender:
                 task.result()
             if len(done) < len(loops):
                 stop.set()
+                for flying in self._flying.values():  # a row still waiting goes back to the queue
+                    for task in list(flying.values()):
+                        task.cancel()
+                for task in loops:
+                    task.cancel()
                 await asyncio.gather(*loops, return_exceptions=True)
                 raise TimeoutError(f"outbox not drained in {timeout}s")
         finally:

@@ -254,6 +254,16 @@ def test_a_send_that_wakes_late_gives_up_its_slot_for_the_next_free_one() -> Non
     assert again >= clock.now and again - second >= 1 / 29  # never in the past slot, never bunched
 
 
+def test_without_an_overall_rate_a_send_is_never_late() -> None:
+    from jobs.sender import Pacer, SendLimits
+
+    clock = FakeTime()
+    pacer = Pacer(SendLimits(), now=clock)
+    (slot,) = pacer.reserve()
+    clock.now += 5.0
+    assert pacer.usable(slot)
+
+
 def test_a_429_pause_holds_back_slots_already_reserved() -> None:
     from jobs.sender import Pacer, SendLimits
 
