@@ -22,7 +22,14 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from core.binding import invite as invite_unit
-from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
+from core.checkpoints import (
+    CheckpointError,
+    add_adhoc_checkpoint,
+    cancel_checkpoint,
+    edit_checkpoint,
+    live_checkpoints,
+    parse_task_scope,
+)
 from core.config import ConfigError, Ladder, PersonRole, Rung, Settings, load_settings
 from core.conversation import parse_local_datetime
 from core.durations import parse_offset
@@ -734,7 +741,7 @@ def checkpoint_list(state: CliState, as_json: bool) -> None:
 
 
 @checkpoint.command(name="add")
-@click.argument("key")
+@click.argument("key", required=False, default=None)
 @click.option("--title", required=True, help="e.g. 防汛专项督查")
 @click.option("--due", required=True, help="Local time: 2024-07-10 (18:00) or 2024-07-10T17:30, or +10m for a demo")
 @click.option("--tasks", default="all", show_default=True, help="all, county, city, or a list such as 41,43,市12")
@@ -745,9 +752,9 @@ def checkpoint_list(state: CliState, as_json: bool) -> None:
 @click.option("--ladder", default=None, help="Own rungs, e.g. '-30s,0s,+1m'; they ignore the working-day calendar.")
 @click.pass_obj
 def checkpoint_add(
-    state: CliState, key: str, title: str, due: str, tasks: str, owed_by: str, document: bool, ladder: str | None
+    state: CliState, key: str | None, title: str, due: str, tasks: str, owed_by: str, document: bool, ladder: str | None
 ) -> None:
-    """Add an ad-hoc round (专项督查); reminders follow the escalation ladder."""
+    """Add an ad-hoc round (专项督查) as KEY (any letters; made up when left out); reminders follow the ladder."""
     settings = state.settings
     with _database_ready(state) as runtime:
         now = runtime.clock.now()
@@ -774,11 +781,80 @@ def checkpoint_add(
                 count = session.scalar(
                     select(func.count()).select_from(Obligation).where(Obligation.checkpoint_id == added.id)
                 )
+                key = added.key
         except CheckpointError as exc:
             fail(f"无法新增: {exc.explain(Messages(settings.service.language, settings.tz))}")
         except ValueError as exc:  # a malformed --due offset or --ladder
             fail(f"无法新增: {exc}")
     click.echo(f"已新增 {key}「{title}」,截止 {due_at.astimezone(settings.tz):%Y-%m-%d %H:%M},需报送 {count} 项。")
+
+
+@checkpoint.command(name="cancel")
+@click.argument("key")
+@click.option("--reason", default="", help="Why; kept in the audit log.")
+@click.pass_obj
+def checkpoint_cancel(state: CliState, key: str, reason: str) -> None:
+    """Cancel the ad-hoc round KEY: no more reminders; what units sent is kept."""
+    settings = state.settings
+    with _database_ready(state) as runtime:
+        try:
+            with runtime.transaction() as session:
+                plan = current_plan(session, settings)
+                if plan is None:
+                    fail("还没有导入方案: duban import PATH")
+                cancelled = cancel_checkpoint(
+                    session, plan, key, now=runtime.clock.now(), actor="cli", reason=reason.strip()
+                )
+                title = cancelled.title
+        except CheckpointError as exc:
+            fail(f"无法撤销: {exc.explain(Messages(settings.service.language, settings.tz))}")
+    click.echo(f"已撤销 {key}「{title}」,不再发送提醒;已报送的内容保留。")
+
+
+@checkpoint.command(name="edit")
+@click.argument("key")
+@click.option("--title", default=None, help="A new title.")
+@click.option("--due", default=None, help="A new deadline, local time: 2024-07-10 (18:00) or 2024-07-10T17:30.")
+@click.option("--tasks", default=None, help="New tasks: all, county, city, or a list such as 41,43,市12.")
+@click.option("--ladder", default=None, help="New rungs, e.g. '-30s,0s,+1m'.")
+@click.pass_obj
+def checkpoint_edit(
+    state: CliState, key: str, title: str | None, due: str | None, tasks: str | None, ladder: str | None
+) -> None:
+    """Change the ad-hoc round KEY: its title, deadline, tasks or reminder rungs (recorded in the audit log)."""
+    settings = state.settings
+    if title is None and due is None and tasks is None and ladder is None:
+        fail("请至少指定一项修改: --title、--due、--tasks 或 --ladder")
+    with _database_ready(state) as runtime:
+        now = runtime.clock.now()
+        try:
+            due_at = parse_local_datetime(due, settings) if due is not None else None
+            with runtime.transaction() as session:
+                plan = current_plan(session, settings)
+                if plan is None:
+                    fail("还没有导入方案: duban import PATH")
+                edited = edit_checkpoint(
+                    session,
+                    plan,
+                    key,
+                    now=now,
+                    actor="cli",
+                    title=title,
+                    due_at=due_at,
+                    tasks=parse_task_scope(tasks) if tasks is not None else None,
+                    ladder=_ladder_option(ladder, settings) if ladder else None,
+                )
+                summary = f"{edited.key}「{edited.title}」,截止 {edited.due_at.astimezone(settings.tz):%Y-%m-%d %H:%M}"
+                count = session.scalar(
+                    select(func.count())
+                    .select_from(Obligation)
+                    .where(Obligation.checkpoint_id == edited.id, Obligation.active.is_(True))
+                )
+        except CheckpointError as exc:
+            fail(f"无法修改: {exc.explain(Messages(settings.service.language, settings.tz))}")
+        except ValueError as exc:  # a malformed --ladder
+            fail(f"无法修改: {exc}")
+    click.echo(f"已修改 {summary},需报送 {count} 项。")
 
 
 def _ladder_option(text: str, settings: Settings) -> Ladder:

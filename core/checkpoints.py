@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from core.config import CheckpointSettings, Ladder, Settings
 from core.ladder import ladder_to_json
-from core.tasks import parse_task_ref
+from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.models import Assignment as AssignmentRow
 from storage.models import AuditLog, Checkpoint, Obligation, Plan, Task
@@ -188,11 +188,43 @@ def parse_task_scope(text: str) -> str | list[str]:
     return keys
 
 
+# A round's key: letters of any script (专项2026 as well as flood-1), digits, - and _; it is part of URLs and
+# file names, so nothing else.
+_ROUND_KEY = re.compile(r"[^\W_][\w-]{0,39}")
+
+
+def check_task_scope(session: Session, plan: Plan, scope: str | list[str]) -> None:
+    """Refuse a list that names tasks the plan does not have, naming every one of them."""
+    if isinstance(scope, str):
+        return
+    known = {
+        f"{annex}-{number}"
+        for annex, number in session.execute(
+            select(Task.annex, Task.number).where(Task.plan_id == plan.id, Task.active.is_(True))
+        )
+    }
+    unknown = [key for key in scope if key not in known]
+    if unknown:
+        labels = [task_label(annex, int(number)) for annex, number in (key.split("-", 1) for key in unknown)]
+        raise CheckpointError("unknown_task", "、".join(labels))
+
+
+def new_round_key(session: Session, plan: Plan, due_at: datetime) -> str:
+    """A free key for a round the office did not name: ``adhoc-20260710``, then ``adhoc-20260710-2`` …"""
+    base = f"adhoc-{due_at:%Y%m%d}"
+    used = set(session.scalars(select(Checkpoint.key).where(Checkpoint.plan_id == plan.id)))
+    key, n = base, 1
+    while key in used:
+        n += 1
+        key = f"{base}-{n}"
+    return key
+
+
 def add_adhoc_checkpoint(
     session: Session,
     plan: Plan,
     *,
-    key: str,
+    key: str | None,
     title: str,
     due_at: datetime,
     now: datetime,
@@ -202,8 +234,9 @@ def add_adhoc_checkpoint(
     ladder: Ladder | None = None,
     actor: str,
 ) -> Checkpoint:
-    """An ad-hoc round (专项督查) added by the office at run time."""
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,39}", key):
+    """An ad-hoc round (专项督查) added by the office at run time; without a ``key`` one is made up."""
+    key = (key or "").strip() or new_round_key(session, plan, due_at)
+    if not _ROUND_KEY.fullmatch(key):
         raise CheckpointError("bad_key", key)
     if session.scalar(select(Checkpoint.id).where(Checkpoint.plan_id == plan.id, Checkpoint.key == key)):
         raise CheckpointError("key_used", key)
@@ -211,6 +244,7 @@ def add_adhoc_checkpoint(
         raise CheckpointError("due_past")
     if not title.strip():
         raise CheckpointError("no_title")
+    check_task_scope(session, plan, tasks)
     spec = CheckpointSpec(key, title.strip(), due_at, owed_by, tasks, satisfied_by, ladder)
     savepoint = session.begin_nested()  # an empty round is refused without a trace
     checkpoint = upsert_checkpoint(session, plan, spec, source="adhoc", now=now)
@@ -227,6 +261,87 @@ def add_adhoc_checkpoint(
             detail={"title": title, "due_at": due_at.isoformat(), "tasks": _scope_json(tasks), "owed_by": owed_by},
         )
     )
+    return checkpoint
+
+
+def _adhoc_round(session: Session, plan: Plan, key: str) -> Checkpoint:
+    checkpoint = session.scalar(
+        select(Checkpoint).where(
+            Checkpoint.plan_id == plan.id, Checkpoint.key == key.strip(), Checkpoint.cancelled_at.is_(None)
+        )
+    )
+    if checkpoint is None:
+        raise CheckpointError("unknown_round", key)
+    if checkpoint.source == "config":
+        # The configured calendar is rebuilt from config.toml at every start: a change made here would not last.
+        raise CheckpointError("from_config", key)
+    return checkpoint
+
+
+def cancel_checkpoint(
+    session: Session, plan: Plan, key: str, *, now: datetime, actor: str, reason: str = ""
+) -> Checkpoint:
+    """Cancel an ad-hoc round: no more reminders, gone from the lists; its answers are kept."""
+    checkpoint = _adhoc_round(session, plan, key)
+    checkpoint.cancelled_at = now
+    session.add(
+        AuditLog(at=now, actor=actor, action="checkpoint.cancel", subject=checkpoint.key, detail={"reason": reason})
+    )
+    return checkpoint
+
+
+def edit_checkpoint(
+    session: Session,
+    plan: Plan,
+    key: str,
+    *,
+    now: datetime,
+    actor: str,
+    title: str | None = None,
+    due_at: datetime | None = None,
+    tasks: str | list[str] | None = None,
+    ladder: Ladder | None = None,
+) -> Checkpoint:
+    """Change an ad-hoc round's title, deadline, tasks or ladder; what changed is written to the audit log.
+
+    Obligations follow the new tasks (one no longer in scope is made inactive, its answers kept).
+    """
+    checkpoint = _adhoc_round(session, plan, key)
+    before = {
+        "title": checkpoint.title,
+        "due_at": checkpoint.due_at.isoformat(),
+        "tasks": checkpoint.task_scope,
+        "ladder": checkpoint.ladder,
+    }
+    if title is not None and not title.strip():
+        raise CheckpointError("no_title")
+    if due_at is not None and due_at <= now and due_at != checkpoint.due_at:
+        raise CheckpointError("due_past")
+    if tasks is not None:
+        check_task_scope(session, plan, tasks)
+    savepoint = session.begin_nested()  # a change that leaves nobody owing is refused without a trace
+    if title is not None:
+        checkpoint.title = title.strip()
+    if due_at is not None:
+        checkpoint.due_at = due_at
+    if tasks is not None:
+        checkpoint.task_scope = _scope_json(tasks)
+    if ladder is not None:
+        checkpoint.ladder = ladder_to_json(ladder)
+    session.flush()
+    if not sync_obligations(session, checkpoint):
+        savepoint.rollback()
+        raise CheckpointError("empty")
+    savepoint.commit()
+    after = {
+        "title": checkpoint.title,
+        "due_at": checkpoint.due_at.isoformat(),
+        "tasks": checkpoint.task_scope,
+        "ladder": checkpoint.ladder,
+    }
+    changed = {name: {"from": before[name], "to": after[name]} for name in after if before[name] != after[name]}
+    if changed:
+        session.add(AuditLog(at=now, actor=actor, action="checkpoint.edit", subject=checkpoint.key, detail=changed))
     return checkpoint
 
 

@@ -209,6 +209,59 @@ def test_checkpoint_add_creates_an_adhoc_round(env: dict[str, str]) -> None:
     assert duplicate.exit_code == 1 and "已被使用" in duplicate.output
 
 
+def test_checkpoint_add_refuses_unknown_task_numbers_by_name(env: dict[str, str]) -> None:
+    run(env, "init")
+    result = run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "30,999")
+    assert result.exit_code == 1 and "县999" in result.output
+    assert "flood" not in {row["id"] for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
+
+
+def test_checkpoint_keys_may_be_chinese_or_made_up(env: dict[str, str]) -> None:
+    run(env, "init")
+    assert (
+        run(env, "checkpoint", "add", "防汛专项", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41").exit_code
+        == 0
+    )
+    made_up = run(env, "checkpoint", "add", "--title", "安全生产", "--due", "2030-07-11", "--tasks", "43")
+    assert made_up.exit_code == 0, made_up.output
+    keys = {row["id"] for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
+    assert {"防汛专项", "adhoc-20300711"} <= keys
+
+
+def test_checkpoint_edit_changes_the_round_and_records_what_changed(env: dict[str, str]) -> None:
+    run(env, "init")
+    run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41")
+    result = run(
+        env, "checkpoint", "edit", "flood", "--title", "防汛抗旱专项督查", "--due", "2030-07-20", "--tasks", "41,43"
+    )
+    assert result.exit_code == 0, result.output
+    [row] = [r for r in json.loads(run(env, "checkpoint", "list", "--json").output) if r["id"] == "flood"]
+    assert (row["title"], row["due"][:10], row["tasks"]) == (
+        "防汛抗旱专项督查",
+        "2030-07-20",
+        ["county-41", "county-43"],
+    )
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(env["DUBAN_DATABASE_URL"])
+    with engine.connect() as connection:
+        actions = [r[0] for r in connection.execute(text("select action from audit_log where subject = 'flood'"))]
+    engine.dispose()
+    assert actions == ["checkpoint.add", "checkpoint.edit"]
+    refused = run(env, "checkpoint", "edit", "flood", "--tasks", "41,999")
+    assert refused.exit_code == 1 and "县999" in refused.output
+
+
+def test_checkpoint_cancel_takes_the_round_off_the_list(env: dict[str, str]) -> None:
+    run(env, "init")
+    run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41")
+    result = run(env, "checkpoint", "cancel", "flood", "--reason", "重复")
+    assert result.exit_code == 0, result.output
+    assert "flood" not in {row["id"] for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
+    again = run(env, "checkpoint", "cancel", "flood")
+    assert again.exit_code == 1 and "没有进行中的督查轮次" in again.output
+
+
 def test_invite_prints_the_deep_link_and_wecom_instruction(env: dict[str, str]) -> None:
     run(env, "init")
     env = {**env, "DUBAN_TELEGRAM_BOT_USERNAME": "jiayu_duban_bot"}
