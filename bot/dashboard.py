@@ -20,7 +20,14 @@ from starlette.responses import FileResponse, PlainTextResponse, RedirectRespons
 
 from bot.dashboard_import import ImportPages
 from core.binding import invite
-from core.checkpoints import CheckpointError, add_adhoc_checkpoint, live_checkpoints, parse_task_scope
+from core.checkpoints import (
+    CheckpointError,
+    add_adhoc_checkpoint,
+    cancel_checkpoint,
+    edit_checkpoint,
+    live_checkpoints,
+    parse_task_scope,
+)
 from core.config import PersonRole
 from core.conversation import parse_local_datetime
 from core.inbox import counts as inbound_counts
@@ -29,15 +36,16 @@ from core.office import export_folder
 from core.office_actions import OfficeRefusal, audit_view, decide, overdue_view, resolve_unit, urge, who_view
 from core.records import recent_reports
 from core.runtime import plan_for_person
+from core.tasks import task_label
 from jobs.sender import outbox_depth
-from storage.models import Identity, OutboxMessage
+from storage.models import Checkpoint, Identity, OutboxMessage
 from storage.queries import checkpoint_state_counts
 
 if TYPE_CHECKING:
     from bot.service import Service
     from bot.webui import SessionInfo, WebUI
 
-EXPORT_NAME = re.compile(r"^(?P<key>[a-z0-9][a-z0-9_-]{0,39})\.(?P<fmt>xlsx|html|md)$")
+EXPORT_NAME = re.compile(r"^(?P<key>[^\W_][\w-]{0,39})\.(?P<fmt>xlsx|html|md)$")
 
 
 def local_path(path: str) -> str:
@@ -155,8 +163,22 @@ class Dashboard:
     async def checkpoints(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
             return refused
+        return await self._checkpoints_page(request)
+
+    async def _checkpoints_page(
+        self, request: Request, typed: dict[str, str] | None = None, refusal: str = ""
+    ) -> Response:
+        """The rounds page; after a refused form, with the error and what was typed, to correct and send again."""
         data = await self.service.threads.run(self._overview, await self._viewer(request))
-        return await self.ui.page(request, "office_checkpoints.html.j2", **data, **self._flash(request))
+        flash = {"flash": refusal, "flash_kind": "warn"} if refusal else self._flash(request)
+        return await self.ui.page(
+            request,
+            "office_checkpoints.html.j2",
+            status_code=400 if refusal else 200,
+            typed=typed or {},
+            **data,
+            **flash,
+        )
 
     async def checkpoint(self, request: Request) -> Response:
         if (refused := await self._guard(request)) is not None:
@@ -165,7 +187,77 @@ class Dashboard:
         notification = await self.service.threads.run(self._notification, key, await self._viewer(request))
         if notification is None:
             return PlainTextResponse("没有这个督查轮次", status_code=404)
-        return await self.ui.page(request, "office_checkpoint.html.j2", n=notification, **self._flash(request))
+        editable = await self.service.threads.run(self._editable_round, key, await self._viewer(request))
+        return await self.ui.page(
+            request, "office_checkpoint.html.j2", n=notification, editable=editable, **self._flash(request)
+        )
+
+    def _editable_round(self, key: str, viewer: int | None) -> dict[str, str] | None:
+        """An ad-hoc round's fields as its edit form shows them; None for a configured round."""
+        with self.service.runtime.transaction() as session:
+            plan = self._plan(session, viewer)
+            checkpoint = (
+                session.scalar(select(Checkpoint).where(Checkpoint.plan_id == plan.id, Checkpoint.key == key))
+                if plan is not None
+                else None
+            )
+            if checkpoint is None or checkpoint.source == "config":
+                return None
+            scope = checkpoint.task_scope
+            tasks = (
+                scope
+                if isinstance(scope, str)
+                else ",".join(task_label(annex, int(number)) for annex, number in (k.split("-", 1) for k in scope))
+            )
+            return {
+                "title": checkpoint.title,
+                "due": checkpoint.due_at.astimezone(self.settings.tz).strftime("%Y-%m-%dT%H:%M"),
+                "tasks": tasks,
+            }
+
+    async def do_round_change(self, request: Request) -> Response:
+        """Edit or cancel an ad-hoc round from its page."""
+        form, refused = await self._guard_form(request)
+        if refused is not None:
+            return refused
+        info = await self.ui.session(request)
+        key = request.path_params["key"]
+        action = request.path_params["action"]
+        if action not in ("edit", "cancel"):
+            return PlainTextResponse("没有这个页面", status_code=404)
+        page = f"/office/checkpoint/{quote(key)}"
+        try:
+            await self.service.threads.run(
+                self._round_change, key, action, dict(form), self._actor(info), info.person_id
+            )
+        except CheckpointError as exc:
+            verb = "撤销" if action == "cancel" else "修改"
+            return self._back(page, f"无法{verb}:{exc.explain(self.m)}", "warn")
+        if action == "cancel":
+            return self._back("/office/checkpoints", "已撤销该督查轮次,不再发送提醒;已报送的内容保留。")
+        return self._back(page, "已修改督查轮次,修改已记入操作记录。")
+
+    def _round_change(self, key: str, action: str, form: dict[str, Any], actor: str, viewer: int | None) -> None:
+        now = self.service.runtime.clock.now()
+        with self.service.runtime.transaction() as session:
+            plan = self._plan(session, viewer)
+            assert plan is not None
+            if action == "cancel":
+                cancel_checkpoint(
+                    session, plan, key, now=now, actor=actor, reason=str(form.get("reason") or "").strip()
+                )
+                return
+            due = str(form.get("due") or "")
+            edit_checkpoint(
+                session,
+                plan,
+                key,
+                now=now,
+                actor=actor,
+                title=str(form.get("title") or ""),
+                due_at=parse_local_datetime(due.replace("T", " ")[:16], self.settings),
+                tasks=parse_task_scope(str(form.get("tasks") or "all")),
+            )
 
     def _notification(self, key: str, viewer: int | None) -> Any:
         from core.notification import build_notification
@@ -403,6 +495,7 @@ class Dashboard:
         if refused is not None:
             return refused
         info = await self.ui.session(request)
+        typed = {name: str(form.get(name) or "") for name in ("key", "title", "due", "tasks", "document")}
         try:
             key = await self.service.threads.run(
                 self._round,
@@ -415,8 +508,8 @@ class Dashboard:
                 info.person_id,
             )
         except CheckpointError as exc:
-            return self._back("/office/checkpoints", f"无法新增:{exc.explain(self.m)}", "warn")
-        return self._back(f"/office/checkpoint/{key}", "已新增督查轮次,提醒将按升级规则自动发出。")
+            return await self._checkpoints_page(request, typed, f"无法新增:{exc.explain(self.m)}")
+        return self._back(f"/office/checkpoint/{quote(key)}", "已新增督查轮次,提醒将按升级规则自动发出。")
 
     def _round(self, key: str, due: str, tasks: str, title: str, document: bool, actor: str, viewer: int | None) -> str:
         now = self.service.runtime.clock.now()

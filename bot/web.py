@@ -110,6 +110,7 @@ def build_web_app(service: Service) -> Starlette:
         Route("/office/urge", office.do_urge, methods=["POST"]),
         Route("/office/review", office.do_review, methods=["POST"]),
         Route("/office/round", office.do_round, methods=["POST"]),
+        Route("/office/checkpoint/{key}/{action:str}", office.do_round_change, methods=["POST"]),
         Route("/office/invite", office.do_invite, methods=["POST"]),
         Route("/office/import", office.imports.page, methods=["GET"]),
         Route("/office/import", office.imports.upload, methods=["POST"]),

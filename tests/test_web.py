@@ -299,3 +299,39 @@ def test_submitted_files_are_for_the_office_only(service: Service, settings: Set
         stranger.close()
         public.threads.close()
         public.runtime.close()
+
+
+# --- rounds on the dashboard -------------------------------------------------------------------
+
+
+def test_a_refused_round_names_the_unknown_task_and_keeps_what_was_typed(client: WebClient, service: Service) -> None:
+    token = csrf(client, "/office/checkpoints")
+    typed = {"key": "防汛", "title": "防汛专项督查", "due": "2030-07-10T18:00", "tasks": "30,999"}
+    answer = client.post("/office/round", data={"csrf": token, **typed})
+    assert answer.status_code == 400
+    assert "县999" in answer.text
+    for value in typed.values():
+        assert f'value="{value}"' in answer.text, value
+    with service.runtime.transaction() as session:
+        assert session.scalars(select(AuditLog.subject).where(AuditLog.action == "checkpoint.add")).all() == []
+
+
+def test_a_round_is_edited_and_cancelled_on_its_page_and_both_are_recorded(client: WebClient, service: Service) -> None:
+    token = csrf(client, "/office/checkpoints")
+    form = {"csrf": token, "key": "防汛", "title": "防汛专项督查", "due": "2030-07-10T18:00", "tasks": "41"}
+    added = client.post("/office/round", data=form)
+    assert added.status_code == 200 and "防汛专项督查" in added.text and 'value="县41"' in added.text
+    page = f"/office/checkpoint/{quote('防汛')}"
+    edited = client.post(
+        f"{page}/edit", data={"csrf": token, "title": "防汛抗旱专项督查", "due": "2030-07-20T18:00", "tasks": "41,43"}
+    )
+    assert "已修改督查轮次" in edited.text and "防汛抗旱专项督查" in edited.text
+    refused = client.post(f"{page}/edit", data={"csrf": token, "title": "x", "due": "2030-07-20T18:00", "tasks": "999"})
+    assert "县999" in refused.text
+    cancelled = client.post(f"{page}/cancel", data={"csrf": token, "reason": "与季度督办重复"})
+    assert "已撤销该督查轮次" in cancelled.text and "防汛抗旱专项督查" not in cancelled.text
+    with service.runtime.transaction() as session:
+        logged = session.execute(select(AuditLog.action, AuditLog.detail).where(AuditLog.subject == "防汛")).all()
+    assert [action for action, _ in logged] == ["checkpoint.add", "checkpoint.edit", "checkpoint.cancel"]
+    assert logged[1][1]["title"] == {"from": "防汛专项督查", "to": "防汛抗旱专项督查"}
+    assert logged[2][1] == {"reason": "与季度督办重复"}
