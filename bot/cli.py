@@ -22,6 +22,7 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from core.binding import invite as invite_unit
+from core.binding import telegram_link
 from core.checkpoints import (
     CheckpointError,
     add_adhoc_checkpoint,
@@ -632,9 +633,7 @@ def invite(state: CliState, unit_name: str, role: str, as_json: bool) -> None:
         if issued is None:
             fail(f"未知单位: {unit_name}(用 duban units 查看全部单位)")
         unit_name = issued.unit.name
-    link = (
-        f"https://t.me/{settings.telegram.bot_username}?start={issued.code}" if settings.telegram.bot_username else None
-    )
+    link = telegram_link(settings, issued.code)
     expires = issued.expires_at.astimezone(settings.tz).strftime("%Y-%m-%d %H:%M")
     if as_json:
         emit_json(

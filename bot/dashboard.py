@@ -14,12 +14,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import segno
+from markupsafe import Markup
 from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from bot.dashboard_import import ImportPages
-from core.binding import invite
+from core.binding import invite, telegram_link
 from core.checkpoints import (
     CheckpointError,
     add_adhoc_checkpoint,
@@ -315,7 +317,7 @@ class Dashboard:
 
     async def _people_page(self, request: Request, issued: dict[str, str] | None = None) -> Response:
         data = await self.service.threads.run(self._people, await self._viewer(request))
-        issued = issued or {k: "" for k in ("code", "unit", "role", "expires")}
+        issued = issued or {k: "" for k in ("code", "unit", "role", "expires", "link", "qr")}
         return await self.ui.page(request, "office_people.html.j2", **data, issued=issued, **self._flash(request))
 
     def _people(self, viewer: int | None) -> dict[str, Any]:
@@ -544,8 +546,10 @@ class Dashboard:
         if issued is None:
             return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")
         code, unit, expires = issued
+        link = telegram_link(self.settings, code) or ""
         # Shown in this answer only: a code in a redirect's URL would sit in the history and the logs.
-        return await self._people_page(request, {"code": code, "unit": unit, "role": role, "expires": expires})
+        shown = {"code": code, "unit": unit, "role": role, "expires": expires, "link": link, "qr": qr_svg(link)}
+        return await self._people_page(request, shown)
 
     def _invite(self, unit_name: str, role: str, actor: str, viewer: int | None) -> tuple[str, str, str] | None:
         with self.service.runtime.transaction() as session:
@@ -562,3 +566,10 @@ class Dashboard:
                 plan=plan,
             )
             return (issued.code, issued.unit.name, self.m.local(issued.expires_at)) if issued else None
+
+
+def qr_svg(text: str) -> Markup:
+    """``text`` as a QR code, an inline SVG to scan from the screen (empty for no text)."""
+    if not text:
+        return Markup("")
+    return Markup(segno.make(text, error="m").svg_inline(scale=4, title="Telegram 绑定二维码"))

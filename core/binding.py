@@ -1,8 +1,11 @@
 """One-time binding codes: the office issues them, a person presents one once and is bound.
 
-Codes are random (120 bits), URL-safe (a Telegram deep link takes at most 64
-characters of ``[A-Za-z0-9_-]``), expire, work once, and are stored only as a
-SHA-256 hash.  Binding creates the person and their platform identity; a
+Codes are ten characters a liaison can type on a phone: capitals and digits
+without the ones people mistake for each other (no I, L, O, 0, 1), about 50
+random bits — enough for a code that expires, works once and is looked up by
+its SHA-256 hash only.  They fit a Telegram deep link (at most 64 characters of
+``[A-Za-z0-9_-]``).  What a person types is read forgivingly: lower case,
+spaces and dashes are fine.  Binding creates the person and their platform identity; a
 liaison or head binding to a new unit replaces the old one of the same role.
 """
 
@@ -23,6 +26,8 @@ from storage.models import AuditLog, Binding, BindingCode, Identity, OfficeChat,
 from storage.queries import active_bindings, find_identity
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 10
 EXCLUSIVE_ROLES = {PersonRole.LIAISON.value, PersonRole.HEAD.value}
 
 
@@ -52,10 +57,25 @@ def hash_code(code: str) -> str:
     return hashlib.sha256(code.encode("utf-8")).hexdigest()
 
 
+def telegram_link(settings: Settings, code: str) -> str | None:
+    """The Telegram deep link that binds with ``code`` (None until ``[telegram] bot_username`` is set)."""
+    username = settings.telegram.bot_username
+    return f"https://t.me/{username}?start={code}" if username else None
+
+
+def _typed_forms(code: str) -> list[str]:
+    """The code as presented, then as a phone code read forgivingly (ab cd-ef… → ABCDEF…)."""
+    forms = [code.strip()]
+    typed = re.sub(r"[\s-]+", "", code).upper()
+    if typed not in forms and all(c in CODE_ALPHABET for c in typed):
+        forms.append(typed)
+    return [f for f in forms if CODE_PATTERN.match(f)]
+
+
 def issue_code(
     session: Session, unit: Unit, role: PersonRole, *, now: datetime, ttl: timedelta, created_by: str
 ) -> IssuedCode:
-    code = secrets.token_urlsafe(15)  # 20 characters
+    code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
     expires_at = now + ttl
     session.add(
         BindingCode(
@@ -84,9 +104,12 @@ def redeem_code(
     now: datetime,
 ) -> BindResult:
     """Bind whoever presents ``code``; a used, expired or unknown code binds nothing."""
-    if not CODE_PATTERN.match(code):
+    forms = _typed_forms(code)
+    if not forms:
         return BindResult(refusal=BindRefusal.UNKNOWN)
-    stored = session.scalar(select(BindingCode).where(BindingCode.code_hash == hash_code(code)).with_for_update())
+    stored = session.scalar(
+        select(BindingCode).where(BindingCode.code_hash.in_([hash_code(f) for f in forms])).with_for_update()
+    )
     if stored is None:
         return BindResult(refusal=BindRefusal.UNKNOWN)
     if stored.used_at is not None:

@@ -423,7 +423,7 @@ class Conversation:
                 # Bound here, the group would get the person's reminders and sign-in codes.
                 self._reply(turn, self.m.render("bind_in_group"))
                 return
-            self._bind(turn, args.split()[0])
+            self._bind(turn, args)  # the whole rest: a code typed on a phone may have spaces in it
             return
         if turn.identity is None or not turn.bindings:
             if command == "start":

@@ -70,6 +70,16 @@ def test_binding_code_binds_the_person_to_the_unit(runtime: Runtime, conv: Conve
     assert "县发改局 联络员" in last_text(runtime, LIAISON)
 
 
+def test_a_binding_code_has_no_characters_people_confuse_and_is_read_as_typed_on_a_phone(
+    runtime: Runtime, conv: Conversation
+) -> None:
+    code = invite(runtime, "县发改局")
+    assert len(code) == 10 and not set(code) & set("IilLoO01")
+    typed = f"{code[:5].lower()} {code[5:]}"  # lower case, with a space, as a phone keyboard makes it
+    say(conv, LIAISON, f"绑定 {typed}")
+    assert "绑定成功" in last_text(runtime, LIAISON)
+
+
 def test_code_works_only_once(runtime: Runtime, conv: Conversation) -> None:
     code = invite(runtime, "县发改局")
     say(conv, LIAISON, f"/start {code}")

@@ -335,3 +335,28 @@ def test_a_round_is_edited_and_cancelled_on_its_page_and_both_are_recorded(clien
     assert [action for action, _ in logged] == ["checkpoint.add", "checkpoint.edit", "checkpoint.cancel"]
     assert logged[1][1]["title"] == {"from": "防汛专项督查", "to": "防汛抗旱专项督查"}
     assert logged[2][1] == {"reason": "与季度督办重复"}
+
+
+def test_a_binding_code_is_shown_with_a_qr_code_of_the_telegram_link_and_the_wecom_instruction(
+    runtime: Runtime, settings: Settings, clock: ManualClock
+) -> None:
+    named = settings.model_copy(
+        update={"telegram": settings.telegram.model_copy(update={"bot_username": "jiayu_duban_bot"})}
+    )
+    service = build_service(named, clock=clock, sender_clock=clock)
+    client = WebClient(service)
+    try:
+        token = csrf(client, "/office/people")
+        answer = client.post("/office/invite", data={"csrf": token, "unit": "官桥镇", "role": "liaison"})
+    finally:
+        client.close()
+        service.threads.close()
+        service.runtime.close()
+    assert "官桥镇人民政府" in answer.text
+    code = re.search(r'<code id="binding-code"[^>]*>(\w+)</code>', answer.text)
+    assert code is not None
+    link = f"https://t.me/jiayu_duban_bot?start={code.group(1)}"
+    assert f'href="{link}"' in answer.text and f'data-copy="{link}"' in answer.text
+    assert "<svg" in answer.text and "Telegram 绑定二维码" in answer.text
+    assert f"绑定 {code.group(1)}" in answer.text
+    assert code.group(1) not in str(answer.url)

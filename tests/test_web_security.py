@@ -312,8 +312,9 @@ async def test_an_invite_code_is_not_put_in_a_url(loopback: Web) -> None:
         token = await csrf(browser, "/office/people")
         answer = await browser.post("/office/invite", data={"csrf": token, "unit": "县发改局", "role": "liaison"})
     assert answer.status_code == 200 and "location" not in answer.headers
-    code = re.search(r"<code[^>]*>([A-Za-z0-9_-]{20})</code>", answer.text)
+    code = re.search(r"<code[^>]*>([A-HJKMNP-Z2-9]{10})</code>", answer.text)
     assert code is not None
+    assert f'data-copy="{code.group(1)}"' in answer.text and f"绑定 {code.group(1)}" in answer.text
 
 
 async def test_an_export_of_an_unknown_round_leaves_no_folder(loopback: Web, tmp_path: Path) -> None:
