@@ -478,6 +478,8 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
                     "text": task.text,
                     "lead": leads,
                     "responsible": responsible,
+                    "deadline": task.deadline.isoformat() if task.deadline else None,
+                    "deadline_text": task.deadline_text,
                     **({"role": mine} if unit is not None else {}),
                 }
             )
@@ -491,11 +493,15 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
     table.add_column("任务")
     table.add_column("牵头单位")
     table.add_column("责任单位", justify="right")
+    table.add_column("完成时限")
     for row in rows:
         cells = [row["label"]]
         if unit is not None:
             cells.append(ROLE_ZH[row["role"]])
-        cells += [row["title"], "、".join(row["lead"]), f"{len(row['responsible'])} 个"]
+        deadline = str(row["deadline_text"] or "")
+        if row["deadline"] and deadline != row["deadline"]:
+            deadline = f"{deadline}({row['deadline']})" if deadline else str(row["deadline"])
+        cells += [row["title"], "、".join(row["lead"]), f"{len(row['responsible'])} 个", deadline]
         table.add_row(*cells)
     console().print(table)
     click.echo(f"共 {len(rows)} 项")

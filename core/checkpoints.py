@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -61,6 +61,28 @@ def spec_from_settings(settings: Settings, item: CheckpointSettings) -> Checkpoi
         satisfied_by=item.satisfied_by,
         ladder=item.ladder,
     )
+
+
+def config_specs(session: Session, settings: Settings, plan: Plan, item: CheckpointSettings) -> list[CheckpointSpec]:
+    """The checkpoints one configured item stands for in a plan.
+
+    Usually one.  With ``task_deadlines`` each task with a deadline of its own
+    is due on that day (one checkpoint per day, keyed ``<id>-YYYYMMDD``, at
+    ``due``'s time of day), and the rest at ``due``.
+    """
+    spec = spec_from_settings(settings, item)
+    if not item.task_deadlines:
+        return [spec]
+    by_day: dict[date, list[str]] = defaultdict(list)
+    undated: list[str] = []
+    for task in sorted(_tasks_in_scope(session, plan.id, _scope_json(item.tasks)), key=lambda t: (t.annex, t.number)):
+        if task.active:
+            (by_day[task.deadline] if task.deadline else undated).append(task.key)
+    specs = [replace(spec, tasks=undated)] if undated else []
+    for day, keys in sorted(by_day.items()):
+        due_at = settings.aware(datetime.combine(day, item.due.time()))
+        specs.append(replace(spec, key=f"{item.id[:31]}-{day:%Y%m%d}", due_at=due_at, tasks=keys))
+    return specs
 
 
 def _scope_json(tasks: str | list[str]) -> Any:
@@ -152,8 +174,9 @@ def sync_config_checkpoints(session: Session, settings: Settings, plan: Plan, no
     keys = set()
     result = []
     for item in settings.checkpoints:
-        keys.add(item.id)
-        result.append(upsert_checkpoint(session, plan, spec_from_settings(settings, item), source="config", now=now))
+        for spec in config_specs(session, settings, plan, item):
+            keys.add(spec.key)
+            result.append(upsert_checkpoint(session, plan, spec, source="config", now=now))
     for checkpoint in session.scalars(
         select(Checkpoint).where(Checkpoint.plan_id == plan.id, Checkpoint.source == "config")
     ):

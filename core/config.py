@@ -247,6 +247,9 @@ class CheckpointSettings(Section):
     tasks: Literal["all", "county", "city"] | list[str] = "all"
     satisfied_by: Literal["status", "document"] = "status"
     ladder: Ladder | None = None
+    # Each task with its own deadline (完成时限, read from the notice) is due on that day at ``due``'s
+    # time of day; the tasks without one are due at ``due``.
+    task_deadlines: bool = False
 
     @field_validator("id")
     @classmethod

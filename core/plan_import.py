@@ -429,6 +429,8 @@ def import_parsed(
         task.section = parsed_task.section[:200]
         task.subsection = parsed_task.subsection[:200]
         task.source_line = parsed_task.line
+        task.deadline = parsed_task.deadline
+        task.deadline_text = parsed_task.deadline_text[:100]
         task.active = True
     for key, task in tasks.items():
         if key not in seen and task.active:
@@ -444,16 +446,21 @@ def import_parsed(
     for parsed_task in parsed.tasks:
         task = tasks[(parsed_task.annex.value, parsed_task.number)]
         present = by_task.get(task.id, {})
-        wanted: dict[int, tuple[Role, str | None]] = {
-            units[unit].id: (role, parsed_task.via_group.get(unit)) for unit, role in parsed_task.units()
+        wanted: dict[int, tuple[Role, str | None, str | None]] = {
+            units[unit].id: (role, parsed_task.via_group.get(unit), parsed_task.notes.get(unit))
+            for unit, role in parsed_task.units()
         }
-        for unit_id, (role, via) in wanted.items():
+        for unit_id, (role, via, note) in wanted.items():
             found = present.get(unit_id)
+            note = note[:200] if note else None
             if found is None:
-                session.add(Assignment(task_id=task.id, unit_id=unit_id, role=role.value, via_group=via, active=True))
+                session.add(
+                    Assignment(task_id=task.id, unit_id=unit_id, role=role.value, via_group=via, note=note, active=True)
+                )
             else:
                 found.role = role.value
                 found.via_group = via
+                found.note = note
                 found.active = True
         for unit_id, assignment in present.items():
             if unit_id not in wanted:
@@ -469,6 +476,8 @@ def import_parsed(
     if first_import:  # a new county starts on the configured calendar at once
         ensure_office_unit(session, settings, plan)
         sync_config_checkpoints(session, settings, plan, now)
+    elif any(item.task_deadlines for item in settings.checkpoints):
+        sync_config_checkpoints(session, settings, plan, now)  # the tasks' own deadlines may have moved
 
     session.add(
         AuditLog(

@@ -115,6 +115,9 @@ class Task(Base):
     subsection: Mapped[str] = mapped_column(String(200), default="")
     text: Mapped[str] = mapped_column(Text)
     source_line: Mapped[int] = mapped_column(Integer, default=0)
+    # The task's own deadline, as a date and in the document's words (2023年底前, 6月底前, 到2025年).
+    deadline: Mapped[date | None] = mapped_column(Date)
+    deadline_text: Mapped[str] = mapped_column(String(100), default="", server_default="")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -200,6 +203,8 @@ class Assignment(Base):
     role: Mapped[str] = mapped_column(String(20))
     via_group: Mapped[str | None] = mapped_column(String(100))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # What the document says this unit does in the task (区经发局（负责招商引资）).
+    note: Mapped[str | None] = mapped_column(String(200))
 
     task: Mapped[Task] = relationship(back_populates="assignments")
     unit: Mapped[Unit] = relationship(back_populates="assignments")

@@ -303,3 +303,15 @@ def test_report_for_an_unknown_round_is_a_clear_error(env: dict[str, str], tmp_p
     run(env, "init")
     result = run(env, "report", "--checkpoint", "nope", "-o", str(tmp_path))
     assert result.exit_code == 1 and "nope" in result.output
+
+
+def test_tasks_lists_each_tasks_own_deadline(env: dict[str, str], tmp_path: Path) -> None:
+    run(env, "init")
+    notice = tmp_path / "meixi.txt"
+    notice.write_bytes((Path(__file__).resolve().parent / "corpus" / "meixi-county-groups.txt").read_bytes())
+    assert run(env, "import", str(notice), "--jurisdiction", "梅溪县", "--yes").exit_code == 0
+    env = env | {"DUBAN_PLAN_JURISDICTION": "梅溪县"}
+    rows = {row["number"]: row for row in json.loads(run(env, "tasks", "--json").output)}
+    assert (rows[4]["deadline"], rows[4]["deadline_text"]) == ("2023-12-31", "2023年底前")
+    assert rows[1]["deadline"] is None
+    assert "上半年(2023-06-30)" in run(env, "tasks").output
