@@ -457,7 +457,13 @@ def _read_labelled(inner: str, spec: _UnitSpec) -> None:
         elif role == "leader":
             spec.leader = value
         else:
-            (spec.lead if role == "lead" else spec.responsible).extend(split_unit_list(value.replace("\n", "、")))
+            phrased = _read_phrases(value.replace("\n", "、")) if re.search(r"牵头|配合|参与|按职责", value) else None
+            if phrased is not None:  # 责任单位:县发改局牵头,县财政局配合
+                spec.lead.extend(phrased.lead)
+                spec.responsible.extend(phrased.responsible)
+            else:
+                names = split_unit_list(value.replace("\n", "、"))
+                (spec.lead if role == "lead" else spec.responsible).extend(names)
             if re.search(r",\s*$", raw_value.strip()) and position + 1 < len(labels):
                 spec.repairs.append("标签之间用逗号而非分号分隔,已按分号处理")
     spec.labelled = True
@@ -475,10 +481,17 @@ def _read_phrases(inner: str) -> _UnitSpec | None:
         match = lead or responsible
         if match is None:
             return None
-        names = split_unit_list(re.sub(r"^(由|请)", "", match.group(1)))
-        if not names or any(len(n) > 40 for n in names):
+        named = re.sub(r"^(由|请)", "", match.group(1))
+        together = re.split(r"会同|联合", named, maxsplit=1)  # X会同Y负责: X leads, Y takes part
+        names = split_unit_list(together[0])
+        partners = split_unit_list(together[1]) if len(together) > 1 else []
+        if not names or any(len(n) > 40 for n in [*names, *partners]):
             return None
-        (spec.lead if lead else spec.responsible).extend(names)
+        if partners:
+            spec.lead.extend(names)
+            spec.responsible.extend(partners)
+        else:
+            (spec.lead if lead else spec.responsible).extend(names)
     return spec if spec.any_units else None
 
 

@@ -247,3 +247,16 @@ def test_bundled_notice_wrapped_like_a_pdf_gives_the_same_plan(
     assert [(t.key, t.text, t.lead, t.responsible) for t in wrapped.tasks] == [
         (t.key, t.text, t.lead, t.responsible) for t in text.tasks
     ]
+
+
+def test_phrases_inside_a_label_and_together_with_are_read() -> None:
+    text = (
+        "附件1\n2025年区重点工作\n"
+        "1.建设产业园。(责任单位:区经发局牵头,区财政局、区自然资源局配合)\n"
+        "2.推进改革。(区发改局会同区财政局负责)\n"
+    )
+    plan = parse_plan(text, UnitDirectory())
+    assert [(t.lead, t.responsible) for t in plan.tasks] == [
+        (["区经发局"], ["区财政局", "区自然资源局"]),
+        (["区发改局"], ["区财政局"]),
+    ]
