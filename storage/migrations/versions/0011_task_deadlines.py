@@ -1,7 +1,7 @@
 """task deadlines: a task's own deadline (date and words) and an assignment's scope note
 
-Revision ID: 0010_task_deadlines
-Revises: 0009_inbox
+Revision ID: 0011_task_deadlines
+Revises: 0010_outbox_answered_at
 Create Date: 2026-12-02
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_task_deadlines"
-down_revision = "0009_inbox"
+revision = "0011_task_deadlines"
+down_revision = "0010_outbox_answered_at"
 branch_labels = None
 depends_on = None
 
