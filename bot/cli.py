@@ -13,6 +13,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -34,6 +35,7 @@ from core.checkpoints import (
 from core.config import ConfigError, Ladder, PersonRole, Rung, Settings, load_settings
 from core.conversation import parse_local_datetime
 from core.durations import parse_offset
+from core.milestones import MilestoneRefused, add_milestones, change_milestone, parse_milestones, task_milestones
 from core.plan_corrections import (
     CorrectionError,
     Corrections,
@@ -55,7 +57,7 @@ from core.task_targets import TargetRefused, set_target, targets_by_task
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.db import current_revision, head_revision
-from storage.models import Assignment, Binding, Obligation, Task, Unit, UnitGroupMember
+from storage.models import Assignment, Binding, Milestone, Obligation, Task, Unit, UnitGroupMember
 from storage.queries import checkpoint_state_counts, find_task, match_units
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
@@ -1106,6 +1108,114 @@ def targets_add(state: CliState, task_ref: str, metric: str, value: float, unit:
 def targets_remove(state: CliState, task_ref: str, target_id: int) -> None:
     """Remove a target that was read wrongly; a re-import does not bring it back."""
     _change_target(state, task_ref, target_id=target_id, remove=True)
+
+
+# --- milestones (节点督办) --------------------------------------------------------------------
+
+
+@main.group()
+def milestones() -> None:
+    """The dated steps of each task's refined plan; each is reminded and checked like a round."""
+
+
+@milestones.command(name="list")
+@click.option("--task", "task_ref", default=None, help="Only this task, e.g. 县45.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def milestones_list(state: CliState, task_ref: str | None, as_json: bool) -> None:
+    """Every milestone with its task, unit, date and whether it is still supervised."""
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        if task_ref:
+            task_ids = [_task_by_ref(session, plan, task_ref).id]
+        else:
+            task_ids = list(session.scalars(select(Task.id).where(Task.plan_id == plan.id, Task.active.is_(True))))
+        rows: list[dict[str, Any]] = [
+            {
+                "id": m.id,
+                "task": task_label(m.task.annex, m.task.number),
+                "unit": m.unit.name,
+                "due_on": m.due_on.isoformat(),
+                "what": m.what,
+                "checkpoint": m.checkpoint_id,
+                "source": m.source,
+            }
+            for m in task_milestones(session, task_ids)
+        ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"{plan.name} · 节点")
+    for column in ("编号", "任务", "单位", "日期", "节点"):
+        table.add_column(column, no_wrap=column != "节点")
+    for row in rows:
+        table.add_row(str(row["id"]), row["task"], row["unit"], row["due_on"], row["what"])
+    console().print(table)
+    click.echo(f"共 {len(rows)} 个节点")
+
+
+@milestones.command(name="add")
+@click.argument("task_ref", metavar="TASK")
+@click.argument("lines", metavar="LINE", nargs=-1, required=True)
+@click.pass_obj
+def milestones_add(state: CliState, task_ref: str, lines: tuple[str, ...]) -> None:
+    """Add milestones to a task for its lead unit: duban milestones add 县45 "6月底前 完成可研批复" …"""
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        if plan is None:
+            fail("还没有导入方案: duban import PATH")
+        task = _task_by_ref(session, plan, task_ref)
+        lead = next((a.unit for a in task.assignments if a.active and a.role == "lead"), None)
+        if lead is None:
+            fail(f"任务 {task_ref} 没有牵头单位")
+        try:
+            drafts = parse_milestones("\n".join(lines), plan.year)
+        except MilestoneRefused as exc:
+            fail(str(exc))
+        saved = add_milestones(
+            session, state.settings, plan, task, lead, drafts, now=runtime.clock.now(), source="office", actor="cli"
+        )
+        for m in saved:
+            past = "" if m.checkpoint_id else "(已过期,仅作记录)"
+            click.echo(f"已保存节点 #{m.id}: {m.due_on.isoformat()} {m.what}{past}")
+
+
+def _change_milestone_cli(state: CliState, milestone_id: int, **change: Any) -> None:
+    with _database_ready(state) as runtime, runtime.transaction() as session:
+        plan = current_plan(session, state.settings)
+        milestone = session.get(Milestone, milestone_id)
+        if plan is None or milestone is None or milestone.task.plan_id != plan.id:
+            fail(f"没有编号为 {milestone_id} 的节点(用 duban milestones list 查看)")
+        try:
+            change_milestone(session, state.settings, plan, milestone, now=runtime.clock.now(), actor="cli", **change)
+        except MilestoneRefused as exc:
+            fail(str(exc))
+        verb = "已删除" if change.get("remove") else "已修改"
+        click.echo(f"{verb}节点 #{milestone.id}: {milestone.due_on.isoformat()} {milestone.what}")
+
+
+@milestones.command(name="edit")
+@click.argument("milestone_id", metavar="ID", type=int)
+@click.option("--date", "due", default=None, help="New date, e.g. 2024-07-15")
+@click.option("--what", default=None, help="What is due")
+@click.pass_obj
+def milestones_edit(state: CliState, milestone_id: int, due: str | None, what: str | None) -> None:
+    """Move a milestone or reword it; its reminders follow."""
+    try:
+        due_on = date.fromisoformat(due) if due else None
+    except ValueError:
+        fail(f"日期格式不对: {due}(例如 2024-07-15)")
+    _change_milestone_cli(state, milestone_id, due_on=due_on, what=what)
+
+
+@milestones.command(name="remove")
+@click.argument("milestone_id", metavar="ID", type=int)
+@click.pass_obj
+def milestones_remove(state: CliState, milestone_id: int) -> None:
+    """Remove a milestone; it is no longer reminded (its record stays)."""
+    _change_milestone_cli(state, milestone_id, remove=True)
 
 
 # --- the service ----------------------------------------------------------------------------

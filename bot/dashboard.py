@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from bot.dashboard_import import ImportPages
+from bot.dashboard_targets import TargetPages
 from core.binding import invite, telegram_link
 from core.checkpoints import (
     CheckpointError,
@@ -64,6 +65,7 @@ class Dashboard:
         self.settings = service.settings
         self.m = service.messages
         self.imports = ImportPages(self)
+        self.targets = TargetPages(self)
 
     # --- guards --------------------------------------------------------------
 

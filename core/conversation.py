@@ -33,6 +33,7 @@ from core.config import PersonRole, Settings
 from core.digest import SCREEN_ITEMS, SCREEN_UNITS, build_view, dashboard_link, overdue_file
 from core.escalation import catch_up_on_binding
 from core.inbox import mark_handled
+from core.milestones import MilestoneRefused, add_milestones, parse_milestones
 from core.notices import days_late, task_view
 from core.office_actions import OfficeRefusal, decide, resolve_unit, urge, who_view
 from core.outbox import Button, Message, enqueue, message_about
@@ -100,7 +101,10 @@ REPORT_STATES: dict[str, str] = {
     "report.file": "the document a document checkpoint needs",
     "report.confirm": "confirm or cancel; a file adds an attachment, text replaces the note",
     "report.values": "figures for the recorded report's targets (跳过 skips; text without figures ends it)",
+    "report.milestones": "the refined plan's milestones, one per line (跳过 skips; text without a date ends it)",
 }
+# States that follow a recorded report: they take what concerns them and let anything else through.
+FOLLOW_UP_STATES = ("report.values", "report.milestones")
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "start": ("start", "绑定"),
@@ -458,7 +462,9 @@ class Conversation:
         state = self._state(turn)
         if state is not None and state.state == "report.values" and self._continue_values(turn, state):
             return
-        if state is not None and state.state in REPORT_STATES and state.state != "report.values":
+        if state is not None and state.state == "report.milestones" and self._continue_milestones(turn, state):
+            return
+        if state is not None and state.state in REPORT_STATES and state.state not in FOLLOW_UP_STATES:
             self._continue_report(turn, state)
             return
         if incoming.reply_to and self._reply_to_reminder(turn):
@@ -1006,6 +1012,10 @@ class Conversation:
         if missing:
             turn.session.flush()
             self._set_state(turn, "report.values", {"report_id": recorded.report.id, "target_ids": missing})
+        # A lead unit that has just sent its refined plan is asked for the plan's milestones.
+        ask_milestones = is_document and recorded.obligation is not None and recorded.obligation.role == "lead"
+        if ask_milestones:
+            self._set_state(turn, "report.milestones", {"task_id": task.id, "unit_id": unit.id})
         turn.files_used = True
         turn.placements += recorded.placements
         checkpoint = recorded.checkpoint
@@ -1034,8 +1044,55 @@ class Conversation:
                 figures=self._figure_lines(targets, figures.values, turn.now),
                 ask_figures=[self._target_line(targets[target_id]) for target_id in missing],
                 figure_problems=figures.problems,
+                ask_milestones=ask_milestones,
             ),
         )
+
+    def _continue_milestones(self, turn: _Turn, state: ConversationState) -> bool:
+        """The milestones of the refined plan just sent; False when the text is not about them."""
+        text = turn.incoming.text.strip()
+        if text in SKIP_WORDS:
+            self._clear_state(turn)
+            self._reply(turn, self.m.render("milestones_saved", milestones=[], skipped=True, problem=""))
+            return True
+        if not re.search(r"\d|月|季度|年底|年内|半年", text):
+            self._clear_state(turn)
+            return False
+        task = turn.session.get(Task, state.data["task_id"])
+        unit = turn.session.get(Unit, state.data["unit_id"])
+        if task is None or unit is None or turn.plan is None:
+            self._clear_state(turn)
+            return False
+        try:
+            drafts = parse_milestones(text, turn.plan.year)
+        except MilestoneRefused as exc:
+            self._reply(turn, self.m.render("milestones_saved", milestones=[], skipped=False, problem=str(exc)))
+            return True
+        saved = add_milestones(
+            turn.session,
+            self.settings,
+            turn.plan,
+            task,
+            unit,
+            drafts,
+            now=turn.now,
+            source="chat",
+            actor=self._actor(turn),
+        )
+        self._clear_state(turn)
+        self._reply(
+            turn,
+            self.m.render(
+                "milestones_saved",
+                task=self._task_view(task),
+                milestones=[
+                    {"due_on": m.due_on, "what": m.what, "supervised": m.checkpoint_id is not None} for m in saved
+                ],
+                skipped=False,
+                problem="",
+            ),
+        )
+        return True
 
     @staticmethod
     def _target_line(target: ParsedTarget) -> dict[str, Any]:

@@ -791,6 +791,7 @@ def _previous_notes(
             Checkpoint.cancelled_at.is_(None),
             Checkpoint.due_at < checkpoint.due_at,
             Checkpoint.satisfied_by == "status",
+            Checkpoint.source != "milestone",
         )
         .order_by(Checkpoint.due_at.desc())
         .limit(1)

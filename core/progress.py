@@ -231,3 +231,49 @@ def pace_lights(progress: list[TargetProgress]) -> tuple[dict[int, Light], dict[
         if _LIGHT_RANK[light] > _LIGHT_RANK[by_unit.get(item.lead, "none")]:
             by_unit[item.lead] = light
     return by_task, by_unit
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """A target's figure at one round's cut-off, for the quarter-by-quarter trend."""
+
+    round_title: str
+    due_at: datetime
+    reported: float | None
+    done: float | None
+    expected: float
+
+
+def target_trend(
+    session: Session,
+    plan_id: int,
+    task_ids: list[int],
+    *,
+    year: int,
+    thresholds: PaceThresholds,
+    tz: ZoneInfo,
+    now: datetime,
+) -> dict[int, list[TrendPoint]]:
+    """Target id → its figure at each progress round's cut-off so far (rounds not yet due: as of now)."""
+    rounds = session.scalars(
+        select(Checkpoint)
+        .where(
+            Checkpoint.plan_id == plan_id,
+            Checkpoint.cancelled_at.is_(None),
+            Checkpoint.satisfied_by == "status",
+            Checkpoint.source != "milestone",
+        )
+        .order_by(Checkpoint.due_at, Checkpoint.id)
+    )
+    trend: dict[int, list[TrendPoint]] = defaultdict(list)
+    for checkpoint in rounds:
+        cutoff = min(checkpoint.due_at, now)
+        for item in round_progress(
+            session, checkpoint, task_ids, year=year, thresholds=thresholds, tz=tz, cutoff=cutoff
+        ):
+            trend[item.target_id].append(
+                TrendPoint(checkpoint.title, checkpoint.due_at, item.reported, item.done, item.expected)
+            )
+        if checkpoint.due_at > now:
+            break  # the round under way is shown as of now; later ones have nothing yet
+    return dict(trend)

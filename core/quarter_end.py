@@ -43,6 +43,7 @@ def plans_with_closed_rounds(session: Session, plan_ids: list[int], now: datetim
             Checkpoint.plan_id.in_(plan_ids),
             Checkpoint.cancelled_at.is_(None),
             Checkpoint.due_at <= now,
+            Checkpoint.source != "milestone",  # a milestone is one unit's step, not a round to notify
             ~recorded,
         )
         .distinct()
@@ -62,7 +63,7 @@ def send_notifications(
     done = set(session.scalars(select(RungRun.checkpoint_id).where(RungRun.rung_key == RUNG)))
     queued: list[int] = []
     for checkpoint in live_checkpoints(session, plan.id):
-        if checkpoint.id in done or checkpoint.due_at > now:
+        if checkpoint.id in done or checkpoint.due_at > now or checkpoint.source == "milestone":
             continue
         try:
             # The morning of the day ``send_after`` past the deadline, or the next working morning.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -241,6 +242,19 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
     "pick_which.j2": [{}],
     "bind_in_group.j2": [{}],
     "office_group_added.j2": [{"already": False}, {"already": True}],
+    "milestones_saved.j2": [
+        {
+            "task": TASK,
+            "milestones": [
+                {"due_on": date(2024, 6, 30), "what": "完成可研批复", "supervised": True},
+                {"due_on": date(2024, 2, 1), "what": "立项", "supervised": False},
+            ],
+            "skipped": False,
+            "problem": "",
+        },
+        {"milestones": [], "skipped": True, "problem": ""},
+        {"milestones": [], "skipped": False, "problem": "第1条没有日期:完成可研批复"},
+    ],
     "figures_recorded.j2": [
         {"figures": [FIGURE], "skipped": False, "problems": [], "ask": []},
         {"figures": [], "skipped": True, "problems": [], "ask": []},
@@ -263,6 +277,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "figures": [FIGURE],
             "figure_problems": ["单位“户”与目标单位“个”不一致"],
             "ask_figures": [ASK_FIGURE],
+            "ask_milestones": True,
         },
         {
             "at": T0,
@@ -278,6 +293,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "figures": [],
             "figure_problems": [],
             "ask_figures": [],
+            "ask_milestones": False,
         },
         {
             "at": T0,
@@ -293,6 +309,7 @@ CONTEXTS: dict[str, list[dict[str, Any]]] = {
             "figures": [],
             "figure_problems": [],
             "ask_figures": [],
+            "ask_milestones": False,
         },
     ],
     "reminder.j2": [
