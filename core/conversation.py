@@ -1041,7 +1041,7 @@ class Conversation:
                 due=checkpoint.due_at if checkpoint else None,
                 on_time=recorded.report.on_time,
                 report_id=recorded.report.id,
-                figures=self._figure_lines(targets, figures.values, turn.now),
+                figures=self._figure_lines(targets, figures.values, turn),
                 ask_figures=[self._target_line(targets[target_id]) for target_id in missing],
                 figure_problems=figures.problems,
                 ask_milestones=ask_milestones,
@@ -1099,10 +1099,11 @@ class Conversation:
         return {"metric": target.metric, "value": format_number(target.value), "unit": target.unit}
 
     def _figure_lines(
-        self, targets: dict[int, ParsedTarget], values: dict[int, float], now: datetime
+        self, targets: dict[int, ParsedTarget], values: dict[int, float], turn: _Turn
     ) -> list[dict[str, Any]]:
-        """Each figure given, with its share done and pace on the linear year (milestones are for the 通报)."""
-        today = now.astimezone(self.settings.tz).date()
+        """Each figure given, with its share done and pace over the plan's year (milestones are for the 通报)."""
+        today = turn.now.astimezone(self.settings.tz).date()
+        year = turn.plan.year if turn.plan is not None else today.year
         lines = []
         for target_id, value in values.items():
             target = targets[target_id]
@@ -1111,7 +1112,7 @@ class Conversation:
                 target.value,
                 value,
                 today,
-                year=today.year,
+                year=year,
                 thresholds=self.settings.report.pace.thresholds(),
             )
             lines.append(
@@ -1157,7 +1158,7 @@ class Conversation:
             turn,
             self.m.render(
                 "figures_recorded",
-                figures=self._figure_lines(asked, figures.values, turn.now),
+                figures=self._figure_lines(asked, figures.values, turn),
                 skipped=False,
                 problems=[],
                 ask=[],
