@@ -128,8 +128,10 @@ def test_the_targets_sheet_reads_back(q2: Notification, tmp_path: Path) -> None:
     path = tmp_path / "q2.xlsx"
     write_xlsx(q2, path, Messages("zh", q2.generated_at.tzinfo))  # type: ignore[arg-type]
     sheet = load_workbook(path)["目标完成情况"]
-    header = [c.value for c in sheet[1]]
-    rows = {(r[0], r[header.index("指标")]): r for r in sheet.iter_rows(min_row=2, values_only=True)}
+    top = next(row for row in sheet.iter_rows(min_row=1, max_row=3) if row[0].value == "编号")  # under the title row
+    header = [c.value for c in top]
+    body = sheet.iter_rows(min_row=top[0].row + 1, values_only=True)
+    rows = {(r[0], r[header.index("指标")]): r for r in body}
     farmland = rows[("市29", "建设高标准农田")]
     assert farmland[header.index("目标值")] == 14.33 and farmland[header.index("报送值")] == 7.5
     assert farmland[header.index("完成比例")] == pytest.approx(7.5 / 14.33)
