@@ -1002,6 +1002,7 @@ class Conversation:
         state = self._state(turn)
         if state is not None:
             turn.session.delete(state)
+            turn.session.flush()  # before a follow-up question sets this person's next state below
             turn.known_state = None
         # Figures belong to progress reports; a refined plan's upload is not asked for them.
         is_document = recorded.checkpoint is not None and recorded.checkpoint.satisfied_by == "document"
@@ -1010,7 +1011,6 @@ class Conversation:
         record_values(turn.session, recorded.report, figures.values, reported_at=turn.now)
         missing = [target_id for target_id in targets if target_id not in figures.values]
         if missing:
-            turn.session.flush()
             self._set_state(turn, "report.values", {"report_id": recorded.report.id, "target_ids": missing})
         # A lead unit that has just sent its refined plan is asked for the plan's milestones.
         ask_milestones = is_document and recorded.obligation is not None and recorded.obligation.role == "lead"

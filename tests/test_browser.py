@@ -53,6 +53,7 @@ class ServiceProcess:
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline or self.process.poll() is not None:
+                self.stop()  # no process or open log left behind to fail a later test
                 raise RuntimeError(f"duban run did not start: {(tmp_path / 'service.log').read_text(errors='replace')}")
             time.sleep(0.1)
 
