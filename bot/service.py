@@ -157,6 +157,22 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
     )
 
 
+class PortTaken(RuntimeError):
+    """The web server's address is in use (another duban, or another program)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The web server's listening socket, bound before the service starts; :class:`PortTaken` when in use."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise PortTaken(
+            f"无法启动:{host}:{port} 已被占用(另一个 duban 或其他程序正在使用)。"
+            "请先停止它,或在 config.toml 的 [web] port 中换一个端口。"
+        ) from exc
+
+
 async def run_service(
     service: Service, stop: asyncio.Event, *, on_ready: Callable[[Service], None] | None = None
 ) -> None:
@@ -169,6 +185,14 @@ async def run_service(
     process_lock = SqliteProcessLock(service.runtime.engine) if single_process else None
     if process_lock is not None:
         process_lock.acquire()  # AnotherProcess: a second duban run on this SQLite file
+    try:  # before anything starts: a port in use is said in one line, with nothing to undo
+        listener = listen(settings.web.host, settings.web.port)
+    except PortTaken:
+        if process_lock is not None:
+            process_lock.release()
+        await asyncio.to_thread(service.threads.close)
+        service.runtime.close()
+        raise
     lease = SchedulerLease(service.runtime.engine)
     await asyncio.to_thread(initialise, service.runtime)
     # One process alone may requeue everything left in flight; several share by lease.
@@ -244,7 +268,7 @@ async def run_service(
         log_config=None,  # uvicorn's own handlers would bypass the root handler's redaction
     )
     server = uvicorn.Server(config)
-    server_task = asyncio.create_task(server.serve(), name="web")
+    server_task = asyncio.create_task(server.serve(sockets=[listener]), name="web")
     while not server.started and not server_task.done():
         await asyncio.sleep(0.01)
     if server.started:
@@ -297,7 +321,7 @@ def serve_forever(settings: Settings) -> int:
 
     try:
         asyncio.run(main())
-    except AnotherProcess as exc:
+    except (AnotherProcess, PortTaken) as exc:
         print(exc, file=sys.stderr, flush=True)
         return 2
     return 0

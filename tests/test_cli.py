@@ -315,3 +315,16 @@ def test_tasks_lists_each_tasks_own_deadline(env: dict[str, str], tmp_path: Path
     assert (rows[4]["deadline"], rows[4]["deadline_text"]) == ("2023-12-31", "2023年底前")
     assert rows[1]["deadline"] is None
     assert "上半年(2023-06-30)" in run(env, "tasks").output
+
+
+def test_run_with_its_port_taken_says_so_in_one_line(env: dict[str, str]) -> None:
+    import socket
+
+    run(env, "init")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["run"], env={**env, "DUBAN_WEB_PORT": str(port)})
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert lines == [lines[0]] and f"{port} 已被占用" in lines[0], result.output
+    assert "Traceback" not in result.output
