@@ -77,15 +77,16 @@ def ledger_rows(session: Session, plan: Plan) -> dict[Annex, list[LedgerRow]]:
     members = _group_members(session, plan)
     via: dict[int, dict[str, list[tuple[Role, str]]]] = defaultdict(dict)
     assignments = session.execute(
-        select(Assignment.task_id, Assignment.role, Assignment.via_group, Unit.name)
+        select(Assignment.task_id, Assignment.role, Assignment.via_group, Unit.name, Assignment.note)
         .join(Unit, Unit.id == Assignment.unit_id)
         .join(Task, Task.id == Assignment.task_id)
         .where(Task.plan_id == plan.id, Assignment.active.is_(True))
         .order_by(Assignment.id)
     )
-    for task_id, role, via_group, unit in assignments:
+    for task_id, role, via_group, unit, note in assignments:
         if via_group is None:
-            names[task_id].append((Role(role), unit))
+            # A scope note goes back in brackets after its unit, as notices write it: 区经发局(负责…).
+            names[task_id].append((Role(role), f"{unit}({note})" if note else unit))
             continue
         if via_group not in via[task_id]:
             names[task_id].append((Role(role), via_group))  # a placeholder, resolved below
@@ -123,7 +124,7 @@ def ledger_rows(session: Session, plan: Plan) -> dict[Annex, list[LedgerRow]]:
             names[task_id].append((Role(role), phrase))
     result: dict[Annex, list[LedgerRow]] = {annex: [] for annex in Annex}
     for task in tasks:
-        row = LedgerRow(number=task.number, text=task.text)
+        row = LedgerRow(number=task.number, text=task.text, deadline=task.deadline_text)
         row.group = "\n".join(part for part in (task.section, task.subsection) if part)
         for role, name in names[task.id]:
             (row.lead if role is Role.LEAD else row.responsible).append(name)

@@ -147,5 +147,7 @@ def test_a_new_countys_plan_keeps_its_undefined_group_phrases_through_the_ledger
     assert phrases == {"各街道办事处"}
     rows = {c[0].value: c[3].value for c in load_workbook(io.BytesIO(data))["附件1"].iter_rows(min_row=4)}
     assert rows[2] == "区市场监管局、各街道办事处" and rows[4] == "各街道办事处"
+    deadlines = {c[0].value: c[4].value for c in load_workbook(io.BytesIO(data))["附件1"].iter_rows(min_row=4)}
+    assert deadlines[3] == "2025年9月底前"  # the task's deadline in the document's words
     again = import_file(data, "任务台账.xlsx", dry_run=True)
     assert again.parsed.errors == [] and again.diff.empty
