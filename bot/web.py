@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ from messages import TEMPLATES
 
 if TYPE_CHECKING:
     from bot.service import Service
+    from bot.webui import WebUI
 
 log = logging.getLogger("duban.web")
 # Every response: scripts and styles only from here (the templates use style attributes), no framing.
@@ -158,7 +160,28 @@ def build_web_app(service: Service) -> Starlette:
         check_host=ui.sandbox_enabled or not ui.sign_in_required,
         exempt=frozenset({settings.telegram.webhook_path, settings.wecom.callback_path}),
     )
-    return Starlette(routes=routes, middleware=[guard, Middleware(BodyLimit, cap_for=body_caps(settings))])
+    return Starlette(
+        routes=routes,
+        middleware=[guard, Middleware(BodyLimit, cap_for=body_caps(settings))],
+        exception_handlers={404: _error_page(ui, 404), 500: _error_page(ui, 500)},
+    )
+
+
+def _error_page(ui: WebUI, status: int) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """A page not found, or a failure of ours, as a page of the dashboard in Chinese (not a bare English line)."""
+
+    async def page(request: Request, _exc: Exception) -> Response:
+        html = ui.env.get_template("error.html.j2").render(
+            status=status,
+            csrf="",
+            signed_in=False,
+            sign_in_required=True,
+            sandbox=ui.sandbox_enabled,
+            path=request.url.path,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    return page
 
 
 def body_caps(settings: Settings) -> Any:

@@ -360,3 +360,9 @@ def test_a_binding_code_is_shown_with_a_qr_code_of_the_telegram_link_and_the_wec
     assert "<svg" in answer.text and "Telegram 绑定二维码" in answer.text
     assert f"绑定 {code.group(1)}" in answer.text
     assert code.group(1) not in str(answer.url)
+
+
+def test_a_page_that_is_not_there_is_a_styled_chinese_page(client: WebClient) -> None:
+    answer = client.get("/office/no-such-page")
+    assert answer.status_code == 404
+    assert "页面不存在" in answer.text and "/static/duban.css" in answer.text and "Not Found" not in answer.text
