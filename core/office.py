@@ -13,8 +13,11 @@ from core.conversation import Incoming
 from core.digest import Digest
 from core.documents import FILE_FORMATS, export, file_format
 from core.outbox import Message, enqueue
+from core.records import round_archive_name, round_files, write_round_archive
 from messages import Messages
 from storage.models import Checkpoint, Plan
+
+ARCHIVE_FORMAT = "zip"
 
 
 class OfficeRequests:
@@ -55,19 +58,24 @@ class OfficeRequests:
         )
         key = args[0] if args else ""
         fmt = args[1].lower() if len(args) > 1 else "xlsx"
-        if key not in [*keys, "year"] or fmt not in FILE_FORMATS:
+        formats = (*FILE_FORMATS, ARCHIVE_FORMAT)
+        if key not in [*keys, "year"] or fmt not in formats or (fmt == ARCHIVE_FORMAT and key == "year"):
             return self.m.render(
                 "export_usage",
                 usage=self.m.label("usage", "export"),
                 keys=keys,
-                bad_format=fmt not in FILE_FORMATS,
-                formats=FILE_FORMATS,
+                bad_format=fmt not in formats,
+                formats=formats,
             )
         folder = self.settings.path(self.settings.service.data_dir) / "exports"
         folder.mkdir(parents=True, exist_ok=True)
-        path = export(
-            session, self.settings, self.m, plan, None if key == "year" else key, file_format(fmt), now, folder
-        )
+        if fmt == ARCHIVE_FORMAT:  # every file units sent for the round, named by unit and task
+            entries = round_files(session, plan, key) or []
+            path = write_round_archive(entries, folder / round_archive_name(plan, key))
+        else:
+            path = export(
+                session, self.settings, self.m, plan, None if key == "year" else key, file_format(fmt), now, folder
+            )
         queued = enqueue(
             session,
             platform=incoming.platform,

@@ -19,7 +19,7 @@ from core.runtime import Runtime, current_plan
 from messages import TEMPLATES, Messages
 from storage.models import Obligation, Task, Unit
 from tests.conftest import local
-from tests.support import invite, last_text, make_conversation, say, staged_file
+from tests.support import invite, last_text, make_conversation, outbox, say, staged_file
 
 LIAISON = 1001  # 县发改局
 OFFICE = 9001
@@ -147,3 +147,25 @@ def test_what_the_sandbox_and_the_notification_show_has_no_emoji_debians_fonts_l
         if any(low <= ord(char) <= high for low, high in EMOJI_RANGES)
     }
     assert found == set()
+
+
+def test_the_office_gets_a_rounds_files_as_one_zip_in_chat(
+    runtime: Runtime, bound: Conversation, tmp_path: Path
+) -> None:
+    from core.digest import Digest
+    from core.escalation import make_calendar
+    from core.office import OfficeRequests
+
+    settings = runtime.settings
+    messages = Messages("zh", settings.tz)
+    bound.on_office_request = OfficeRequests(settings, messages, Digest(settings, messages, make_calendar(settings)))
+    say(bound, LIAISON, "/report 1 按计划推进 细化方案", files=(staged_file(tmp_path, "细化方案.pdf", b"%PDF zip"),))
+    say(bound, OFFICE, "/export refined-plan zip")
+    [sent] = [row for row in outbox(runtime, OFFICE) if row.payload.get("document")]
+    path = Path(sent.payload["document"]["path"])
+    assert sent.payload["document"]["file_name"] == "附件-嘉鱼县-refined-plan.zip"
+    with zipfile.ZipFile(path) as archive:
+        assert archive.namelist() == ["县发改局/县1-细化方案.pdf"]
+        assert archive.read("县发改局/县1-细化方案.pdf") == b"%PDF zip"
+    say(bound, OFFICE, "/export year zip")
+    assert "zip" in last_text(runtime, OFFICE)  # the usage again: the year has no single set of files
