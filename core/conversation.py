@@ -841,8 +841,10 @@ class Conversation:
         view = self._task_view(task)
         rounds = self._open_rounds(turn, task, unit)
         if "checkpoint_id" not in data:
-            # The round is fixed when the report starts, so the round named is the round recorded.
-            data["checkpoint_id"] = self._default_round(turn, rounds)
+            # The round is fixed when the report starts, so the round named is the round recorded;
+            # a file sent with it is the document a document round asks for, if one is owed.
+            documents = [o for o in rounds if o.checkpoint.satisfied_by == "document"]
+            data["checkpoint_id"] = self._default_round(turn, documents if data.get("files") and documents else rounds)
         if not data.get("status"):
             state = self._set_state(turn, "report.status", data)
             v = state.version

@@ -296,15 +296,32 @@ def send_with_file(page: object, text: str, file: Path) -> None:
     page.click("#composer button.primary")  # type: ignore[attr-defined]
 
 
+@pytest.fixture
+def desktop(browser, service: ServiceProcess) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    """A desktop browser window, closed before the service stops (an open event stream would hold it up)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN")
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def phone(browser, service: ServiceProcess) -> Iterator[object]:  # type: ignore[no-untyped-def]
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN", accept_downloads=True
+    )
+    yield context
+    context.close()
+
+
 @pytest.mark.timeout(180)
 def test_acceptance_a_refined_plan_uploaded_opened_returned_resubmitted_and_notified(
-    browser, service: ServiceProcess, tmp_path: Path
+    desktop, service: ServiceProcess, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
     first = tmp_path / "县1细化方案.pdf"
     first.write_bytes(b"%PDF-1.4 first draft")
     second = tmp_path / "县1细化方案(盖章版).pdf"
     second.write_bytes(b"%PDF-1.4 signed")
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, locale="zh-CN")
+    context = desktop
     chat = context.new_page()
     join_sandbox(chat, service.url, "县发改局", "王联络")
 
@@ -377,18 +394,13 @@ def test_acceptance_a_refined_plan_uploaded_opened_returned_resubmitted_and_noti
     assert "县1细化方案.pdf" in text and "县1细化方案(盖章版).pdf" in text
     assert "是否按时以首次报送时间为准" in text
     shot(office, "acceptance-06-notification")
-    context.close()
 
 
 @pytest.mark.timeout(180)
-def test_acceptance_on_a_phone_upload_find_and_open_the_report(
-    browser, service: ServiceProcess, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+def test_acceptance_on_a_phone_upload_find_and_open_the_report(phone, service: ServiceProcess, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     plan = tmp_path / "细化方案.pdf"
     plan.write_bytes(b"%PDF-1.4 phone")
-    context = browser.new_context(
-        viewport={"width": 390, "height": 844}, is_mobile=True, locale="zh-CN", accept_downloads=True
-    )
+    context = phone
     chat = context.new_page()
     join_sandbox(chat, service.url, "县发改局", "李联络")
     send_with_file(chat, "报告 1 按计划推进 细化方案", plan)
@@ -407,4 +419,3 @@ def test_acceptance_on_a_phone_upload_find_and_open_the_report(
     office.wait_for_selector("#report")
     assert office.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
     shot(office, "acceptance-phone-03-report")
-    context.close()
