@@ -103,6 +103,14 @@ class Dashboard:
     def _back(path: str, message: str, kind: str = "ok") -> RedirectResponse:
         return RedirectResponse(f"{local_path(path)}?flash={quote(message)}&kind={kind}", status_code=303)
 
+    def _refusal_text(self, refusal: OfficeRefusal, missing: str) -> str:
+        """A refusal as a web form's answer: what to fill in, not chat syntax (no 用法:/urge …, no 发送 /tasks)."""
+        if refusal.code == "usage":
+            return missing
+        if refusal.code == "unknown_task":
+            return f"没有编号为“{refusal.detail}”的任务:县级任务直接写编号(如 22),市级任务写“市3”。"
+        return self.m.render("error", code=refusal.code, detail=refusal.detail, **({"limit": ""} | refusal.extra))
+
     def _flash(self, request: Request) -> dict[str, Any]:
         flash = request.query_params.get("flash", "")[:500]
         kind = request.query_params.get("kind", "ok")
@@ -409,7 +417,7 @@ class Dashboard:
         except OfficeRefusal as refusal:
             return self._back(
                 str(form.get("back") or "/office"),
-                self.m.render("error", code=refusal.code, detail=refusal.detail, **({"limit": ""} | refusal.extra)),
+                self._refusal_text(refusal, "请填写要催办的单位或任务编号。"),
                 "warn",
             )
         self.service.sender.wake()
@@ -455,12 +463,7 @@ class Dashboard:
                     "请填写退回原因,勾选“确认撤销通过并退回”后再提交。",
                     "warn",
                 )
-            detail = refusal.detail if refusal.code != "usage" else "退回需要填写原因"
-            return self._back(
-                back,
-                self.m.render("error", code=refusal.code, detail=detail, **({"limit": ""} | refusal.extra)),
-                "warn",
-            )
+            return self._back(back, self._refusal_text(refusal, "退回需要填写原因。"), "warn")
         self.service.sender.wake()
         text = self.m.render(
             "review_done",
@@ -543,7 +546,7 @@ class Dashboard:
         try:
             issued = await self.service.threads.run(self._invite, unit_name, role, self._actor(info), info.person_id)
         except OfficeRefusal as refusal:
-            text = self.m.render("error", code=refusal.code, detail=refusal.detail, **({"limit": ""} | refusal.extra))
+            text = self._refusal_text(refusal, "请选择单位。")
             return self._back("/office/people", text, "warn")
         if issued is None:
             return self._back("/office/people", f"未知单位或角色:{unit_name}", "warn")

@@ -366,3 +366,13 @@ def test_a_page_that_is_not_there_is_a_styled_chinese_page(client: WebClient) ->
     answer = client.get("/office/no-such-page")
     assert answer.status_code == 404
     assert "页面不存在" in answer.text and "/static/duban.css" in answer.text and "Not Found" not in answer.text
+
+
+def test_web_forms_answer_in_plain_words_not_chat_syntax(client: WebClient) -> None:
+    token = csrf(client, "/office")
+    empty = client.post("/office/urge", data={"csrf": token, "target": " "})
+    assert "请填写要催办的单位或任务编号" in empty.text and "用法" not in empty.text
+    unknown = client.post(
+        "/office/review", data={"csrf": token, "task": "县999", "unit": "县发改局", "decision": "accepted"}
+    )
+    assert "没有编号为" in unknown.text and "发送 /tasks" not in unknown.text
