@@ -962,6 +962,9 @@ def report(state: CliState, checkpoint_key: str | None, year: int | None, fmt: s
         plan = current_plan(session, settings)
         if plan is None:
             fail("还没有导入方案: duban import PATH")
+        live = [c.key for c in live_checkpoints(session, plan.id)]
+        if checkpoint_key and checkpoint_key not in live:
+            fail(f"没有进行中的督查轮次“{checkpoint_key}”;现有轮次:{'、'.join(live) or '无'}")
         try:
             path = export(
                 session,

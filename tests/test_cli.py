@@ -302,7 +302,7 @@ def test_report_for_a_named_year_is_named_for_that_year(env: dict[str, str], tmp
 def test_report_for_an_unknown_round_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
     run(env, "init")
     result = run(env, "report", "--checkpoint", "nope", "-o", str(tmp_path))
-    assert result.exit_code == 1 and "nope" in result.output
+    assert result.exit_code == 1 and "没有进行中的督查轮次“nope”" in result.output
 
 
 def test_tasks_lists_each_tasks_own_deadline(env: dict[str, str], tmp_path: Path) -> None:
