@@ -227,6 +227,14 @@ def _print_preview(preview: ImportPreview) -> None:
         for group in preview.groups_to_define:
             labels = "、".join(_label(key) for key in group.tasks)
             click.echo(f"  {group.phrase}:{labels}")
+    with_targets = [t for t in preview.tasks if t.targets]
+    if with_targets:
+        total = sum(len(t.targets) for t in with_targets)
+        click.echo(f"量化目标:{len(with_targets)} 项任务共 {total} 个(导入后可用 duban targets 查看和修正):")
+        for task in with_targets[:5]:
+            click.echo(f"  {task.label} " + ";".join(task.targets))
+        if len(with_targets) > 5:
+            click.echo(f"  …… 另 {len(with_targets) - 5} 项")
     if preview.problems:
         click.echo(f"未能识别或已修复的行 {len(preview.problems)} 处:")
         for problem in preview.problems:

@@ -39,6 +39,7 @@ from core.config import Settings
 from core.plan_corrections import Corrections
 from core.plan_import import ImportDiff, ParseFunction, Shrink, group_phrases, prepare_import, task_key
 from core.plan_parser import Annex, ParsedPlan, Severity
+from core.targets import extract_targets
 from core.tasks import task_label
 from core.units import UnitDirectory
 from storage.models import Unit, UnitAlias
@@ -68,6 +69,7 @@ class TaskPreview:
     lead: list[str]
     responsible: list[str]
     groups: list[tuple[str, str]]  # (role, phrase)
+    targets: list[str] = field(default_factory=list)  # the numbers read as targets: 改造城镇老旧小区 434个
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,7 @@ class ImportPreview:
                     "lead": t.lead,
                     "responsible": t.responsible,
                     "groups": [{"role": role, "phrase": phrase} for role, phrase in t.groups],
+                    "targets": t.targets,
                 }
                 for t in self.tasks
             ],
@@ -301,6 +304,7 @@ def _task_previews(parsed: ParsedPlan) -> list[TaskPreview]:
             lead=list(task.lead),
             responsible=list(task.responsible),
             groups=[(role.value, phrase) for role, phrase in group_phrases(task)],
+            targets=[target.label for target in extract_targets(task.text)],
         )
         for task in parsed.tasks
     ]

@@ -148,7 +148,19 @@ def test_preview_json_schema_is_stable(env: dict[str, str]) -> None:
     }
     assert data["schema"] == 1
     assert data["counts"] == {"county": 76, "city": 33} and data["assignments"] == 1341
-    assert set(data["tasks"][0]) == {"key", "label", "text", "section", "line", "span", "lead", "responsible", "groups"}
+    assert set(data["tasks"][0]) == {
+        "key",
+        "label",
+        "text",
+        "section",
+        "line",
+        "span",
+        "lead",
+        "responsible",
+        "groups",
+        "targets",
+    }
+    assert data["tasks"][0]["targets"] == ["地区生产总值 6.5%"]
     assert set(data["units"][0]) == {"name", "known", "lead", "responsible"}
     assert set(data["groups"][0]) == {"phrase", "defined", "members", "tasks"}
     assert set(data["problems"][0]) == {"line", "severity", "reason", "text"}

@@ -93,3 +93,10 @@ def test_an_unknown_task_or_target_is_refused_and_changes_nothing(env: dict[str,
     foreign = run(env, "targets", "set", "县19", str(before[0]["id"]), "--value", "3")
     assert foreign.exit_code == 1 and "没有编号为" in foreign.output
     assert listed(env) == before
+
+
+def test_the_import_preview_shows_the_targets_it_read(env: dict[str, str]) -> None:
+    preview = run(env, "import", str(BUNDLED_PLAN))
+    count = sum(len(found) for found in EXPECTED.values())
+    assert f"量化目标:{len(EXPECTED)} 项任务共 {count} 个" in preview.output
+    assert "县1 地区生产总值 6.5%" in preview.output
