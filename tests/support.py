@@ -117,3 +117,46 @@ def staged_file(folder: Path, name: str, content: bytes = b"%PDF-1.4 refined pla
     return IncomingFile(
         file_id=stage.file_id, file_name=name, size=len(content), mime_type="application/pdf", staged=stage
     )
+
+
+def report_figures(
+    session: Any,
+    settings: Any,
+    task_ref: str,
+    figures: dict[str, float],
+    at: datetime,
+    *,
+    note: str = "完成情况见数字",
+    checkpoint_key: str | None = None,
+) -> None:
+    """The task's lead unit reports (to the named round, else the one the core picks), with a figure per metric."""
+    from core.progress import record_values
+    from core.reporting import StatusCode, record_report
+    from core.tasks import parse_task_ref
+    from storage.models import Checkpoint, Target, Task
+
+    ref = parse_task_ref(task_ref)
+    assert ref is not None, task_ref
+    task = session.scalar(select(Task).where(Task.annex == ref[0].value, Task.number == ref[1]))
+    assert task is not None, task_ref
+    lead = next(a.unit for a in task.assignments if a.role == "lead" and a.active)
+    checkpoint = (
+        session.scalar(select(Checkpoint.id).where(Checkpoint.key == checkpoint_key)) if checkpoint_key else None
+    )
+    recorded = record_report(
+        session,
+        task=task,
+        unit=lead,
+        person_id=None,
+        status=StatusCode.ON_TRACK,
+        note=note,
+        files=[],
+        platform="sandbox",
+        platform_message_id=None,
+        via="test",
+        now=at,
+        uploads_dir=settings.uploads.dir,
+        checkpoint_id=checkpoint,
+    )
+    ids = {t.metric: t.id for t in session.scalars(select(Target).where(Target.task_id == task.id))}
+    record_values(session, recorded.report, {ids[m]: v for m, v in figures.items()}, reported_at=at)

@@ -10,11 +10,10 @@ from sqlalchemy import select
 
 from bot.service import Service
 from core.milestones import add_milestones, parse_milestones
-from core.progress import record_values
-from core.reporting import StatusCode, record_report
 from core.runtime import Runtime, current_plan
 from storage.models import Checkpoint, Milestone, Target, Task
 from tests.conftest import local
+from tests.support import report_figures
 from tests.test_web import WebClient, service  # noqa: F401  (the service fixture)
 
 
@@ -45,28 +44,16 @@ def targets_of(runtime: Runtime, annex: str, number: int) -> list[tuple[str, flo
 def seed_figures(runtime: Runtime) -> None:
     """县住建局 (lead of 市33) reports figures in Q1 and Q2."""
     with runtime.transaction() as session:
-        task = session.scalar(select(Task).where(Task.annex == "city", Task.number == 33))
-        assert task is not None
-        lead = next(a.unit for a in task.assignments if a.role == "lead")
-        ids = {t.metric: t.id for t in session.scalars(select(Target).where(Target.task_id == task.id))}
         for at, key, value in ((local(2024, 3, 20, 9), "2024-q1", 100), (local(2024, 6, 20, 9), "2024-q2", 300)):
-            checkpoint = session.scalar(select(Checkpoint.id).where(Checkpoint.key == key))
-            recorded = record_report(
+            report_figures(
                 session,
-                task=task,
-                unit=lead,
-                person_id=None,
-                status=StatusCode.ON_TRACK,
+                runtime.settings,
+                "市33",
+                {"改造城镇老旧小区": value},
+                at,
                 note="按计划推进",
-                files=[],
-                platform="sandbox",
-                platform_message_id=None,
-                via="test",
-                now=at,
-                uploads_dir=runtime.settings.uploads.dir,
-                checkpoint_id=checkpoint,
+                checkpoint_key=key,
             )
-            record_values(session, recorded.report, {ids["改造城镇老旧小区"]: value}, reported_at=at)
 
 
 def test_the_page_lists_each_tasks_targets_with_their_trend_by_round(

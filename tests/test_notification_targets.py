@@ -8,48 +8,23 @@ from pathlib import Path
 
 import pytest
 from openpyxl import load_workbook
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.documents import render_html, write_xlsx
 from core.notification import Notification, build_notification
-from core.progress import record_values
-from core.reporting import StatusCode, record_report
 from core.runtime import Runtime, current_plan
 from messages import Messages
-from storage.models import Checkpoint, Target, Task
 from tests.conftest import local
+from tests.support import report_figures
 
 Q2_NOW = local(2024, 6, 27, 9)
 
 
-def report(
-    session: Session, settings: Settings, annex: str, number: int, figures: dict[str, float], at: datetime, note: str
-) -> None:
+def report(session: Session, settings: Settings, ref: str, figures: dict[str, float], at: datetime, note: str) -> None:
     """The task's lead unit reports for the round due next, with a figure for each named metric."""
     round_key = "2024-q1" if at < local(2024, 3, 25, 18) else "2024-q2"
-    checkpoint = session.scalar(select(Checkpoint.id).where(Checkpoint.key == round_key))
-    task = session.scalar(select(Task).where(Task.annex == annex, Task.number == number))
-    assert task is not None
-    lead = next(a.unit for a in task.assignments if a.role == "lead" and a.active)
-    recorded = record_report(
-        session,
-        task=task,
-        unit=lead,
-        person_id=None,
-        status=StatusCode.ON_TRACK,
-        note=note,
-        files=[],
-        platform="sandbox",
-        platform_message_id=None,
-        via="test",
-        now=at,
-        uploads_dir=settings.uploads.dir,
-        checkpoint_id=checkpoint,
-    )
-    ids = {t.metric: t.id for t in session.scalars(select(Target).where(Target.task_id == task.id))}
-    record_values(session, recorded.report, {ids[m]: v for m, v in figures.items()}, reported_at=at)
+    report_figures(session, settings, ref, figures, at, note=note, checkpoint_key=round_key)
 
 
 @pytest.fixture
@@ -57,15 +32,14 @@ def q2(runtime: Runtime, settings: Settings) -> Notification:
     """A seeded half year: four tasks' leads report figures in Q1 and Q2; the rest say nothing."""
     with runtime.transaction() as session:
         q1 = local(2024, 3, 20, 9)
-        report(session, settings, "city", 29, {"建设高标准农田": 3}, q1, "完成高标准农田3万亩")
-        report(session, settings, "city", 33, {"改造城镇老旧小区": 100}, q1, "按计划推进")
+        report(session, settings, "市29", {"建设高标准农田": 3}, q1, "完成高标准农田3万亩")
+        report(session, settings, "市33", {"改造城镇老旧小区": 100}, q1, "按计划推进")
         q2_at = local(2024, 6, 20, 9)
-        report(session, settings, "city", 29, {"建设高标准农田": 7.5}, q2_at, "完成高标准农田7.5万亩")
+        report(session, settings, "市29", {"建设高标准农田": 7.5}, q2_at, "完成高标准农田7.5万亩")
         report(
             session,
             settings,
-            "city",
-            33,
+            "市33",
             {
                 "改造城镇老旧小区": 300,
                 "农村危房改造开工": 100,
@@ -75,8 +49,8 @@ def q2(runtime: Runtime, settings: Settings) -> Notification:
             q2_at,
             "按计划推进",
         )
-        report(session, settings, "county", 9, {"城镇新增就业": 2000}, q2_at, "新增就业2000人")
-        report(session, settings, "county", 37, {"空气优良率": 88}, q2_at, "优良率88%")
+        report(session, settings, "县9", {"城镇新增就业": 2000}, q2_at, "新增就业2000人")
+        report(session, settings, "县37", {"空气优良率": 88}, q2_at, "优良率88%")
         plan = current_plan(session, settings)
         assert plan is not None
         return build_notification(session, settings, plan, "2024-q2", Q2_NOW)

@@ -9,11 +9,11 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from core.pace import PaceClass, PaceThresholds
-from core.progress import below_half, pace_lights, record_values, round_progress
-from core.reporting import StatusCode, record_report
+from core.progress import below_half, pace_lights, round_progress
 from core.runtime import Runtime
-from storage.models import Checkpoint, Milestone, Target, Task, Unit
+from storage.models import Checkpoint, Milestone, Task, Unit
 from tests.conftest import SHANGHAI, local
+from tests.support import report_figures
 
 THRESHOLDS = PaceThresholds()
 
@@ -22,31 +22,6 @@ def _task(session: Session, annex: str, number: int) -> Task:
     task = session.scalar(select(Task).where(Task.annex == annex, Task.number == number))
     assert task is not None
     return task
-
-
-def _report(
-    session: Session, settings: Settings, annex: str, number: int, unit: str, figures: dict[str, float], at: datetime
-) -> None:
-    """The unit reports on the task, giving a figure for each named metric."""
-    task = _task(session, annex, number)
-    found = session.scalar(select(Unit).where(Unit.name == unit))
-    assert found is not None
-    recorded = record_report(
-        session,
-        task=task,
-        unit=found,
-        person_id=None,
-        status=StatusCode.ON_TRACK,
-        note="完成情况见数字",
-        files=[],
-        platform="sandbox",
-        platform_message_id=None,
-        via="test",
-        now=at,
-        uploads_dir=settings.uploads.dir,
-    )
-    targets = {t.metric: t.id for t in session.scalars(select(Target).where(Target.task_id == task.id))}
-    record_values(session, recorded.report, {targets[m]: v for m, v in figures.items()}, reported_at=at)
 
 
 def _progress(session: Session, key: str, tasks: list[tuple[str, int]]) -> dict[str, object]:
@@ -59,12 +34,10 @@ def _progress(session: Session, key: str, tasks: list[tuple[str, int]]) -> dict[
 
 def test_the_lead_units_figure_is_the_tasks_figure_with_its_pace(runtime: Runtime, settings: Settings) -> None:
     with runtime.transaction() as session:
-        _report(
+        report_figures(
             session,
             settings,
-            "city",
-            33,
-            "县住建局",
+            "市33",
             {"改造城镇老旧小区": 300, "农村危房改造开工": 100},
             local(2024, 6, 20, 9),
         )
@@ -78,12 +51,10 @@ def test_the_lead_units_figure_is_the_tasks_figure_with_its_pace(runtime: Runtim
 
 def test_the_q2_check_names_exactly_the_targets_below_half(runtime: Runtime, settings: Settings) -> None:
     with runtime.transaction() as session:
-        _report(
+        report_figures(
             session,
             settings,
-            "city",
-            33,
-            "县住建局",
+            "市33",
             {
                 "改造城镇老旧小区": 300,
                 "农村危房改造开工": 100,
@@ -92,7 +63,7 @@ def test_the_q2_check_names_exactly_the_targets_below_half(runtime: Runtime, set
             },
             local(2024, 6, 20, 9),
         )
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 7.2}, local(2024, 6, 21, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 7.2}, local(2024, 6, 21, 9))
         checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.key == "2024-q2"))
         assert checkpoint is not None
         ids = [_task(session, "city", 33).id, _task(session, "city", 29).id]
@@ -103,8 +74,8 @@ def test_the_q2_check_names_exactly_the_targets_below_half(runtime: Runtime, set
 
 def test_a_figure_reported_after_the_cutoff_does_not_count_for_the_round(runtime: Runtime, settings: Settings) -> None:
     with runtime.transaction() as session:
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 2}, local(2024, 3, 20, 9))
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 9}, local(2024, 6, 26, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 2}, local(2024, 3, 20, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 9}, local(2024, 6, 26, 9))
         progress = _progress(session, "2024-q2", [("city", 29)])
     farmland = progress["建设高标准农田"]
     assert (farmland.reported, farmland.previous, farmland.change) == (2, 2, 0)  # type: ignore[attr-defined]
@@ -112,8 +83,8 @@ def test_a_figure_reported_after_the_cutoff_does_not_count_for_the_round(runtime
 
 def test_change_since_the_last_round(runtime: Runtime, settings: Settings) -> None:
     with runtime.transaction() as session:
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 3}, local(2024, 3, 20, 9))
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 7.5}, local(2024, 6, 20, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 3}, local(2024, 3, 20, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 7.5}, local(2024, 6, 20, 9))
         progress = _progress(session, "2024-q2", [("city", 29)])
     assert progress["建设高标准农田"].change == 4.5  # type: ignore[attr-defined]
 
@@ -140,12 +111,10 @@ def test_milestones_set_the_expected_share(runtime: Runtime, settings: Settings)
 
 def test_pace_lights_per_task_and_per_lead_unit(runtime: Runtime, settings: Settings) -> None:
     with runtime.transaction() as session:
-        _report(
+        report_figures(
             session,
             settings,
-            "city",
-            33,
-            "县住建局",
+            "市33",
             {
                 "改造城镇老旧小区": 300,
                 "农村危房改造开工": 150,
@@ -154,7 +123,7 @@ def test_pace_lights_per_task_and_per_lead_unit(runtime: Runtime, settings: Sett
             },
             local(2024, 6, 20, 9),
         )
-        _report(session, settings, "city", 29, "县农业农村局", {"建设高标准农田": 7.2}, local(2024, 6, 21, 9))
+        report_figures(session, settings, "市29", {"建设高标准农田": 7.2}, local(2024, 6, 21, 9))
         checkpoint = session.scalar(select(Checkpoint).where(Checkpoint.key == "2024-q2"))
         assert checkpoint is not None
         city33, city29, county9 = _task(session, "city", 33), _task(session, "city", 29), _task(session, "county", 9)
