@@ -419,3 +419,21 @@ def test_acceptance_on_a_phone_upload_find_and_open_the_report(phone, service: S
     office.wait_for_selector("#report")
     assert office.evaluate("document.documentElement.scrollWidth") <= 390 + 1  # no sideways scrolling
     shot(office, "acceptance-phone-03-report")
+
+
+def test_a_liaison_reports_a_targets_figure_in_the_sandbox(browser, service: ServiceProcess) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = context.new_page()
+    page.goto(f"{service.url}/")
+    page.select_option("#unit", "县科经局")
+    page.click("#join button[type=submit]")
+    page.wait_for_url("**/chat")
+    page.fill("#text", "报告 12 按计划推进 已签约绿色食品企业3家")
+    page.click("#composer button.primary")
+    page.wait_for_selector("li.msg.out:has-text('绿色食品全产业链规模 已完成 ___ 亿元(目标 165亿元)')")
+    page.fill("#text", "80亿元")
+    page.click("#composer button.primary")
+    page.wait_for_selector("li.msg.out:has-text('已记录目标完成值')")
+    assert "80亿元(目标 165亿元" in page.inner_text("li.msg.out:has-text('已记录目标完成值')")
+    shot(page, "07-target-figure")
+    context.close()
