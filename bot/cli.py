@@ -471,7 +471,9 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
         if annex:
             query = query.where(Task.annex == annex)
         rows = []
-        for task in session.scalars(query):
+        tasks = list(session.scalars(query))
+        targets = targets_by_task(session, [t.id for t in tasks])
+        for task in tasks:
             active = [a for a in task.assignments if a.active]
             leads = [a.unit.name for a in active if a.role == "lead"]
             responsible = [a.unit.name for a in active if a.role == "responsible"]
@@ -490,6 +492,7 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
                     "responsible": responsible,
                     "deadline": task.deadline.isoformat() if task.deadline else None,
                     "deadline_text": task.deadline_text,
+                    "targets": [f"{t.metric} {format_number(t.value)}{t.unit}" for t in targets[task.id]],
                     **({"role": mine} if unit is not None else {}),
                 }
             )
@@ -504,6 +507,7 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
     table.add_column("牵头单位")
     table.add_column("责任单位", justify="right")
     table.add_column("完成时限")
+    table.add_column("量化目标")
     for row in rows:
         cells = [row["label"]]
         if unit is not None:
@@ -511,7 +515,13 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
         deadline = str(row["deadline_text"] or "")
         if row["deadline"] and deadline != row["deadline"]:
             deadline = f"{deadline}({row['deadline']})" if deadline else str(row["deadline"])
-        cells += [row["title"], "、".join(row["lead"]), f"{len(row['responsible'])} 个", deadline]
+        cells += [
+            row["title"],
+            "、".join(row["lead"]),
+            f"{len(row['responsible'])} 个",
+            deadline,
+            ";".join(row["targets"]),
+        ]
         table.add_row(*cells)
     console().print(table)
     click.echo(f"共 {len(rows)} 项")

@@ -100,3 +100,10 @@ def test_the_import_preview_shows_the_targets_it_read(env: dict[str, str]) -> No
     count = sum(len(found) for found in EXPECTED.values())
     assert f"量化目标:{len(EXPECTED)} 项任务共 {count} 个" in preview.output
     assert "县1 地区生产总值 6.5%" in preview.output
+
+
+def test_tasks_lists_each_tasks_targets(env: dict[str, str]) -> None:
+    rows = json.loads(run(env, "tasks", "--json").output)
+    by_label = {row["label"]: row["targets"] for row in rows}
+    assert by_label["市29"] == ["建设高标准农田 14.33万亩"]
+    assert by_label["县7"] == []
