@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -94,11 +95,23 @@ class PostgresTemplate:
         return _url_for(name)
 
     def drop(self, url: str) -> None:
-        name = url.rpartition("/")[2]
-        with _admin_connection() as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop(url.rpartition("/")[2])
 
     def close(self) -> None:
-        with _admin_connection() as connection:
-            for name in [*self.copies, self.name]:
+        for name in [*self.copies, self.name]:
+            _drop(name)
+
+
+def _drop(name: str) -> None:
+    """Drop a test database.  An autovacuum worker may still be in it, and a role that is not
+    superuser cannot terminate that: wait for it to finish, then give up (the cluster is the
+    test run's own)."""
+    import psycopg
+
+    for _ in range(50):
+        try:
+            with _admin_connection() as connection:
                 connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            time.sleep(0.2)
