@@ -57,7 +57,7 @@ from core.task_targets import TargetRefused, set_target, targets_by_task
 from core.tasks import parse_task_ref, task_label
 from messages import Messages
 from storage.db import current_revision, head_revision
-from storage.models import Assignment, Binding, Milestone, Obligation, Task, Unit, UnitGroupMember
+from storage.models import Assignment, Binding, Milestone, Obligation, Plan, Task, Unit, UnitGroupMember
 from storage.queries import checkpoint_state_counts, find_task, match_units
 
 ROLE_ZH = {"lead": "牵头", "responsible": "责任"}
@@ -85,6 +85,14 @@ class CliState:
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
+
+
+def _plan_or_fail(session: Any, settings: Settings) -> Plan:
+    """The configured county's current plan; a clear message and exit when none was imported yet."""
+    plan = current_plan(session, settings)
+    if plan is None:
+        fail("还没有导入方案: duban import PATH")
+    return plan
 
 
 def emit_json(data: Any) -> None:
@@ -461,9 +469,7 @@ def tasks(state: CliState, unit_name: str | None, annex: str | None, as_json: bo
     """The plan's tasks with their lead and responsible units."""
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, settings)
         unit = _unit_named(session, plan, unit_name) if unit_name else None
         query = (
             select(Task).where(Task.plan_id == plan.id, Task.active.is_(True)).order_by(Task.annex.desc(), Task.number)
@@ -534,9 +540,7 @@ def units(state: CliState, as_json: bool) -> None:
     """Every unit: kind, aliases, groups, how many tasks it leads and shares, who is bound."""
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, settings)
         counts: dict[tuple[int, str], int] = {
             (unit_id, role): count
             for unit_id, role, count in session.execute(
@@ -601,9 +605,7 @@ def groups(ctx: click.Context, as_json: bool) -> None:
         return
     state: CliState = ctx.obj
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         found = plan_groups(session, state.settings, plan)
     if as_json:
         emit_json([vars(group) for group in found])
@@ -628,9 +630,7 @@ def groups_define(state: CliState, phrase: str, members: tuple[str, ...]) -> Non
     with _database_ready(state) as runtime:
         try:
             with runtime.transaction() as session:
-                plan = current_plan(session, state.settings)
-                if plan is None:
-                    fail("还没有导入方案: duban import PATH")
+                plan = _plan_or_fail(session, state.settings)
                 done = define_group(session, state.settings, plan, phrase, names, now=runtime.clock.now(), actor="cli")
         except CorrectionError as exc:
             fail(f"无法定义群体:{exc}")
@@ -701,9 +701,7 @@ def plan_export(state: CliState, fmt: str, output: Path | None) -> None:
     The file imports back with no change (duban import FILE); edited, its import shows the diff.
     """
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         data = ledger_workbook(session, plan)
         target = output or Path(ledger_file_name(plan))
     target.write_bytes(data)
@@ -725,9 +723,7 @@ def checkpoint_list(state: CliState, as_json: bool) -> None:
     """Every live checkpoint with its due time and how many have answered."""
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, settings)
         rows = []
         for item in live_checkpoints(session, plan.id):
             counts = checkpoint_state_counts(session, item.id)
@@ -787,9 +783,7 @@ def checkpoint_add(
             due_at = now + parse_offset(due).delta if due.startswith("+") else parse_local_datetime(due, settings)
             own_ladder = _ladder_option(ladder, settings) if ladder else None
             with runtime.transaction() as session:
-                plan = current_plan(session, settings)
-                if plan is None:
-                    fail("还没有导入方案: duban import PATH")
+                plan = _plan_or_fail(session, settings)
                 added = add_adhoc_checkpoint(
                     session,
                     plan,
@@ -824,9 +818,7 @@ def checkpoint_cancel(state: CliState, key: str, reason: str) -> None:
     with _database_ready(state) as runtime:
         try:
             with runtime.transaction() as session:
-                plan = current_plan(session, settings)
-                if plan is None:
-                    fail("还没有导入方案: duban import PATH")
+                plan = _plan_or_fail(session, settings)
                 cancelled = cancel_checkpoint(
                     session, plan, key, now=runtime.clock.now(), actor="cli", reason=reason.strip()
                 )
@@ -855,9 +847,7 @@ def checkpoint_edit(
         try:
             due_at = parse_local_datetime(due, settings) if due is not None else None
             with runtime.transaction() as session:
-                plan = current_plan(session, settings)
-                if plan is None:
-                    fail("还没有导入方案: duban import PATH")
+                plan = _plan_or_fail(session, settings)
                 edited = edit_checkpoint(
                     session,
                     plan,
@@ -977,9 +967,7 @@ def report(state: CliState, checkpoint_key: str | None, year: int | None, fmt: s
         fail("请指定 --checkpoint ID 或 --year 之一")
     settings = state.settings
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, settings)
         live = [c.key for c in live_checkpoints(session, plan.id)]
         if checkpoint_key and checkpoint_key not in live:
             fail(f"没有进行中的督查轮次“{checkpoint_key}”;现有轮次:{'、'.join(live) or '无'}")
@@ -1023,9 +1011,7 @@ def _task_by_ref(session: Any, plan: Any, ref: str) -> Task:
 def targets_list(state: CliState, task_ref: str | None, as_json: bool) -> None:
     """Every task's targets: metric, value, unit, kind and where it came from."""
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         if task_ref:
             tasks = [_task_by_ref(session, plan, task_ref)]
         else:
@@ -1073,9 +1059,7 @@ def targets_list(state: CliState, task_ref: str | None, as_json: bool) -> None:
 
 def _change_target(state: CliState, task_ref: str, **change: Any) -> None:
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         task = _task_by_ref(session, plan, task_ref)
         try:
             row = set_target(session, task, now=runtime.clock.now(), actor="cli", **change)
@@ -1146,9 +1130,7 @@ def milestones() -> None:
 def milestones_list(state: CliState, task_ref: str | None, as_json: bool) -> None:
     """Every milestone with its task, unit, date and whether it is still supervised."""
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         if task_ref:
             task_ids = [_task_by_ref(session, plan, task_ref).id]
         else:
@@ -1184,9 +1166,7 @@ def milestones_list(state: CliState, task_ref: str | None, as_json: bool) -> Non
 def milestones_add(state: CliState, task_ref: str, lines: tuple[str, ...]) -> None:
     """Add milestones to a task for its lead unit: duban milestones add 县45 "6月底前 完成可研批复" …"""
     with _database_ready(state) as runtime, runtime.transaction() as session:
-        plan = current_plan(session, state.settings)
-        if plan is None:
-            fail("还没有导入方案: duban import PATH")
+        plan = _plan_or_fail(session, state.settings)
         task = _task_by_ref(session, plan, task_ref)
         lead = next((a.unit for a in task.assignments if a.active and a.role == "lead"), None)
         if lead is None:
