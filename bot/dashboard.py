@@ -18,10 +18,11 @@ import segno
 from markupsafe import Markup
 from sqlalchemy import func, select
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, RedirectResponse, Response
 
 from bot.dashboard_import import ImportPages
 from bot.dashboard_targets import TargetPages
+from bot.webui import FORM_EXPIRED
 from core.binding import invite, telegram_link
 from core.checkpoints import (
     CheckpointError,
@@ -90,7 +91,7 @@ class Dashboard:
             return None, refused
         form = await request.form()
         if not await self.ui.csrf_ok(request, form):
-            return None, PlainTextResponse("forbidden", status_code=403)
+            return None, await self.ui.refused(request, FORM_EXPIRED, status=403)
         return form, None
 
     @staticmethod
@@ -198,7 +199,7 @@ class Dashboard:
         key = request.path_params["key"]
         notification = await self.service.threads.run(self._notification, key, await self._viewer(request))
         if notification is None:
-            return PlainTextResponse("没有这个督查轮次", status_code=404)
+            return await self.ui.missing(request, "没有这个督查轮次,可能已被撤销,或不属于您所在的地区。")
         editable = await self.service.threads.run(self._editable_round, key, await self._viewer(request))
         return await self.ui.page(
             request, "office_checkpoint.html.j2", n=notification, editable=editable, **self._flash(request)
@@ -236,7 +237,7 @@ class Dashboard:
         key = request.path_params["key"]
         action = request.path_params["action"]
         if action not in ("edit", "cancel"):
-            return PlainTextResponse("没有这个页面", status_code=404)
+            return await self.ui.missing(request, "没有这个页面。")
         page = f"/office/checkpoint/{quote(key)}"
         try:
             await self.service.threads.run(
@@ -288,10 +289,10 @@ class Dashboard:
             return refused
         match = EXPORT_NAME.match(request.path_params["name"])
         if match is None:
-            return PlainTextResponse("bad name", status_code=404)
+            return await self.ui.missing(request, "没有这个文件:文件名应为 轮次.xlsx、轮次.html 或 轮次.md。")
         path = await self.service.threads.run(self._export, match["key"], match["fmt"], await self._viewer(request))
         if path is None:
-            return PlainTextResponse("没有这个督查轮次", status_code=404)
+            return await self.ui.missing(request, "没有这个督查轮次,可能已被撤销,或不属于您所在的地区。")
         # The HTML 通报 opens in the browser, to read and print; the others are files to keep.
         disposition = "inline" if match["fmt"] == "html" else "attachment"
         return FileResponse(path, filename=path.name, content_disposition_type=disposition)

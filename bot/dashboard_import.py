@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 
 from core.plan_corrections import CorrectionError, Corrections
 from core.plan_document import PlanFile, read_plan_bytes
@@ -129,7 +129,8 @@ class ImportPages:
         limit = self.settings.uploads.max_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit + (64 << 10):
-            return PlainTextResponse(f"文件超过 {limit // (1 << 20)} MB 上限", status_code=413)
+            too_big = f"文件超过 {limit // (1 << 20)} MB 上限,未上传。请压缩或拆分后再试。"
+            return await self.dashboard.ui.refused(request, too_big, status=413)
         form, refused = await self.dashboard._guard_form(request)
         if refused is not None:
             return refused
@@ -182,7 +183,7 @@ class ImportPages:
                 staged.corrections = Corrections()
                 done = "已清除全部更正。"
             else:
-                return PlainTextResponse("unknown action", status_code=400)
+                return await self.dashboard.ui.refused(request, "无法识别的操作,更正未保存。", status=400)
         except CorrectionError as exc:
             return self._back(staged, f"更正有误:{exc}", "warn")
         await self.service.threads.run(self.staging.save, staged)
@@ -249,7 +250,7 @@ class ImportPages:
             return refused
         found = await self.service.threads.run(self._ledger, await self.dashboard._viewer(request))
         if found is None:
-            return PlainTextResponse("还没有导入方案", status_code=404)
+            return await self.dashboard.ui.missing(request, "还没有导入方案:请先在“导入方案”页上传责任分解方案。")
         name, data = found
         return Response(
             data,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, PlainTextResponse, Response
+from starlette.responses import FileResponse, Response
 
 from core.office import export_folder
 from core.records import (
@@ -69,7 +69,7 @@ class RecordPages:
         viewer = await self.dashboard._viewer(request)
         found = await self.service.threads.run(self._stored, viewer, int(request.path_params["attachment_id"]))
         if found is None:
-            return PlainTextResponse("没有这个文件", status_code=404)
+            return await self.ui.missing(request, "没有这个文件,或它不属于您所在的地区。")
         return FileResponse(found.path, filename=found.name)
 
     def _stored(self, viewer: int | None, attachment_id: int) -> Any:
@@ -84,7 +84,7 @@ class RecordPages:
         viewer = await self.dashboard._viewer(request)
         path = await self.service.threads.run(self._archive, viewer, request.path_params["key"])
         if path is None:
-            return PlainTextResponse("没有这个督查轮次", status_code=404)
+            return await self.ui.missing(request, "没有这个督查轮次,可能已被撤销,或不属于您所在的地区。")
         return FileResponse(path, filename=path.name)
 
     def _archive(self, viewer: int | None, key: str) -> Any:

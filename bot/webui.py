@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from core.sign_in import (
     CODE_TTL,
@@ -72,6 +72,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+# A form whose CSRF token does not match: almost always a page left open past its session.
+FORM_EXPIRED = "页面已过期或来源无法核实,操作未执行。请返回上一页,刷新后重新提交。"
 
 
 @dataclass
@@ -234,6 +238,14 @@ class WebUI:
             self._set_cookie(request, response, info.new_token)
         return response
 
+    async def missing(self, request: Request, message: str) -> HTMLResponse:
+        """The styled 404 page, saying in a sentence what was not found (a round, a file, the plan)."""
+        return await self.refused(request, message, status=404)
+
+    async def refused(self, request: Request, message: str, *, status: int) -> HTMLResponse:
+        """A styled page in Chinese for a request that cannot be done (400, 403, 404), saying why."""
+        return await self.page(request, "error.html.j2", status_code=status, status=status, message=message)
+
     async def office_allowed(self, request: Request) -> bool:
         if not self.sign_in_required:
             return True
@@ -278,7 +290,7 @@ class WebUI:
     async def login_secret(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
-            return PlainTextResponse("forbidden", status_code=403)
+            return await self.refused(request, FORM_EXPIRED, status=403)
         secret = self.settings.web.dashboard_secret
         given = str(form.get("secret") or "")
 
@@ -302,7 +314,7 @@ class WebUI:
     async def login_send_code(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
-            return PlainTextResponse("forbidden", status_code=403)
+            return await self.refused(request, FORM_EXPIRED, status=403)
         who = str(form.get("who") or "").strip()[:100]
         info = await self.session(request)
         await self.service.threads.run(self._send_code, info, who, self.client_address(request))
@@ -329,7 +341,7 @@ class WebUI:
     async def login_verify_code(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
-            return PlainTextResponse("forbidden", status_code=403)
+            return await self.refused(request, FORM_EXPIRED, status=403)
         info = await self.session(request)
         code = str(form.get("code") or "").strip()[:12]
         now = self.service.runtime.clock.now()
@@ -348,7 +360,7 @@ class WebUI:
     async def logout(self, request: Request) -> Response:
         form = await request.form()
         if not await self.csrf_ok(request, form):
-            return PlainTextResponse("forbidden", status_code=403)
+            return await self.refused(request, FORM_EXPIRED, status=403)
         info = await self.session(request)
         if info.id is not None:
             await self.service.threads.run(self._revoke, info.id)

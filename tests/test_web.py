@@ -376,3 +376,33 @@ def test_web_forms_answer_in_plain_words_not_chat_syntax(client: WebClient) -> N
         "/office/review", data={"csrf": token, "task": "县999", "unit": "县发改局", "decision": "accepted"}
     )
     assert "没有编号为" in unknown.text and "发送 /tasks" not in unknown.text
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/office/checkpoint/no-such-round", "没有这个督查轮次"),
+        ("/office/export/no-such-round.xlsx", "没有这个督查轮次"),
+        ("/office/export/bad..name.pdf", "文件名应为"),
+        ("/office/file/99999", "没有这个文件"),
+        ("/office/files/nothing.zip", "没有这个督查轮次"),
+    ],
+)
+def test_a_round_or_file_that_is_not_there_is_named_on_a_styled_chinese_page(
+    client: WebClient, path: str, says: str
+) -> None:
+    answer = client.get(path)
+    assert answer.status_code == 404
+    assert answer.headers["content-type"].startswith("text/html")
+    assert says in answer.text and "/static/duban.css" in answer.text
+
+
+def test_a_form_sent_from_an_expired_page_is_refused_in_chinese_and_changes_nothing(
+    client: WebClient, service: Service
+) -> None:
+    csrf(client, "/office")
+    answer = client.post("/office/urge", data={"csrf": "stale-token", "target": "县发改局"})
+    assert answer.status_code == 403
+    assert "页面已过期" in answer.text and "/static/duban.css" in answer.text and "forbidden" not in answer.text
+    with service.runtime.sessions() as session:
+        assert session.scalars(select(AuditLog).where(AuditLog.action == "urge")).first() is None
