@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
+from bot.cli_errors import ChineseErrorsGroup
 from core.binding import invite as invite_unit
 from core.binding import telegram_link
 from core.checkpoints import (
@@ -111,7 +112,7 @@ def _database_ready(state: CliState) -> Iterator[Runtime]:
     yield runtime
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=ChineseErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",

@@ -328,3 +328,32 @@ def test_run_with_its_port_taken_says_so_in_one_line(env: dict[str, str]) -> Non
     lines = result.output.strip().splitlines()
     assert lines == [lines[0]] and f"{port} 已被占用" in lines[0], result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["nosuch"], "没有 nosuch 这个命令"),
+        (["checkpoint", "nosuch"], "没有 nosuch 这个命令"),
+        (["tasks", "--jsn"], "没有 --jsn 这个选项,是否要用:--json"),
+        (["checkpoint", "add"], "缺少选项 --title"),
+        (["invite"], "缺少参数 UNIT"),
+        (["report", "--checkpoint"], "选项 --checkpoint 后面要写一个值"),
+        (["tasks", "--json", "extra"], "多余的参数:extra"),
+        (["import", "/nonexistent/plan.docx"], "文件 '/nonexistent/plan.docx' 不存在"),
+        (["targets", "set", "县33", "1", "--value", "abc"], "--value 的值不对:'abc' 不是数字"),
+    ],
+)
+def test_a_wrong_command_line_is_explained_in_chinese_with_its_usage(
+    env: dict[str, str], args: list[str], says: str
+) -> None:
+    result = run(env, *args)
+    assert result.exit_code == 2
+    assert says in result.output
+    assert "Error:" not in result.output and "Usage:" not in result.output and "Try '" not in result.output
+
+
+def test_help_is_still_shown_and_exits_cleanly(env: dict[str, str]) -> None:
+    result = run(env, "checkpoint", "--help")
+    assert result.exit_code == 0
+    assert "add" in result.output
