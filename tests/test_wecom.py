@@ -101,7 +101,9 @@ class WeComUser:
         return [m for m in self.fake.sent if m.get("touser") == user]
 
     async def next_to(self, user: str, before: int) -> dict[str, Any]:
-        deadline = time.monotonic() + 5
+        deadline = (
+            time.monotonic() + 20
+        )  # a loaded machine is slow, not wrong: waiting longer costs a passing test nothing
         while len(self.to(user)) <= before:
             if time.monotonic() > deadline:
                 raise AssertionError(f"nothing more sent to {user}: {self.to(user)}")
@@ -184,12 +186,12 @@ async def test_report_by_card_button_records_the_status_and_updates_the_card(mem
     member.fake.register_response_code("code-1")
     response = await member.press(LIAISON, buttons["存在风险"], card["template_card"]["task_id"], "code-1")
     assert response.status_code == 200
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # a loaded machine is slow, not wrong: waiting longer costs a passing test nothing
     while not reports(member) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     [report] = reports(member)
     assert (report.status, report.note) == ("at_risk", "已对接5家企业")
-    update = await asyncio.wait_for(_first_card_update(member.fake), 5)
+    update = await asyncio.wait_for(_first_card_update(member.fake), 20)
     # the documented update: the card's buttons greyed out, naming what was recorded
     assert (update["response_code"], update["button"]) == ("code-1", {"replace_name": "已报送:存在风险"})
     receipt = await member.next_to(LIAISON, member.to(LIAISON).index(card) + 1)
@@ -309,7 +311,7 @@ async def test_invalid_user_is_marked_unreachable(member: WeComUser) -> None:
     await member.text(LIAISON, "我是谁")
     from storage.models import Identity
 
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 20  # a loaded machine is slow, not wrong: waiting longer costs a passing test nothing
     while time.monotonic() < deadline:
         with member.service.runtime.transaction() as session:
             identity = session.scalar(select(Identity).where(Identity.external_id == LIAISON))
@@ -328,7 +330,7 @@ async def test_digest_goes_to_the_office_group_robot(tmp_path: Path, fake: FakeW
     try:
         await asyncio.to_thread(send_digest, service.runtime, service.digest, local(2024, 3, 4, 8, 30))
         service.sender.wake()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
 
         def digest() -> list[dict[str, Any]]:
             return [

@@ -29,7 +29,7 @@ async def test_after_a_card_answer_the_receipt_asks_for_the_figure_and_a_typed_o
     buttons = {b["text"]: b["key"] for b in card["template_card"]["button_list"]}
     member.fake.register_response_code("code-f")
     await member.press(LIAISON, buttons["按计划推进"], card["template_card"]["task_id"], "code-f")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20
     receipt = ""
     while "请回复目标完成值" not in receipt and time.monotonic() < deadline:
         receipt = "\n".join(body_text(m) for m in member.to(LIAISON))
