@@ -52,8 +52,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta, tzinfo
 from functools import cached_property
-from typing import Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -66,7 +65,7 @@ from core.plan_import import short_title
 from core.progress import TargetProgress, below_half, pace_lights, round_progress
 from core.reporting import StatusCode
 from core.tasks import task_label
-from storage.models import Attachment, Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task
+from storage.models import Attachment, Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task, Unit
 
 Light = Literal["green", "yellow", "red", "none"]
 Outcome = Literal["on_time", "late", "missing", "pending", "returned"]
@@ -395,7 +394,17 @@ class YearView(_AsDict):
 # --- classification ------------------------------------------------------------------------
 
 
-def outcome_of(obligation: Obligation, due_at: datetime, now: datetime) -> Outcome:
+class Answerable(Protocol):
+    """What classification reads of an obligation: an ORM :class:`Obligation` or a plain row."""
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def answered_at(self) -> datetime | None: ...
+
+
+def outcome_of(obligation: Answerable, due_at: datetime, now: datetime) -> Outcome:
     """The one outcome of an obligation at ``now`` (see the module docstring)."""
     if obligation.state == "returned":
         return "returned"
@@ -424,13 +433,13 @@ def light_for_lead(outcome: Outcome, accepted: bool) -> Light:
     return "red"
 
 
-def _delay_days(obligation: Obligation, due_at: datetime) -> float | None:
+def _delay_days(obligation: Answerable, due_at: datetime) -> float | None:
     if obligation.answered_at is None or obligation.answered_at <= due_at:
         return None
     return (obligation.answered_at - due_at) / timedelta(days=1)
 
 
-def tally(entries: Iterable[tuple[Obligation, datetime]], now: datetime, report: ReportSettings) -> Tally:
+def tally(entries: Iterable[tuple[Answerable, datetime]], now: datetime, report: ReportSettings) -> Tally:
     """Count outcomes over (obligation, its deadline) pairs."""
     counts: dict[str, int] = defaultdict(int)
     delays: list[float] = []
@@ -493,7 +502,7 @@ def short_area(area: str, limit: int = 14) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _task_order(task: Task) -> tuple[int, int]:
+def _task_order(task: Task | _TaskInfo) -> tuple[int, int]:
     return (_ANNEX_ORDER.get(task.annex, 9), task.number)
 
 
@@ -519,47 +528,38 @@ def _live_obligations(session: Session, checkpoint_ids: Sequence[int]) -> list[O
     )
 
 
-def _reports(session: Session, obligations: Sequence[Obligation]) -> dict[int, StatusReport]:
-    ids = [o.last_report_id for o in obligations if o.last_report_id is not None]
-    if not ids:
-        return {}
-    return {r.id: r for r in session.scalars(select(StatusReport).where(StatusReport.id.in_(ids)))}
+def _returns(session: Session, checkpoint_id: int) -> dict[int, ReturnHistory]:
+    """Every obligation of the round the office ever returned: how often, and the latest reason.
 
-
-def _returns(session: Session, obligations: Sequence[Obligation]) -> dict[int, ReturnHistory]:
-    """Every obligation the office ever returned: how often, and the latest reason (kept after a resubmission)."""
-    ids = [o.id for o in obligations]
+    The latest reason is kept after a resubmission.
+    """
     history: dict[int, ReturnHistory] = {}
-    if not ids:
-        return history
-    rows = session.scalars(
-        select(Review)
-        .where(Review.obligation_id.in_(ids), Review.decision == "returned")
+    rows = session.execute(
+        select(Review.obligation_id, Review.reason, Review.at)
+        .join(Obligation, Obligation.id == Review.obligation_id)
+        .where(Obligation.checkpoint_id == checkpoint_id, Review.decision == "returned")
         .order_by(Review.at, Review.id)
     )
-    for row in rows:
-        before = history.get(row.obligation_id, ReturnHistory())
-        history[row.obligation_id] = ReturnHistory(before.count + 1, row.reason, row.at)
+    for obligation_id, reason, at in rows:
+        before = history.get(obligation_id, ReturnHistory())
+        history[obligation_id] = ReturnHistory(before.count + 1, reason, at)
     return history
 
 
-def obligation_files(session: Session, obligation_ids: Sequence[int]) -> dict[int, list[FileRef]]:
-    """The files sent with any report on these obligations, oldest first."""
+def _round_files(session: Session, checkpoint_id: int) -> dict[int, list[FileRef]]:
+    """The files sent with any report on the round's obligations, oldest first, per obligation."""
     files: dict[int, list[FileRef]] = defaultdict(list)
-    if not obligation_ids:
-        return files
     rows = session.execute(
-        select(StatusReport.obligation_id, Attachment)
+        select(StatusReport.obligation_id, Attachment.id, Attachment.file_name, Attachment.size, Attachment.report_id)
         .join(Attachment, Attachment.report_id == StatusReport.id)
-        .where(StatusReport.obligation_id.in_(list(obligation_ids)))
+        .join(Obligation, Obligation.id == StatusReport.obligation_id)
+        .where(Obligation.checkpoint_id == checkpoint_id)
         .order_by(Attachment.id)
     )
-    for obligation_id, attachment in rows:
+    for obligation_id, attachment_id, file_name, size, report_id in rows:
         if obligation_id is None:
             continue
-        files[obligation_id].append(
-            FileRef(attachment.id, attachment.file_name, attachment.size, attachment.report_id or 0)
-        )
+        files[obligation_id].append(FileRef(attachment_id, file_name, size, report_id or 0))
     return files
 
 
@@ -597,66 +597,172 @@ def _thresholds(report: ReportSettings) -> Thresholds:
 # --- the notification ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _TaskInfo:
+    """The columns of a task the notification shows (read as a plain row, not an ORM object)."""
+
+    id: int
+    annex: str
+    number: int
+    text: str
+    section: str
+    subsection: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.annex}-{self.number}"
+
+
+@dataclass(slots=True)
+class _Owed:
+    """One live obligation of the round and its latest report, as one plain row."""
+
+    id: int
+    task_id: int
+    unit_id: int
+    role: str
+    state: str
+    answered_at: datetime | None
+    report_id: int | None
+    status: str | None
+    note: str
+    reported_at: datetime | None
+
+
+def _round_rows(session: Session, checkpoint_id: int) -> list[_Owed]:
+    """The round's live obligations with their latest report (``last_report_id``), in one query."""
+    rows = session.execute(
+        select(
+            Obligation.id,
+            Obligation.task_id,
+            Obligation.unit_id,
+            Obligation.role,
+            Obligation.state,
+            Obligation.answered_at,
+            StatusReport.id,
+            StatusReport.status,
+            StatusReport.note,
+            StatusReport.reported_at,
+        )
+        .join(Task, Task.id == Obligation.task_id)
+        .outerjoin(StatusReport, StatusReport.id == Obligation.last_report_id)
+        .where(Obligation.checkpoint_id == checkpoint_id, Obligation.active.is_(True), Task.active.is_(True))
+        .order_by(Obligation.id)
+    )
+    # No report: no status, an empty note, no time (as an obligation without ``last_report_id`` shows).
+    return [_Owed(*row[:8], row[8] if row[6] is not None else "", row[9]) for row in rows]
+
+
+def _round_tasks(session: Session, task_ids: set[int]) -> dict[int, _TaskInfo]:
+    if not task_ids:
+        return {}
+    rows = session.execute(
+        select(Task.id, Task.annex, Task.number, Task.text, Task.section, Task.subsection).where(
+            Task.id.in_(sorted(task_ids))
+        )
+    )
+    return {row[0]: _TaskInfo(*row) for row in rows}
+
+
+def _unit_names(session: Session, unit_ids: set[int]) -> dict[int, str]:
+    if not unit_ids:
+        return {}
+    rows = session.execute(select(Unit.id, Unit.name).where(Unit.id.in_(sorted(unit_ids))))
+    return {unit_id: name for unit_id, name in rows}
+
+
+class _LocalTimes:
+    """UTC → the office's zone, converted once per distinct moment (answers share their timestamps)."""
+
+    def __init__(self, tz: tzinfo) -> None:
+        self.tz = tz
+        self.seen: dict[datetime, datetime] = {}
+
+    def __call__(self, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        local = self.seen.get(moment)
+        if local is None:
+            local = self.seen[moment] = moment.astimezone(self.tz)
+        return local
+
+
 def build_notification(
     session: Session, settings: Settings, plan: Plan, checkpoint_key: str, now: datetime
 ) -> Notification:
     """The notification of one checkpoint as it stands at ``now``.
 
     Raises :class:`ValueError` when the plan has no live checkpoint ``checkpoint_key``.
+
+    Read as plain rows (one query for the obligations and their latest
+    reports, one each for tasks, units, returns, files and earlier notes): a
+    province county has thousands of obligations, and ORM objects cost more to
+    build than the whole XLSX to write.
     """
     tz = settings.tz
     report = settings.report
     checkpoint = _checkpoint(session, plan, checkpoint_key)
     due_at = checkpoint.due_at
-    obligations = _live_obligations(session, [checkpoint.id])
-    reports = _reports(session, obligations)
-    previous_notes = _previous_notes(session, checkpoint, obligations)
-    returns = _returns(session, obligations)
-    files = obligation_files(session, [o.id for o in obligations])
+    obligations = _round_rows(session, checkpoint.id)
+    task_info = _round_tasks(session, {o.task_id for o in obligations})
+    unit_names = _unit_names(session, {o.unit_id for o in obligations})
+    previous_notes = _previous_notes(session, checkpoint, bool(obligations))
+    returns = _returns(session, checkpoint.id)
+    files = _round_files(session, checkpoint.id)
+    local = _LocalTimes(tz)
+    # Constant over the round: how many days a missing answer is overdue at ``now``.
+    overdue_now = days_late(due_at, now) or None
 
     items: list[Item] = []
     leads: dict[int, list[Lead]] = defaultdict(list)
-    responsible: dict[int, list[Obligation]] = defaultdict(list)
-    by_unit: dict[int, list[Obligation]] = defaultdict(list)
+    responsible: dict[int, list[_Owed]] = defaultdict(list)
+    by_unit: dict[int, list[_Owed]] = defaultdict(list)
     unit_items: dict[int, list[Item]] = defaultdict(list)
-    tasks: dict[int, Task] = {}
+    tasks: dict[int, _TaskInfo] = {}
     # Per task, not per obligation: a province county has ~50 obligations a task.
-    derived: dict[int, tuple[str, str, str]] = {}
-    for obligation in sorted(obligations, key=lambda o: (_task_order(o.task), o.role != "lead", o.unit.name)):
-        task = obligation.task
+    derived: dict[int, tuple[str, str, str, tuple[int, int]]] = {
+        task.id: (
+            task_label(task.annex, task.number),
+            short_title(task.text),
+            task.subsection or task.section,
+            _task_order(task),
+        )
+        for task in task_info.values()
+    }
+    ordered = sorted(obligations, key=lambda o: (derived[o.task_id][3], o.role != "lead", unit_names[o.unit_id]))
+    for obligation in ordered:
+        task = task_info[obligation.task_id]
         tasks[task.id] = task
-        if task.id not in derived:
-            derived[task.id] = (task_label(task.annex, task.number), short_title(task.text), area_of(task))
-        label, title, area = derived[task.id]
+        label, title, area, _ = derived[task.id]
         outcome = outcome_of(obligation, due_at, now)
-        last = reports.get(obligation.last_report_id) if obligation.last_report_id is not None else None
+        has_report = obligation.report_id is not None
         accepted = obligation.state == "accepted"
-        answered_at = _local(obligation.answered_at, tz)
         on_time = None if outcome in ("missing", "pending", "returned") else outcome == "on_time"
         delay = _delay_days(obligation, due_at) if outcome == "late" else None
-        overdue = (days_late(due_at, now) or None) if outcome in ("missing", "returned") else None
+        overdue = overdue_now if outcome in ("missing", "returned") else None
+        returned = returns.get(obligation.id)
         item = Item(
             task_key=task.key,
             task_label=label,
             title=title,
             area=area,
-            unit=obligation.unit.name,
+            unit=unit_names[obligation.unit_id],
             role=obligation.role,
             state=obligation.state,
             outcome=outcome,
             accepted=accepted,
-            answered_at=answered_at,
+            answered_at=local(obligation.answered_at),
             on_time=on_time,
             delay_days=delay,
             overdue_days=overdue,
-            status=last.status if last else None,
-            note=last.note if last else "",
-            reported_at=_local(last.reported_at, tz) if last else None,
-            return_reason=returns[obligation.id].reason if obligation.id in returns else "",
-            report_id=last.id if last else None,
+            status=obligation.status,
+            note=obligation.note,
+            reported_at=local(obligation.reported_at),
+            return_reason=returned.reason if returned else "",
+            report_id=obligation.report_id,
             files=files.get(obligation.id, []),
-            returns=returns[obligation.id].count if obligation.id in returns else 0,
-            flags=_flags(last, previous_notes.get((obligation.unit_id, task.id))) if last else (),
+            returns=returned.count if returned else 0,
+            flags=_flags(obligation.note, previous_notes.get((obligation.unit_id, task.id))) if has_report else (),
         )
         items.append(item)
         by_unit[obligation.unit_id].append(obligation)
@@ -704,7 +810,7 @@ def build_notification(
     ]
     unit_rows = [
         replace(row, pace_light=unit_pace.get(row.unit, "none"))
-        for row in _unit_rows(by_unit, unit_items, due_at, now, report)
+        for row in _unit_rows(by_unit, unit_names, unit_items, due_at, now, report)
     ]
     titles = {task.id: derived[task.id][1] for task in tasks.values()}
     halfway_short = set(below_half(progress))
@@ -771,18 +877,17 @@ def _target_line(progress: TargetProgress, title: str) -> TargetLine:
     )
 
 
-def _flags(report: StatusReport, previous_note: str | None) -> tuple[str, ...]:
+def _flags(note: str, previous_note: str | None) -> tuple[str, ...]:
+    """The flags of a report's note: 空泛 (``vague``), 雷同 with the unit's earlier note (``copied``)."""
     flags = []
-    if is_vague(report.note):
+    if is_vague(note):
         flags.append("vague")
-    if is_copy(report.note, previous_note):
+    if is_copy(note, previous_note):
         flags.append("copied")
     return tuple(flags)
 
 
-def _previous_notes(
-    session: Session, checkpoint: Checkpoint, obligations: Sequence[Obligation]
-) -> dict[tuple[int, int], str]:
+def _previous_notes(session: Session, checkpoint: Checkpoint, any_owed: bool) -> dict[tuple[int, int], str]:
     """(unit, task) → the note of the unit's last report on the task in an earlier round."""
     earlier = session.scalar(
         select(Checkpoint.id)
@@ -796,7 +901,7 @@ def _previous_notes(
         .order_by(Checkpoint.due_at.desc())
         .limit(1)
     )
-    if earlier is None or not obligations:
+    if earlier is None or not any_owed:
         return {}
     notes: dict[tuple[int, int], str] = {}
     rows = session.execute(
@@ -817,11 +922,7 @@ def dashboard_url(settings: Settings) -> str:
     return f"http://{host}:{settings.web.port}"
 
 
-def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
-    return moment.astimezone(tz) if moment is not None else None
-
-
-def _task_row(task: Task, leads: list[Lead], responsible: list[Obligation]) -> TaskRow:
+def _task_row(task: _TaskInfo, leads: list[Lead], responsible: list[_Owed]) -> TaskRow:
     light: Light = max((lead.light for lead in leads), key=_LIGHT_RANK.__getitem__, default="none")
     return TaskRow(
         key=task.key,
@@ -832,7 +933,7 @@ def _task_row(task: Task, leads: list[Lead], responsible: list[Obligation]) -> T
         text=task.text,
         section=task.section,
         subsection=task.subsection,
-        area=area_of(task),
+        area=task.subsection or task.section,
         leads=leads,
         light=light,
         responsible_answered=sum(o.state in ("answered", "accepted") for o in responsible),
@@ -841,7 +942,8 @@ def _task_row(task: Task, leads: list[Lead], responsible: list[Obligation]) -> T
 
 
 def _unit_rows(
-    by_unit: dict[int, list[Obligation]],
+    by_unit: dict[int, list[_Owed]],
+    names: dict[int, str],
     unit_items: dict[int, list[Item]],
     due_at: datetime,
     now: datetime,
@@ -849,7 +951,7 @@ def _unit_rows(
 ) -> list[UnitRow]:
     scored = []
     for unit_id, owned in by_unit.items():
-        name = owned[0].unit.name
+        name = names[unit_id]
         scored.append((name, unit_id, tally(((o, due_at) for o in owned), now, report)))
     scored.sort(key=lambda s: _order_key(s[0], s[2].rate, s[2].missing))
     ranks = _rank([(s[2].rate, s[2].missing) for s in scored])

@@ -139,10 +139,16 @@ def round_progress(
     """Every active target of the given tasks at the round's cut-off (its deadline unless given)."""
     until = cutoff or checkpoint.due_at
     today: date = until.astimezone(tz).date()
-    tasks = {t.id: t for t in session.scalars(select(Task).where(Task.id.in_(list(task_ids)), Task.active.is_(True)))}
+    # Plain rows, not ORM objects: the 通报 of every county reads this once per county.
+    tasks = {
+        row.id: row
+        for row in session.execute(
+            select(Task.id, Task.annex, Task.number).where(Task.id.in_(list(task_ids)), Task.active.is_(True))
+        )
+    }
     targets = list(
-        session.scalars(
-            select(Target)
+        session.execute(
+            select(Target.id, Target.task_id, Target.metric, Target.value, Target.unit, Target.kind)
             .where(Target.task_id.in_(list(tasks)), Target.active.is_(True))
             .order_by(Target.task_id, Target.position, Target.id)
         )
