@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import lru_cache
@@ -122,6 +122,22 @@ class _Formats:
         }
 
 
+@lru_cache(maxsize=16384)
+def _shown_width(shown: str) -> int:
+    """The width a shown text needs: its longest line, measured up to the widest cap.
+
+    A column is never wider than its cap, and n characters are at least n
+    columns wide: measuring the first _MEASURE characters of a line is enough.
+    """
+    if "\n" in shown:
+        return max((display_width(line[:_MEASURE]) for line in shown.splitlines()), default=0)
+    return display_width(shown[:_MEASURE])
+
+
+_NUMBER_KINDS = frozenset(("int", "pct", "days", "number"))
+_TEXT_KINDS = frozenset(("text", "wrap", "center"))
+
+
 class _Table:
     """A sheet written as a table: header row(s), rows of typed cells, widths that fit CJK text."""
 
@@ -135,13 +151,18 @@ class _Table:
         *,
         title: str,
         header_rows: int = 1,
+        kinds: Sequence[CellKind] = (),
     ) -> None:
-        """A title row over every column, then ``header`` (with ``header_rows=1`` written as one row)."""
+        """A title row over every column, then ``header`` (with ``header_rows=1`` written as one row).
+
+        ``kinds`` are the columns' kinds for :meth:`rows` (plain values, one kind per column).
+        """
         self.sheet: Worksheet = book.add_worksheet(name)
         self.formats = formats
         self.labels = labels
         self.header_rows = header_rows
         self.columns = len(header)
+        self.kinds: list[CellKind] = list(kinds) or ["text"] * self.columns
         self.widths = [display_width(h) for h in header]
         self.caps = [_DEFAULT_MAX_WIDTH] * len(header)
         self.top = 1  # the title row
@@ -159,6 +180,67 @@ class _Table:
         for column, cell in enumerate(cells):
             self._write(self.row, column, cell)
         self.row += 1
+
+    def rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Write rows of plain values, each shown as its column's kind; a :class:`Cell` value is written as itself.
+
+        The same cells as :meth:`add` with ``Cell(value, kind)``, without a
+        ``Cell`` and a dispatch per cell: a province county's detail sheet has
+        ~20,000 cells, and per-cell overhead was most of the time of the file.
+        """
+        sheet, formats, kinds = self.sheet, self.formats, self.kinds
+        write_string, write_number = sheet.write_string, sheet.write_number
+        write_blank, write_datetime = sheet.write_blank, sheet.write_datetime
+        fmts = [formats.kinds.get(kind, formats.kinds["text"]) for kind in kinds]
+        lights = {
+            code: (str(text), formats.lights[code], _shown_width(str(text))) for code, text in self.labels.light.items()
+        }
+        widths, tz, write = self.widths, formats.tz, self._write
+        # Widths of numbers as shown (see _write), which are ASCII.
+        pct_width = len("100.0%")
+        stamp_width = len("yyyy-mm-dd hh:mm")
+        row = self.row
+        for values in rows:
+            for column, value in enumerate(values):
+                kind = kinds[column]
+                if type(value) is Cell:
+                    write(row, column, value)
+                    continue
+                if kind == "light":
+                    text, fmt, width = lights[value]
+                    write_string(row, column, text, fmt)
+                elif value is None or value == "":
+                    write_blank(row, column, None, fmts[column])
+                    continue
+                elif kind in _TEXT_KINDS:
+                    shown = value if type(value) is str else str(value)
+                    write_string(row, column, shown, fmts[column])
+                    width = _shown_width(shown)
+                elif kind == "datetime":
+                    # Excel has no time zones: write the local wall-clock time.
+                    local = value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value
+                    write_datetime(row, column, local, fmts[column])
+                    width = stamp_width
+                elif kind == "pct":
+                    write_number(row, column, value, fmts[column])
+                    width = pct_width
+                elif kind == "int":
+                    write_number(row, column, value, fmts[column])
+                    width = len(str(value))
+                elif kind == "days":
+                    write_number(row, column, value, fmts[column])
+                    width = len(f"{value:.1f}")
+                else:  # number
+                    write_number(row, column, value, fmts[column])
+                    width = len(f"{value:g}")
+                if width > widths[column]:
+                    widths[column] = width
+            row += 1
+        if row > self.row:
+            for column, kind in enumerate(kinds):
+                if kind == "wrap":
+                    self.caps[column] = _WRAP_MAX_WIDTH
+        self.row = row
 
     def _write(self, row: int, column: int, cell: Cell) -> None:
         sheet, value, kind = self.sheet, cell.value, cell.kind
@@ -189,12 +271,7 @@ class _Table:
             sheet.write_string(row, column, shown, fmt)
         if kind == "wrap":
             self.caps[column] = _WRAP_MAX_WIDTH
-        # A column is never wider than its cap, and n characters are at least n
-        # columns wide: measuring the first _MEASURE characters of a line is enough.
-        if "\n" in shown:
-            longest = max((display_width(line[:_MEASURE]) for line in shown.splitlines()), default=0)
-        else:
-            longest = display_width(shown[:_MEASURE])
+        longest = _shown_width(shown)
         if longest > self.widths[column]:
             self.widths[column] = longest
 
@@ -282,114 +359,142 @@ def _notification_sheets(book: Workbook, formats: _Formats, labels: Any, n: Noti
         summary.add([Cell(rows[key]), cell])
     summary.finish()
 
-    tasks = _Table(book, formats, labels, labels.sheet["tasks"], labels.task_head, title=title)
-    for t in n.tasks:
-        leads = t.leads
-        tasks.add(
-            [
-                Cell(t.label),
-                Cell(t.title, "wrap"),
-                Cell(str(labels.area_name(t)), "wrap"),
-                Cell("、".join(lead.unit for lead in leads)),
-                Cell("\n".join(_lead_outcome(labels, lead.outcome, lead.accepted) for lead in leads)),
-                Cell(t.light, "light"),
-                Cell(t.pace_light, "light"),
-                Cell("\n".join(status.get(lead.status, lead.status) for lead in leads if lead.status)),
-                Cell("\n".join(lead.note for lead in leads if lead.note), "wrap"),
-                Cell(leads[0].reported_at if len(leads) == 1 else None, "datetime"),
-                Cell(labels.yes_no[leads[0].on_time] if len(leads) == 1 else "", "center"),
-                Cell(_days_late(leads[0].delay_days, leads[0].overdue_days) if len(leads) == 1 else None, "days"),
-                Cell("\n".join(lead.return_reason for lead in leads if lead.return_reason), "wrap"),
-                Cell(t.responsible_progress if t.responsible_total else "—", "center"),
-            ]
+    # The big sheets are written as rows of plain values, each column of one kind (_Table.rows).
+    task_kinds: list[CellKind] = [
+        "text", "wrap", "wrap", "text", "text", "light", "light", "text", "wrap", "datetime", "center", "days", "wrap", "center",
+    ]  # fmt: skip
+    tasks = _Table(book, formats, labels, labels.sheet["tasks"], labels.task_head, title=title, kinds=task_kinds)
+    outcome, yes_no, area_name = labels.outcome, labels.yes_no, labels.area_name
+    areas: dict[tuple[str, str], str] = {}  # the area's name is the same for every task of the area
+
+    def area(t: Any) -> str:
+        key = (t.annex, t.area)
+        if key not in areas:
+            areas[key] = str(area_name(t))
+        return areas[key]
+
+    tasks.rows(
+        (
+            t.label,
+            t.title,
+            area(t),
+            "、".join(lead.unit for lead in leads),
+            "\n".join(_lead_outcome(labels, lead.outcome, lead.accepted) for lead in leads),
+            t.light,
+            t.pace_light,
+            "\n".join(status.get(lead.status, lead.status) for lead in leads if lead.status),
+            "\n".join(lead.note for lead in leads if lead.note),
+            leads[0].reported_at if len(leads) == 1 else None,
+            yes_no[leads[0].on_time] if len(leads) == 1 else "",
+            _days_late(leads[0].delay_days, leads[0].overdue_days) if len(leads) == 1 else None,
+            "\n".join(lead.return_reason for lead in leads if lead.return_reason),
+            t.responsible_progress if t.responsible_total else "—",
         )
+        for t in n.tasks
+        for leads in (t.leads,)
+    )
     tasks.finish(freeze_columns=1)
 
-    units = _Table(book, formats, labels, labels.sheet["units"], labels.unit_head, title=title)
-    for u in n.units:
-        units.add(
-            [
-                _number(u.rank),
-                Cell(u.unit),
-                _number(u.owed),
-                _number(u.on_time),
-                _number(u.late),
-                _number(u.missing),
-                _number(u.returned),
-                _number(u.pending),
-                _number(u.accepted),
-                Cell(u.rate, "pct", u.light),
-                Cell(u.avg_delay_days, "days"),
-                Cell(u.light, "light"),
-                Cell(u.pace_light, "light"),
-            ]
+    unit_kinds: list[CellKind] = [
+        "int", "text", "int", "int", "int", "int", "int", "int", "int", "pct", "days", "light", "light",
+    ]  # fmt: skip
+    units = _Table(book, formats, labels, labels.sheet["units"], labels.unit_head, title=title, kinds=unit_kinds)
+    units.rows(
+        (
+            u.rank,
+            u.unit,
+            u.owed,
+            u.on_time,
+            u.late,
+            u.missing,
+            u.returned,
+            u.pending,
+            u.accepted,
+            Cell(u.rate, "pct", u.light),
+            u.avg_delay_days,
+            u.light,
+            u.pace_light,
         )
+        for u in n.units
+    )
     units.finish(freeze_columns=2)
 
-    named = _Table(book, formats, labels, labels.sheet["named"], labels.named_head, title=title)
-    for m in n.named:
-        reasons = [
-            f"{labels.reason[r]}{labels.pct(n.thresholds.name_below)}" if r == "rate_below" else labels.reason[r]
-            for r in m.reasons
-        ]
-        named.add(
-            [
-                Cell(m.unit),
-                _number(m.rank),
-                Cell(m.rate, "pct"),
-                _number(m.missing),
-                _number(m.late),
-                _number(m.returned),
-                Cell(";".join(reasons), "wrap"),
-                Cell("、".join(m.missing_tasks)),
-                Cell("、".join(m.late_tasks)),
-                Cell("、".join(m.returned_tasks)),
-            ]
+    named_kinds: list[CellKind] = ["text", "int", "pct", "int", "int", "int", "wrap", "text", "text", "text"]
+    named = _Table(book, formats, labels, labels.sheet["named"], labels.named_head, title=title, kinds=named_kinds)
+    reason_text = {
+        r: f"{labels.reason[r]}{labels.pct(n.thresholds.name_below)}" if r == "rate_below" else str(labels.reason[r])
+        for r in ("rate_below", "missing")
+    }
+    named.rows(
+        (
+            m.unit,
+            m.rank,
+            m.rate,
+            m.missing,
+            m.late,
+            m.returned,
+            ";".join(reason_text.get(r) or str(labels.reason[r]) for r in m.reasons),
+            "、".join(m.missing_tasks),
+            "、".join(m.late_tasks),
+            "、".join(m.returned_tasks),
         )
+        for m in n.named
+    )
     named.finish(freeze_columns=1)
 
-    items = _Table(book, formats, labels, labels.sheet["items"], labels.item_head, title=title)
-    for i in n.items:
-        items.add(
-            [
-                Cell(i.task_label),
-                Cell(i.title, "wrap"),
-                Cell(i.unit),
-                Cell(labels.role[i.role], "center"),
-                Cell(labels.outcome[i.outcome]),
-                Cell(labels.yes_no[i.accepted], "center"),
-                Cell(i.answered_at, "datetime"),
-                Cell(_days_late(i.delay_days, i.overdue_days), "days"),
-                Cell(status.get(i.status, i.status) if i.status else ""),
-                Cell(i.note, "wrap"),
-                Cell(i.return_reason, "wrap"),
-                Cell("、".join(labels.flag[f] for f in i.flags)),
-                _number(i.returns or None),
-                _files_cell(i.files, i.report_id, n.dashboard_url),
-            ]
+    item_kinds: list[CellKind] = [
+        "text", "wrap", "text", "center", "text", "center", "datetime", "days", "text", "wrap", "wrap", "text", "int", "text",
+    ]  # fmt: skip
+    items = _Table(book, formats, labels, labels.sheet["items"], labels.item_head, title=title, kinds=item_kinds)
+    role, flag = labels.role, labels.flag
+    role_text = {key: str(role[key]) for key in ("lead", "responsible")}
+    outcome_text = {key: str(outcome[key]) for key in ("on_time", "late", "missing", "pending", "returned")}
+    items.rows(
+        (
+            i.task_label,
+            i.title,
+            i.unit,
+            role_text.get(i.role) or str(role[i.role]),
+            outcome_text.get(i.outcome) or str(outcome[i.outcome]),
+            yes_no[i.accepted],
+            i.answered_at,
+            _days_late(i.delay_days, i.overdue_days),
+            status.get(i.status, i.status) if i.status else "",
+            i.note,
+            i.return_reason,
+            "、".join(flag[f] for f in i.flags),
+            i.returns or None,
+            _files_cell(i.files, i.report_id, n.dashboard_url) if i.files else "",
         )
+        for i in n.items
+    )
     items.finish(freeze_columns=1)
 
-    targets = _Table(book, formats, labels, labels.sheet["targets"], labels.target_head, title=title)
+    target_kinds: list[CellKind] = [
+        "text", "wrap", "wrap", "center", "text", "number", "center", "number", "pct", "pct", "center", "number", "center",
+    ]  # fmt: skip
+    targets = _Table(
+        book, formats, labels, labels.sheet["targets"], labels.target_head, title=title, kinds=target_kinds
+    )
     below = {(b.task_label, b.metric) for b in n.below_half} if n.mid_year else set()
-    for line in n.targets:
-        targets.add(
-            [
-                Cell(line.task_label),
-                Cell(line.title, "wrap"),
-                Cell(line.metric, "wrap"),
-                Cell(labels.target_kind[line.kind], "center"),
-                Cell(line.lead),
-                Cell(line.target, "number"),
-                Cell(line.unit_of_measure, "center"),
-                Cell(line.reported, "number"),
-                Cell(line.done, "pct", line.light),
-                Cell(line.expected, "pct"),
-                Cell(labels.pace[line.pace], "center"),
-                Cell(line.change, "number"),
-                Cell("是" if (line.task_label, line.metric) in below else "", "center"),
-            ]
+    targets.rows(
+        (
+            line.task_label,
+            line.title,
+            line.metric,
+            labels.target_kind[line.kind],
+            line.lead,
+            line.target,
+            line.unit_of_measure,
+            line.reported,
+            Cell(line.done, "pct", line.light),
+            line.expected,
+            labels.pace[line.pace],
+            line.change,
+            "是" if (line.task_label, line.metric) in below else "",
         )
+        for line in n.targets
+    )
     targets.finish(freeze_columns=1)
 
 
