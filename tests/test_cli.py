@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,11 +11,18 @@ from click.testing import CliRunner, Result
 
 from bot.cli import main
 from core.config import BUNDLED_PLAN, notice_units_path
+from tests.databases import SqliteTemplate
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}", "DUBAN_CONFIG": ""}
+
+
+@pytest.fixture
+def initialised(env: dict[str, str], sqlite_template: SqliteTemplate) -> None:
+    """The database as ``duban init`` leaves it: the tests' prepared copy (an import per test cost seconds)."""
+    shutil.copyfile(sqlite_template.path, env["DUBAN_DATABASE_URL"].removeprefix("sqlite:///"))
 
 
 def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
@@ -36,57 +44,57 @@ def test_commands_before_init_say_what_to_do(env: dict[str, str]) -> None:
     assert "duban init" in result.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_tasks_for_a_unit_lists_its_lead_tasks(env: dict[str, str]) -> None:
-    run(env, "init")
     rows = json.loads(run(env, "tasks", "--unit", "县发改局", "--json").output)
     leads = [row["label"] for row in rows if row["role"] == "lead"]
     assert leads == ["县1", "县3", "县7", "县10", "县25", "县45", "市3", "市24", "市26"]
 
 
+@pytest.mark.usefixtures("initialised")
 def test_tasks_accepts_an_alias_for_the_unit(env: dict[str, str]) -> None:
-    run(env, "init")
     rows = json.loads(run(env, "tasks", "--unit", "县交通运输局", "--annex", "city", "--json").output)
     assert [row["label"] for row in rows if row["role"] == "lead"] == ["市1", "市23"]
 
 
+@pytest.mark.usefixtures("initialised")
 def test_unknown_unit_is_a_clear_error(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(env, "tasks", "--unit", "县不存在局")
     assert result.exit_code == 1
     assert "未知单位: 县不存在局" in result.output
 
 
 @pytest.mark.parametrize("typed", ["发改局", "发改", "县 发改局"])
+@pytest.mark.usefixtures("initialised")
 def test_tasks_for_a_unit_named_as_people_type_it(env: dict[str, str], typed: str) -> None:
-    run(env, "init")
     rows = json.loads(run(env, "tasks", "--unit", typed, "--json").output)
     assert [row["label"] for row in rows if row["role"] == "lead"][:3] == ["县1", "县3", "县7"]
 
 
+@pytest.mark.usefixtures("initialised")
 def test_a_name_that_fits_several_units_offers_them(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(env, "tasks", "--unit", "县城")
     assert result.exit_code == 1
     assert "可能是以下单位之一" in result.output
     assert "县城发集团" in result.output and "县城投公司" in result.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_invite_a_town_by_its_short_name(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(env, "invite", "官桥镇", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["unit"] == "官桥镇人民政府"
 
 
+@pytest.mark.usefixtures("initialised")
 def test_tasks_table_is_readable(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(env, "tasks", "--annex", "city")
     assert result.exit_code == 0
     assert "市33" in result.output and "共 33 项" in result.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_units_lists_every_unit_with_counts(env: dict[str, str]) -> None:
-    run(env, "init")
     rows = {row["name"]: row for row in json.loads(run(env, "units", "--json").output)}
     assert rows["县发改局"]["lead"] == 9
     assert rows["县发改局"]["aliases"] == ["县营商办"]
@@ -104,8 +112,8 @@ def edited_bundled_notice(tmp_path: Path) -> Path:
     return edited
 
 
+@pytest.mark.usefixtures("initialised")
 def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     edited = edited_bundled_notice(tmp_path)
     preview = json.loads(run(env, "import", str(edited), "--dry-run", "--json").output)
     assert preview["applied"] is False
@@ -114,8 +122,8 @@ def test_import_dry_run_writes_nothing(env: dict[str, str], tmp_path: Path) -> N
     assert second["diff"]["changed_text"], "the dry run must not have applied the change"
 
 
+@pytest.mark.usefixtures("initialised")
 def test_import_of_a_broken_notice_reports_located_errors(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     broken = tmp_path / "broken.txt"
     broken.write_text("附件1\n2025年县《政府工作报告》确定的重点工作\n1.没有单位的任务。\n", encoding="utf-8")
     result = run(env, "import", str(broken))
@@ -154,8 +162,8 @@ def test_python_dash_m_bot_is_the_same_command() -> None:
         sys.argv = argv
 
 
+@pytest.mark.usefixtures("initialised")
 def test_simulate_prints_the_timeline_and_changes_nothing(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     before = run(env, "checkpoint", "list", "--json").output
     data = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-03-08", "--json").output)
     refined = [n for n in data["notices"] if n["checkpoint"] == "refined-plan"]
@@ -174,8 +182,8 @@ def test_simulate_prints_the_timeline_and_changes_nothing(env: dict[str, str], t
     assert again["totals"]["notices"] == data["totals"]["notices"], "the first run must not have recorded anything"
 
 
+@pytest.mark.usefixtures("initialised")
 def test_simulate_applies_answers_on_the_way(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     answers = tmp_path / "answers.json"
     answers.write_text(
         json.dumps(
@@ -191,14 +199,14 @@ def test_simulate_applies_answers_on_the_way(env: dict[str, str], tmp_path: Path
     assert data["answers"][0]["applied"] is True
 
 
+@pytest.mark.usefixtures("initialised")
 def test_simulate_text_output_has_totals(env: dict[str, str]) -> None:
-    run(env, "init")
     output = run(env, "simulate", "--from", "2024-03-17", "--to", "2024-03-19").output
     assert "第一季度进展督办 -7d" in output and "合计" in output and "2024-03-18:" in output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_checkpoint_add_creates_an_adhoc_round(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(
         env, "checkpoint", "add", "flood", "--title", "防汛专项督查", "--due", "2030-07-10", "--tasks", "41,43,44"
     )
@@ -209,15 +217,15 @@ def test_checkpoint_add_creates_an_adhoc_round(env: dict[str, str]) -> None:
     assert duplicate.exit_code == 1 and "已被使用" in duplicate.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_checkpoint_add_refuses_unknown_task_numbers_by_name(env: dict[str, str]) -> None:
-    run(env, "init")
     result = run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "30,999")
     assert result.exit_code == 1 and "县999" in result.output
     assert "flood" not in {row["id"] for row in json.loads(run(env, "checkpoint", "list", "--json").output)}
 
 
+@pytest.mark.usefixtures("initialised")
 def test_checkpoint_keys_may_be_chinese_or_made_up(env: dict[str, str]) -> None:
-    run(env, "init")
     assert (
         run(env, "checkpoint", "add", "防汛专项", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41").exit_code
         == 0
@@ -228,8 +236,8 @@ def test_checkpoint_keys_may_be_chinese_or_made_up(env: dict[str, str]) -> None:
     assert {"防汛专项", "adhoc-20300711"} <= keys
 
 
+@pytest.mark.usefixtures("initialised")
 def test_checkpoint_edit_changes_the_round_and_records_what_changed(env: dict[str, str]) -> None:
-    run(env, "init")
     run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41")
     result = run(
         env, "checkpoint", "edit", "flood", "--title", "防汛抗旱专项督查", "--due", "2030-07-20", "--tasks", "41,43"
@@ -252,8 +260,8 @@ def test_checkpoint_edit_changes_the_round_and_records_what_changed(env: dict[st
     assert refused.exit_code == 1 and "县999" in refused.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_checkpoint_cancel_takes_the_round_off_the_list(env: dict[str, str]) -> None:
-    run(env, "init")
     run(env, "checkpoint", "add", "flood", "--title", "防汛", "--due", "2030-07-10", "--tasks", "41")
     result = run(env, "checkpoint", "cancel", "flood", "--reason", "重复")
     assert result.exit_code == 0, result.output
@@ -262,8 +270,8 @@ def test_checkpoint_cancel_takes_the_round_off_the_list(env: dict[str, str]) -> 
     assert again.exit_code == 1 and "没有进行中的督查轮次" in again.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_invite_prints_the_deep_link_and_wecom_instruction(env: dict[str, str]) -> None:
-    run(env, "init")
     env = {**env, "DUBAN_TELEGRAM_BOT_USERNAME": "jiayu_duban_bot"}
     data = json.loads(run(env, "invite", "县发改局", "--role", "head", "--json").output)
     assert data["telegram_link"] == f"https://t.me/jiayu_duban_bot?start={data['code']}"
@@ -274,8 +282,8 @@ def test_invite_prints_the_deep_link_and_wecom_instruction(env: dict[str, str]) 
 
 
 @pytest.mark.parametrize("fmt", ["html", "xlsx", "md"])
+@pytest.mark.usefixtures("initialised")
 def test_report_writes_the_notification_file(env: dict[str, str], tmp_path: Path, fmt: str) -> None:
-    run(env, "init")
     result = run(env, "report", "--checkpoint", "refined-plan", "--format", fmt, "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
     [written] = list(tmp_path.glob(f"*.{fmt}"))
@@ -284,14 +292,14 @@ def test_report_writes_the_notification_file(env: dict[str, str], tmp_path: Path
         assert "细化方案报送" in written.read_text(encoding="utf-8")
 
 
+@pytest.mark.usefixtures("initialised")
 def test_report_for_the_year(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     assert run(env, "report", "--year", "--format", "xlsx", "-o", str(tmp_path / "year.xlsx")).exit_code == 0
     assert (tmp_path / "year.xlsx").exists()
 
 
+@pytest.mark.usefixtures("initialised")
 def test_report_for_a_named_year_is_named_for_that_year(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     result = run(env, "report", "--year", "2026", "--format", "md", "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
     [written] = list(tmp_path.glob("*.md"))
@@ -299,14 +307,14 @@ def test_report_for_a_named_year_is_named_for_that_year(env: dict[str, str], tmp
     assert written.read_text(encoding="utf-8").startswith("# 2026年度督办情况汇总")
 
 
+@pytest.mark.usefixtures("initialised")
 def test_report_for_an_unknown_round_is_a_clear_error(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     result = run(env, "report", "--checkpoint", "nope", "-o", str(tmp_path))
     assert result.exit_code == 1 and "没有进行中的督查轮次“nope”" in result.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_tasks_lists_each_tasks_own_deadline(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     notice = tmp_path / "meixi.txt"
     notice.write_bytes((Path(__file__).resolve().parent / "corpus" / "meixi-county-groups.txt").read_bytes())
     assert run(env, "import", str(notice), "--jurisdiction", "梅溪县", "--yes").exit_code == 0

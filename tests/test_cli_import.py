@@ -6,6 +6,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from bot.cli import main
 from core.config import BUNDLED_PLAN
+from tests.databases import SqliteTemplate
 from tests.processes import ROOT
 
 NEW_COUNTY = "测试县"
@@ -31,6 +33,12 @@ NOTICE = """测试县2025年政府工作报告重点工作责任分解方案
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return {"DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'cli.sqlite3'}", "DUBAN_CONFIG": ""}
+
+
+@pytest.fixture
+def initialised(env: dict[str, str], sqlite_template: SqliteTemplate) -> None:
+    """The database as ``duban init`` leaves it: the tests' prepared copy (an import per test cost seconds)."""
+    shutil.copyfile(sqlite_template.path, env["DUBAN_DATABASE_URL"].removeprefix("sqlite:///"))
 
 
 def run(env: dict[str, str], *args: str, input: str | None = None) -> Result:
@@ -62,8 +70,8 @@ def county_units(env: dict[str, str]) -> dict[str, dict]:  # type: ignore[type-a
     return {row["name"]: row for row in json.loads(run(env, "--jurisdiction", NEW_COUNTY, "units", "--json").output)}
 
 
+@pytest.mark.usefixtures("initialised")
 def test_import_without_yes_shows_the_preview_and_writes_nothing(env: dict[str, str], edited: Path) -> None:
-    run(env, "init")
     result = run(env, "import", str(edited))
     assert result.exit_code == 0
     assert "预览 edited.txt" in result.output and "任务 county-19 内容变更" in result.output
@@ -71,15 +79,15 @@ def test_import_without_yes_shows_the_preview_and_writes_nothing(env: dict[str, 
     assert preview_of(env, str(edited))["diff"]["changed_text"], "nothing may have been applied"
 
 
+@pytest.mark.usefixtures("initialised")
 def test_import_with_yes_applies_the_previewed_changes(env: dict[str, str], edited: Path) -> None:
-    run(env, "init")
     applied = run(env, "import", str(edited), "--yes")
     assert applied.exit_code == 0 and "重新导入" in applied.output
     assert "没有变化" in run(env, "import", str(edited)).output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_import_at_a_terminal_asks_before_writing(env: dict[str, str], edited: Path) -> None:
-    run(env, "init")
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "import", str(edited)],
@@ -111,8 +119,8 @@ def test_import_at_a_terminal_asks_before_writing(env: dict[str, str], edited: P
     assert preview_of(env, str(edited))["diff"]["changed_text"]
 
 
+@pytest.mark.usefixtures("initialised")
 def test_json_never_implies_yes(env: dict[str, str], edited: Path) -> None:
-    run(env, "init")
     data = preview_of(env, str(edited))
     assert data["applied"] is False and data["refused"] is None
     assert preview_of(env, str(edited))["diff"]["changed_text"] == data["diff"]["changed_text"]
@@ -121,8 +129,8 @@ def test_json_never_implies_yes(env: dict[str, str], edited: Path) -> None:
     assert preview_of(env, str(edited))["diff"]["changed_text"] == []
 
 
+@pytest.mark.usefixtures("initialised")
 def test_preview_json_schema_is_stable(env: dict[str, str]) -> None:
-    run(env, "init")
     data = preview_of(env, str(BUNDLED_PLAN))
     assert set(data) == {
         "schema",
@@ -167,8 +175,8 @@ def test_preview_json_schema_is_stable(env: dict[str, str]) -> None:
     assert set(data["shrink"]) == {"active_tasks", "removed_tasks", "share", "limit", "too_much"}
 
 
+@pytest.mark.usefixtures("initialised")
 def test_reimport_of_a_truncated_file_is_refused_without_allow_shrink(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     text = BUNDLED_PLAN.read_text(encoding="utf-8")
     truncated = tmp_path / "truncated.txt"
     truncated.write_text(text[: text.index("20.")], encoding="utf-8")  # county tasks 20.. and annex 2 are gone
@@ -185,10 +193,10 @@ def test_reimport_of_a_truncated_file_is_refused_without_allow_shrink(env: dict[
     assert len(json.loads(run(env, "tasks", "--json").output)) == 19
 
 
+@pytest.mark.usefixtures("initialised")
 def test_preview_shows_sections_new_units_likely_duplicates_and_groups_to_define(
     env: dict[str, str], notice: Path
 ) -> None:
-    run(env, "init")
     result = run(env, "import", str(notice), "--jurisdiction", NEW_COUNTY)
     assert "县级 · 一、经济发展:3 项" in result.output
     assert "县自然资源和规划局 ~ 县自然资源局(简称" in result.output
@@ -211,8 +219,8 @@ def test_preview_shows_sections_new_units_likely_duplicates_and_groups_to_define
     assert data["tasks"][0]["span"] == [5, 5] and data["year"] == 2025
 
 
+@pytest.mark.usefixtures("initialised")
 def test_preview_lists_lines_not_understood_with_their_number(env: dict[str, str], tmp_path: Path) -> None:
-    run(env, "init")
     broken = tmp_path / "broken.txt"
     broken.write_text("附件1\n2025年县《政府工作报告》确定的重点工作\n1.没有单位的任务。\n", encoding="utf-8")
     result = run(env, "import", str(broken), "--jurisdiction", NEW_COUNTY, "--yes")
@@ -223,8 +231,8 @@ def test_preview_lists_lines_not_understood_with_their_number(env: dict[str, str
     assert [(p["line"], p["severity"]) for p in data["problems"]] == [(2, "unparsed"), (3, "error")]
 
 
+@pytest.mark.usefixtures("initialised")
 def test_merge_and_group_options_correct_the_plan_before_import(env: dict[str, str], notice: Path) -> None:
-    run(env, "init")
     args = [
         str(notice),
         "--jurisdiction",
@@ -250,8 +258,8 @@ def test_merge_and_group_options_correct_the_plan_before_import(env: dict[str, s
     assert preview_of(env, str(notice), "--jurisdiction", NEW_COUNTY)["diff"]["removed"] == []
 
 
+@pytest.mark.usefixtures("initialised")
 def test_corrections_file_replaces_a_tasks_units(env: dict[str, str], notice: Path, tmp_path: Path) -> None:
-    run(env, "init")
     corrections = tmp_path / "fix.toml"
     corrections.write_text(
         '[merge]\n"县自然资源局" = "县自然资源和规划局"\n\n'
@@ -265,8 +273,8 @@ def test_corrections_file_replaces_a_tasks_units(env: dict[str, str], notice: Pa
     assert data["corrections"]["tasks"] == {"county-2": {"lead": ["县人社局"], "responsible": ["县教育局", "县财政局"]}}
 
 
+@pytest.mark.usefixtures("initialised")
 def test_a_bad_correction_is_a_clear_error(env: dict[str, str], notice: Path, tmp_path: Path) -> None:
-    run(env, "init")
     result = run(env, "import", str(notice), "--jurisdiction", NEW_COUNTY, "--merge", "县自然资源局")
     assert result.exit_code == 1 and "别名=标准名称" in result.output
     corrections = tmp_path / "fix.toml"
@@ -275,8 +283,8 @@ def test_a_bad_correction_is_a_clear_error(env: dict[str, str], notice: Path, tm
     assert refused.exit_code == 1 and "更正指向不存在的任务 county-9" in refused.output
 
 
+@pytest.mark.usefixtures("initialised")
 def test_groups_lists_the_phrases_and_define_assigns_their_tasks(env: dict[str, str], notice: Path) -> None:
-    run(env, "init")
     assert run(env, "import", str(notice), "--jurisdiction", NEW_COUNTY, "--yes").exit_code == 0
     listed = run(env, "--jurisdiction", NEW_COUNTY, "groups")
     assert "各乡镇人民政府 [待定义]\n  任务:县1、县3" in listed.output
