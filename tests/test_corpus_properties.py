@@ -49,7 +49,8 @@ def mutated(draw: st.DrawFn) -> str:
     return "\n".join(lines)
 
 
-@hyp_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized (tests/conftest.py): the same 150 mutations every run; the bundled notice gets 300 more.
+@hyp_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_corpus_notice_never_crashes_and_stays_consistent(text: str) -> None:
     plan = parse_plan(text, UnitDirectory())
