@@ -21,7 +21,8 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, lazyload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.config import PersonRole, Settings
 from core.ladder import RungTime, ladder_from_json, rung_schedule
@@ -90,6 +91,20 @@ def make_calendar(settings: Settings) -> WorkCalendar:
     )
 
 
+@dataclass
+class OpenRound:
+    """A round's open obligations by unit, and the people bound to those units per roles (each read once)."""
+
+    by_unit: dict[int, list[Obligation]]
+    bound: dict[tuple[str, ...], list[tuple[Binding, Identity]]] = field(default_factory=dict)
+
+    def identities(self, session: Session, roles: tuple[str, ...]) -> list[tuple[Binding, Identity]]:
+        """Every identity bound to the round's units in ``roles`` (:func:`identities_of_unit`)."""
+        if roles not in self.bound:
+            self.bound[roles] = identities_of_unit(session, self.by_unit, roles)
+        return self.bound[roles]
+
+
 class Escalation:
     """Computes and queues the reminders and escalations that are due."""
 
@@ -98,6 +113,19 @@ class Escalation:
         self.m = messages
         self.calendar = calendar
         self._schedules: dict[tuple[int, datetime, str], list[RungTime]] = {}
+        self._labels: dict[tuple[str, int], str] = {}
+        #: Open obligations per checkpoint kept from one tick to the next, when set to a dict
+        #: (``duban simulate``: the copy changes only where the simulation applies an answer,
+        #: and it clears this then).  None in the service: every tick reads what is owed.
+        self.open_cache: dict[int, OpenRound] | None = None
+
+    def label(self, task: Task) -> str:
+        """The task's short label (县22), one string per task however many notices list it."""
+        key = (task.annex, task.number)
+        label = self._labels.get(key)
+        if label is None:
+            label = self._labels[key] = task_label(task.annex, task.number, self.m.language)
+        return label
 
     def schedule(self, checkpoint: Checkpoint) -> list[RungTime]:
         """The checkpoint's rungs in time (cached: the calendar does not change while running)."""
@@ -149,6 +177,9 @@ class Escalation:
         }
         grace = 2 * self.settings.escalation.resolution
         horizon = now - self.settings.escalation.catch_up_within
+        # A checkpoint's open obligations, read once per tick: a rung may fire for several
+        # roles, and nothing in the tick changes what is owed.
+        opened: dict[int, OpenRound] = self.open_cache if self.open_cache is not None else {}
         for checkpoint, fired in due:
             for role in PersonRole:
                 pending = [r for r in fired if role in r.roles and (checkpoint.id, r.key, role.value) not in done]
@@ -163,7 +194,7 @@ class Escalation:
                     continue
                 report.skipped += [(checkpoint.key, r.key, role.value) for r in pending[:-1]]
                 late = now - latest.fires_at > grace
-                notices = self._fire(session, checkpoint, latest, role, now, late=late, deliver=deliver)
+                notices = self._fire(session, checkpoint, latest, role, now, late=late, deliver=deliver, opened=opened)
                 run = self._run(checkpoint, latest, role, now, "sent")
                 run.late = late
                 run.messages = sum(len(n.outbox_ids) for n in notices)
@@ -199,10 +230,16 @@ class Escalation:
     # --- what a rung sends --------------------------------------------------------------
 
     def _open_by_unit(self, session: Session, checkpoint: Checkpoint) -> dict[int, list[Obligation]]:
+        # The round's tasks and units first (a hundred or so), then the obligations without
+        # joined rows: each obligation's task and unit then resolve from the identity map,
+        # instead of a task and a unit built from every row (most of a tick's time).
+        in_round = select(Obligation.unit_id).where(Obligation.checkpoint_id == checkpoint.id)
+        tasks = {t.id: t for t in session.scalars(select(Task).where(Task.plan_id == checkpoint.plan_id))}
+        units = {u.id: u for u in session.scalars(select(Unit).where(Unit.id.in_(in_round.distinct())))}
         rows = session.scalars(
             select(Obligation)
             .join(Task, Task.id == Obligation.task_id)
-            .options(joinedload(Obligation.task), joinedload(Obligation.unit))
+            .options(lazyload(Obligation.task), lazyload(Obligation.unit))
             .where(
                 Obligation.checkpoint_id == checkpoint.id,
                 Obligation.active.is_(True),
@@ -213,8 +250,11 @@ class Escalation:
         )
         by_unit: dict[int, list[Obligation]] = defaultdict(list)
         for obligation in rows:
+            # Set from the maps above: committed as loaded, so nothing is marked changed.
             # obligation.checkpoint resolves from the identity map: no query, and no write
             # (assigning it would make every obligation dirty and slow the flush down).
+            set_committed_value(obligation, "task", tasks[obligation.task_id])
+            set_committed_value(obligation, "unit", units[obligation.unit_id])
             by_unit[obligation.unit_id].append(obligation)
         return by_unit
 
@@ -228,9 +268,14 @@ class Escalation:
         *,
         late: bool,
         deliver: bool,
+        opened: dict[int, OpenRound] | None = None,
     ) -> list[Notice]:
-        by_unit = self._open_by_unit(session, checkpoint)
-        if not by_unit:
+        open_round = opened.get(checkpoint.id) if opened is not None else None
+        if open_round is None:
+            open_round = OpenRound(self._open_by_unit(session, checkpoint))
+            if opened is not None:
+                opened[checkpoint.id] = open_round
+        if not open_round.by_unit:
             return []
         context = {
             "checkpoint": checkpoint.title,
@@ -244,10 +289,10 @@ class Escalation:
             "now": now,
         }
         if role in (PersonRole.LIAISON, PersonRole.HEAD):
-            return self._fire_units(session, checkpoint, rung, role, now, by_unit, context, deliver)
+            return self._fire_units(session, checkpoint, rung, role, now, open_round, context, deliver)
         if role is PersonRole.OFFICE:
-            return self._fire_office(session, checkpoint, rung, now, by_unit, context, deliver)
-        return self._fire_leaders(session, checkpoint, rung, now, by_unit, context, deliver)
+            return self._fire_office(session, checkpoint, rung, now, open_round, context, deliver)
+        return self._fire_leaders(session, checkpoint, rung, now, open_round, context, deliver)
 
     def _fire_units(
         self,
@@ -256,13 +301,14 @@ class Escalation:
         rung: RungTime,
         role: PersonRole,
         now: datetime,
-        by_unit: dict[int, list[Obligation]],
+        open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
     ) -> list[Notice]:
+        by_unit = open_round.by_unit
         # One query for every unit's people, handed to queue_unit_notice (not re-read per unit).
         recipients: dict[int, list[Identity]] = defaultdict(list)
-        for binding, identity in identities_of_unit(session, by_unit, (role.value,)):
+        for binding, identity in open_round.identities(session, (role.value,)):
             recipients[binding.unit_id].append(identity)
         notices = []
         for unit_id, owed in by_unit.items():
@@ -301,14 +347,11 @@ class Escalation:
                 {
                     "name": owed[0].unit.name,
                     "count": len(owed),
-                    "labels": [task_label(o.task.annex, o.task.number, self.m.language) for o in owed],
+                    "labels": [self.label(o.task) for o in owed],
                     "reachable": unit_id in reachable,
                 }
             )
         return rows
-
-    def _reachable_units(self, session: Session, unit_ids: list[int]) -> set[int]:
-        return {b.unit_id for b, _ in identities_of_unit(session, unit_ids, ("liaison", "head"))}
 
     def _fire_office(
         self,
@@ -316,13 +359,15 @@ class Escalation:
         checkpoint: Checkpoint,
         rung: RungTime,
         now: datetime,
-        by_unit: dict[int, list[Obligation]],
+        open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
     ) -> list[Notice]:
+        by_unit = open_round.by_unit
         jurisdiction_id = next(iter(by_unit.values()))[0].unit.jurisdiction_id
         office = [identity for _, identity in identities_with_role(session, jurisdiction_id, "office")]
-        units = self._unit_summaries(by_unit, self._reachable_units(session, list(by_unit)))
+        reachable = {b.unit_id for b, _ in open_round.identities(session, ("liaison", "head"))}
+        units = self._unit_summaries(by_unit, reachable)
         ids: list[int] = []
         if deliver and office:
             text = self.m.render("escalation_office", units=units, total=sum(u["count"] for u in units), **context)
@@ -345,12 +390,13 @@ class Escalation:
         checkpoint: Checkpoint,
         rung: RungTime,
         now: datetime,
-        by_unit: dict[int, list[Obligation]],
+        open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
     ) -> list[Notice]:
+        by_unit = open_round.by_unit
         leaders: dict[int, list[tuple[Binding, Identity]]] = defaultdict(list)
-        for binding, identity in identities_of_unit(session, by_unit, ("leader",)):
+        for binding, identity in open_round.identities(session, ("leader",)):
             leaders[binding.person_id].append((binding, identity))
         notices = []
         for person_id, pairs in leaders.items():
@@ -410,7 +456,7 @@ class Escalation:
             rung=rung.key,
             role=role.value,
             units=[u.name for u in units],
-            tasks=[task_label(o.task.annex, o.task.number, self.m.language) for o in owed],
+            tasks=[self.label(o.task) for o in owed],
             recipients=recipients,
             late=bool(context["late"]),
             outbox_ids=ids,

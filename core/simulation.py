@@ -30,6 +30,7 @@ from core.escalation import Escalation, Notice, make_calendar
 from core.reporting import StatusCode, parse_status
 from core.runtime import Runtime, current_plan
 from core.tasks import parse_task_ref
+from core.workdays import CalendarNotCovered
 from messages import Messages
 from storage.db import make_engine
 from storage.models import Checkpoint, Obligation, RungRun
@@ -191,6 +192,21 @@ def _settle_before(session: Session, escalation: Escalation, start: datetime) ->
     session.flush()
 
 
+def _forget_finished(session: Session, escalation: Escalation, moment: datetime) -> None:
+    """Drop the open obligations of rounds with no rung left after ``moment`` (memory stays per round)."""
+    cache = escalation.open_cache
+    if not cache:
+        return
+    for checkpoint_id in list(cache):
+        checkpoint = session.get(Checkpoint, checkpoint_id)
+        try:
+            rest = checkpoint is not None and any(r.fires_at > moment for r in escalation.schedule(checkpoint))
+        except CalendarNotCovered:
+            rest = False
+        if not rest:
+            del cache[checkpoint_id]
+
+
 def run_simulation(runtime: Runtime, start: datetime, end: datetime, answers: list[Answer]) -> Timeline:
     """The timeline of what would be sent between ``start`` and ``end``."""
     settings = runtime.settings
@@ -198,6 +214,8 @@ def run_simulation(runtime: Runtime, start: datetime, end: datetime, answers: li
     escalation = Escalation(settings, messages, make_calendar(settings))
     timeline = Timeline(start=start, end=end)
     pending = [a for a in answers if start <= a.at <= end]
+    # What is owed is read once per round, not at every rung: only an applied answer changes it.
+    escalation.open_cache = {}
     with _copy_of(runtime) as session:
         _settle_before(session, escalation, start)
         moment = start
@@ -210,6 +228,8 @@ def run_simulation(runtime: Runtime, start: datetime, end: datetime, answers: li
             moment = min(candidates)
             while pending and pending[0].at <= moment:
                 timeline.answers.append(_apply_answer(session, settings, pending.pop(0)))
+                escalation.open_cache.clear()
             session.flush()
             timeline.notices += escalation.tick(session, moment, deliver=False).notices
+            _forget_finished(session, escalation, moment)
     return timeline
