@@ -113,15 +113,23 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
     threads = DatabaseThreads.for_engine(runtime.engine)
     sandbox_hub = SandboxHub()
     transports.append(SandboxTransport(runtime, sandbox_hub, threads))
-    metrics = Metrics(runtime, conversation)
+    send_clock = sender_clock or SystemClock()
+    metrics = Metrics(
+        runtime,
+        conversation,
+        send_clock=send_clock,
+        platforms=[t.platform for t in transports],
+        alert_after=settings.outbox.alert_after,
+    )
     sender = OutboxSender(
         runtime.sessions,
         transports,
         worker=f"{socket.gethostname()}:{os.getpid()}",
-        clock=sender_clock or SystemClock(),
+        clock=send_clock,
         lease=settings.outbox.lease,
         retry_base=settings.outbox.retry_base.total_seconds(),
-        max_attempts=settings.outbox.max_attempts,
+        retry_cap=settings.outbox.retry_cap.total_seconds(),
+        deadline_clock=runtime.clock,
         on_result=metrics.record_send,
         shared=runtime.engine.dialect.name == "postgresql",
         threads=threads,

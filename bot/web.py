@@ -201,21 +201,48 @@ def body_caps(settings: Settings) -> Any:
 
 
 def _health(service: Service) -> Any:
+    """``/healthz``: 503 only when this process cannot work (no database); a chat platform down is 200 "degraded".
+
+    A load balancer or supervisor restarts what answers 503; restarting us does
+    not bring Telegram or WeCom back, and the outbox already retries, so an
+    outage is reported in the body instead: ``status`` is ``degraded`` and
+    ``failing`` lists each platform whose sends have failed with no success for
+    longer than ``[outbox] alert_after`` (the same streak as the
+    ``duban_platform_failing_seconds`` metric), with since when and the last error.
+    """
+    from jobs.sender import platform_health
+
+    platforms = [t.platform for t in service.transports]
+    alert_after = service.settings.outbox.alert_after
+
     async def health(request: Request) -> Response:
-        def check() -> None:
+        def check() -> list[dict[str, Any]]:
             with service.runtime.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
+            with service.runtime.sessions() as session:
+                streaks = platform_health(session, service.sender.clock.now(), platforms)
+            return [
+                {
+                    "platform": streak.platform,
+                    "since": streak.failing_since.isoformat() if streak.failing_since else None,
+                    "seconds": round(streak.failing_seconds),
+                    "error": (streak.last_error or "")[:200],
+                }
+                for streak in streaks.values()
+                if streak.failing_for_longer_than(alert_after)
+            ]
 
         import asyncio
 
         try:
-            await asyncio.to_thread(check)
+            failing = await asyncio.to_thread(check)
         except Exception as exc:  # the point of a health check is to say so
             return JSONResponse({"status": "error", "database": str(exc)}, status_code=503)
         return JSONResponse(
             {
-                "status": "ok",
-                "platforms": [t.platform for t in service.transports],
+                "status": "degraded" if failing else "ok",
+                "platforms": platforms,
+                "failing": failing,
                 "scheduler": bool(service.metrics.scheduler._value.get()),
                 "sending": service.sender.in_flight,
             }

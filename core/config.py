@@ -387,10 +387,21 @@ class UploadSettings(Section):
 
 
 class OutboxSettings(Section):
+    """Delivery of the outbox (see jobs.sender): retried while a message matters, never sent after."""
+
     # A row claimed by a process that then died is sent again after this long.
     lease: Duration = timedelta(minutes=2)
+    # A passing failure (network, 5xx, 429, WeCom -1) is retried after retry_base, doubling each
+    # time up to retry_cap, for as long as the message still matters (core.outbox: a reminder until
+    # its round's next rung, a reply for a day, the digest until the next one).
     retry_base: Duration = timedelta(seconds=2)
-    max_attempts: int = Field(default=10, ge=1, le=100)
+    retry_cap: Duration = timedelta(minutes=5)
+    # /healthz and duban_platform_failing_seconds report a platform whose sends have failed with no
+    # success for longer than this.
+    alert_after: Duration = timedelta(minutes=15)
+    # Deprecated and ignored: delivery used to give up after this many attempts (about 17 minutes),
+    # dropping a round's reminders in an afternoon's outage.  Still accepted so old files load.
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
 
 
 class InboxSettings(Section):

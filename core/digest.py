@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,12 @@ class Digest:
         key: str,
         now: datetime,
         reply_to: str | None = None,
+        until: datetime | None = None,
     ) -> list[int]:
-        """One message per target: the screen-long summary, with the full list as an XLSX file."""
+        """One message per target: the screen-long summary, with the full list as an XLSX file.
+
+        ``until``: when it stops mattering (the scheduled digest: the next one); None: the outbox's day.
+        """
         document = None
         if view.units and targets:
             path = overdue_file(view, self.settings.path(self.settings.service.data_dir) / "exports", self.m)
@@ -139,11 +143,26 @@ class Digest:
                 ),
                 now=now,
                 person_id=person_id,
-                about=About(),
+                about=About(until=until),
             )
             if queued is not None:
                 ids.append(queued)
         return ids
+
+    def next_digest_at(self, day: date) -> datetime | None:
+        """When the digest after ``day``'s goes out (the next working day's digest time); None past the calendar.
+
+        A morning digest delivered once the next one is out would only repeat an older list.
+        """
+        following = day
+        try:
+            for _ in range(60):
+                following += timedelta(days=1)
+                if self.calendar.is_workday(following):
+                    return datetime.combine(following, self.settings.digest.time, tzinfo=self.settings.tz)
+        except CalendarNotCovered:
+            return None
+        return None
 
     def send_scheduled(self, session: Session, plan: Plan, now: datetime) -> list[int]:
         """The working-morning digest; nothing on a non-working day; once per day whatever restarts."""
@@ -156,7 +175,12 @@ class Digest:
             return []
         view = self.build(session, plan, now)
         ids = self.queue(
-            session, view, self.targets(session, plan), key=f"digest:{plan.id}:{local_day.isoformat()}", now=now
+            session,
+            view,
+            self.targets(session, plan),
+            key=f"digest:{plan.id}:{local_day.isoformat()}",
+            now=now,
+            until=self.next_digest_at(local_day),
         )
         if ids:
             session.add(DigestRun(plan_id=plan.id, at=now, scheduled=True, snapshot=view.snapshot()))

@@ -135,6 +135,15 @@ class Escalation:
             self._schedules[key] = rung_schedule(checkpoint.due_at, ladder, self.calendar)
         return self._schedules[key]
 
+    def matters_until(self, checkpoint: Checkpoint, now: datetime) -> datetime | None:
+        """Until when a rung's message sent ``now`` matters: when the round's next rung fires.
+
+        By then the ladder has moved on (the next reminder, or the escalation to the
+        head or the leaders), so an older message delivered after it would be out of
+        date.  None after the last rung: the outbox's default (a day) applies.
+        """
+        return next((rung.fires_at for rung in self.schedule(checkpoint) if rung.fires_at > now), None)
+
     def next_fire_after(self, session: Session, moment: datetime) -> datetime | None:
         """The earliest rung time after ``moment`` over all live checkpoints (for simulations)."""
         times = []
@@ -288,11 +297,12 @@ class Escalation:
             "role": role.value,
             "now": now,
         }
+        until = self.matters_until(checkpoint, now)
         if role in (PersonRole.LIAISON, PersonRole.HEAD):
-            return self._fire_units(session, checkpoint, rung, role, now, open_round, context, deliver)
+            return self._fire_units(session, checkpoint, rung, role, now, open_round, context, deliver, until)
         if role is PersonRole.OFFICE:
-            return self._fire_office(session, checkpoint, rung, now, open_round, context, deliver)
-        return self._fire_leaders(session, checkpoint, rung, now, open_round, context, deliver)
+            return self._fire_office(session, checkpoint, rung, now, open_round, context, deliver, until)
+        return self._fire_leaders(session, checkpoint, rung, now, open_round, context, deliver, until)
 
     def _fire_units(
         self,
@@ -304,6 +314,7 @@ class Escalation:
         open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
+        until: datetime | None,
     ) -> list[Notice]:
         by_unit = open_round.by_unit
         # One query for every unit's people, handed to queue_unit_notice (not re-read per unit).
@@ -333,6 +344,7 @@ class Escalation:
                         task_ids=tuple(o.task_id for o in owed),
                         rung=rung.key,
                         late=bool(context["late"]),
+                        until=until,
                     ),
                 )
             notices.append(
@@ -362,6 +374,7 @@ class Escalation:
         open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
+        until: datetime | None,
     ) -> list[Notice]:
         by_unit = open_round.by_unit
         jurisdiction_id = next(iter(by_unit.values()))[0].unit.jurisdiction_id
@@ -378,7 +391,7 @@ class Escalation:
                 dedup_key=f"rung:{checkpoint.id}:{rung.key}:office",
                 message=Message(text=text),
                 now=now,
-                about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"])),
+                about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"]), until=until),
             )
         all_owed = [o for owed in by_unit.values() for o in owed]
         unit_rows = [owed[0].unit for owed in by_unit.values()]
@@ -393,6 +406,7 @@ class Escalation:
         open_round: OpenRound,
         context: dict[str, Any],
         deliver: bool,
+        until: datetime | None,
     ) -> list[Notice]:
         by_unit = open_round.by_unit
         leaders: dict[int, list[tuple[Binding, Identity]]] = defaultdict(list)
@@ -414,7 +428,7 @@ class Escalation:
                     dedup_key=f"rung:{checkpoint.id}:{rung.key}:leader:{person_id}",
                     message=Message(text=text),
                     now=now,
-                    about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"])),
+                    about=About(checkpoint_id=checkpoint.id, rung=rung.key, late=bool(context["late"]), until=until),
                 )
             owed = [o for u in unit_ids for o in mine[u]]
             notices.append(

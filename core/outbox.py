@@ -4,20 +4,33 @@ A message is queued in the same transaction as the change it reports (a
 recorded status and its confirmation commit together or not at all).  The
 deduplication key makes queuing idempotent: queuing the same reminder twice —
 after a crash, or from two processes — leaves one row.
+
+Every row carries the moment it stops mattering (``matters_until``): the
+sender keeps retrying a platform that fails for a passing reason until then,
+and never sends after it — the row becomes ``expired``, shown on the dashboard
+with a button to send it again.  What sets the moment: the caller, through
+:attr:`About.until` (a reminder: when its round's next rung fires; the
+scheduled digest: the next digest; a sign-in code: when the code runs out),
+else :data:`KEEP_TRYING` after queuing (a reply, an urge, a review, a file …).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from storage.models import Identity, OutboxMessage
+from storage.models import AuditLog, Identity, OutboxMessage
+
+#: How long a message whose caller names no moment of its own still matters: a reply, an urge, a
+#: review's outcome, an export, a notification.  A day covers an afternoon's outage of a platform
+#: with the night to spare; past it an answer no longer answers anything.
+KEEP_TRYING = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,8 @@ class About:
     task_ids: tuple[int, ...] = ()
     rung: str | None = None
     late: bool = False
+    #: When the message stops mattering (not sent after it); None: :data:`KEEP_TRYING` after queuing.
+    until: datetime | None = None
 
 
 # How long one message may be, per platform: (limit, unit).  Longer texts are
@@ -186,6 +201,7 @@ def enqueue(
         "task_ids": list(about.task_ids) or None,
         "rung": about.rung,
         "late": about.late,
+        "matters_until": about.until if about.until is not None else now + KEEP_TRYING,
     }
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
@@ -234,3 +250,48 @@ def message_about(session: Session, platform: str, chat_id: str, platform_messag
             OutboxMessage.platform_message_id == platform_message_id,
         )
     )
+
+
+#: Rows the office may send again: given up on, or past their moment.  (A row the platform refused
+#: because the person blocked the bot or left stays as it is: binding again is the way back.)
+RESENDABLE = ("failed", "expired")
+
+
+def resend(session: Session, outbox_id: int, *, now: datetime, actor: str) -> OutboxMessage | None:
+    """Queue a message the sender gave up on again, with a fresh :data:`KEEP_TRYING`; recorded in the audit log.
+
+    A row still being retried is tried again now, with the fresh moment too.
+    None (nothing changed) when there is no such row or it is not given up on
+    (being sent, sent or unreachable: sending it again would repeat it or fail again).
+    The office asked for it, so it matters from now on, whatever its original moment.
+    """
+    row = session.get(OutboxMessage, outbox_id)
+    retrying = row is not None and row.state == "queued" and row.attempts > 0
+    if row is None or not (row.state in RESENDABLE or retrying):
+        return None
+    previous = row.state
+    changed = session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == outbox_id, OutboxMessage.state == previous)
+        .values(
+            state="queued",
+            attempts=0,
+            next_attempt_at=now,
+            matters_until=now + KEEP_TRYING,
+            claimed_by=None,
+            last_error=None,
+        )
+        .execution_options(synchronize_session="fetch")
+    )
+    if not getattr(changed, "rowcount", 0):
+        return None  # another request resent it first
+    session.add(
+        AuditLog(
+            at=now,
+            actor=actor,
+            action="outbox.resend",
+            subject=f"#{outbox_id}",
+            detail={"kind": row.kind, "platform": row.platform, "was": previous},
+        )
+    )
+    return row

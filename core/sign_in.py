@@ -24,7 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from core.config import PersonRole, WebSettings
-from core.outbox import Message, enqueue
+from core.outbox import About, Message, enqueue
 from messages import Messages
 from storage.models import Identity, LoginCode, SignInLimit
 from storage.queries import identities_with_role
@@ -178,6 +178,7 @@ def send_code(
             message=Message(text=text, sensitive=True),
             now=now,
             person_id=identity.person_id,
+            about=About(until=live.expires_at),  # a code that arrives after it runs out is no use
         )
     return True
 

@@ -9,9 +9,18 @@ row; rows left ``sending`` by a dead process are requeued after a lease.
 Pacing is the sender's job, not the platform's: an overall rate per platform
 (Telegram ~30/s), a minimum interval and sliding windows per chat (Telegram
 1/s; WeCom 30/min and 1000/h per member), and a platform-wide pause when the
-platform answers 429 with ``retry_after``.  Network errors and 5xx retry with
-exponential backoff; a blocked bot or a vanished chat is a permanent failure
-that marks the person unreachable for the office to see.
+platform answers 429 with ``retry_after``.
+
+Nothing is given up on silently.  A passing failure (network, 5xx, 429, WeCom's
+-1 "system busy") is retried with exponential backoff capped at ``retry_cap``
+for as long as the message still matters (``outbox.matters_until``, set when
+it was queued: see :mod:`core.outbox`); once the next try would come after
+that moment, or a row waited in the queue past it, the row becomes
+``expired`` — never sent late, shown on the dashboard, which can send it
+again.  Only a permanent refusal (blocked, chat not found, invalid user)
+stops at once, and marks the person unreachable for the office to see.  Each
+platform's failure streak is kept in ``platform_status`` (in the database, so
+it survives restarts and is shared by processes) for the health check.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from core.clock import Clock, SystemClock
 from core.outbox import scrubbed
 from jobs.pacing import Pacer, SendLimits
-from storage.models import Identity, OutboxMessage, RateSlot
+from storage.models import Identity, OutboxMessage, PlatformStatus, RateSlot
 from storage.threads import DatabaseThreads
 
 log = logging.getLogger("duban.sender")
@@ -81,6 +90,7 @@ class OutgoingRow:
     payload: dict[str, Any]
     attempts: int
     person_id: int | None
+    matters_until: datetime | None = None
 
 
 class Transport(Protocol):
@@ -100,6 +110,7 @@ class SenderStats:
     failed: int = 0
     rate_limited: int = 0
     slots_missed: int = 0  # slots given up because the send could not start in time
+    expired: int = 0  # rows that stopped mattering before they could be delivered
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -120,7 +131,7 @@ class OutboxSender:
         lease: timedelta = timedelta(minutes=2),
         retry_base: float = 2.0,
         retry_cap: float = 600.0,
-        max_attempts: int = 10,
+        deadline_clock: Clock | None = None,
         on_result: Callable[[OutgoingRow, str, float], None] | None = None,
         shared: bool = False,
         threads: DatabaseThreads | None = None,
@@ -137,7 +148,13 @@ class OutboxSender:
         self.lease = lease
         self.retry_base = retry_base
         self.retry_cap = retry_cap
-        self.max_attempts = max_attempts
+        # Whether a message still matters is judged in the time it was queued in (the service's
+        # clock).  In service both are the system clock; tests may run the core on a manual clock
+        # while the sender's backoff runs in real time.
+        self.deadline_clock = deadline_clock or self.clock
+        # When this process last wrote a success to ``platform_status`` (monotonic), per platform:
+        # a success is written at most every HEALTHY_NOTE seconds unless a failure came between.
+        self._noted_healthy: dict[str, float] = {}
         self.on_result = on_result
         self.stats = SenderStats()
         self._wake: dict[str, asyncio.Event] = {}
@@ -183,13 +200,17 @@ class OutboxSender:
                 self.stats.slots_missed,
             )
 
-    async def drain(self, *, timeout: float = 30.0) -> None:
-        """Send until nothing deliverable is left (tests and one-shot use)."""
+    async def drain(self, *, timeout: float = 30.0, due_only: bool = False) -> None:
+        """Send until nothing deliverable is left (tests and one-shot use).
+
+        ``due_only``: until nothing is due now; rows waiting for a later retry stay queued
+        (a test moving a manual clock sends what each moment allows).
+        """
         self._loop = asyncio.get_running_loop()
         await self._blocking(self.recover, everything=True)
         stop = asyncio.Event()
         loops = [
-            asyncio.create_task(self._platform_loop(p, stop, until_drained=True), name=f"drain-{p}")
+            asyncio.create_task(self._platform_loop(p, stop, until_drained=True, due_only=due_only), name=f"drain-{p}")
             for p in self.transports
         ]
         try:
@@ -209,7 +230,9 @@ class OutboxSender:
             for task in loops:
                 task.cancel()
 
-    async def _platform_loop(self, platform: str, stop: asyncio.Event, *, until_drained: bool = False) -> None:
+    async def _platform_loop(
+        self, platform: str, stop: asyncio.Event, *, until_drained: bool = False, due_only: bool = False
+    ) -> None:
         event = self._wake.setdefault(platform, asyncio.Event())
         flying = self._flying[platform]
         pacer = self.pacers[platform]
@@ -234,7 +257,13 @@ class OutboxSender:
                                 flying[row.chat_id] = sending
                                 sending.add_done_callback(functools.partial(self._landed, platform, row.chat_id))
                             continue
-                        if until_drained and not flying and not await self._blocking(self._has_pending, platform):
+                        if not flying:  # idle: mark what waited past its moment
+                            await self._blocking(self.expire, platform)
+                        if (
+                            until_drained
+                            and not flying
+                            and not await self._blocking(self._has_pending, platform, due_only)
+                        ):
                             return
                         wait = pacer.blocked_chats()[1]
                 except Exception:  # a database hiccup must not end delivery
@@ -349,33 +378,47 @@ class OutboxSender:
             if self.shared:
                 await self._blocking(self._pause_slot, platform, exc.seconds)
             self.stats.rate_limited += 1
-            await self._blocking(self._requeue, row, exc.seconds, str(exc), count_attempt=False, answered=answered)
-            self._report(row, "rate_limited", started)
+            outcome = await self._blocking(
+                self._retry_or_expire, row, exc.seconds, str(exc), count_attempt=False, answered=answered
+            )
+            self._report(row, "rate_limited" if outcome == "retry" else outcome, started)
         except TransientFailure as exc:
-            self.stats.retried += 1
-            delay = min(self.retry_cap, self.retry_base * 2 ** max(0, row.attempts - 1))
-            if row.attempts >= self.max_attempts:
-                await self._blocking(
-                    self._fail, row, f"gave up after {row.attempts} attempts: {exc}", False, answered=answered
-                )
-                self._report(row, "failed", started)
-            else:
-                await self._blocking(self._requeue, row, delay, str(exc), count_attempt=True, answered=answered)
-                self._report(row, "retry", started)
+            outcome = await self._blocking(
+                self._retry_or_expire, row, self._backoff(row), str(exc), count_attempt=True, answered=answered
+            )
+            self._report(row, outcome, started)
         except PermanentFailure as exc:
             self.stats.failed += 1
             await self._blocking(self._fail, row, str(exc), exc.unreachable, answered=answered)
             self._report(row, "unreachable" if exc.unreachable else "failed", started)
         except Exception as exc:  # a bug in a transport must not leave the row claimed until the lease
             log.exception("transport %s failed on outbox row %s", platform, row.id)
-            self.stats.retried += 1
-            delay = min(self.retry_cap, self.retry_base * 2 ** max(0, row.attempts - 1))
-            await self._blocking(self._requeue, row, delay, repr(exc), count_attempt=True, answered=answered)
-            self._report(row, "retry", started)
+            outcome = await self._blocking(
+                self._retry_or_expire, row, self._backoff(row), repr(exc), count_attempt=True, answered=answered
+            )
+            self._report(row, outcome, started)
         else:
             self.stats.sent += 1
-            await self._blocking(self._mark_sent, row, result, answered)
+            await self._blocking(self._mark_sent, row, result, answered, self._note_success(platform))
             self._report(row, "sent", started)
+
+    def _backoff(self, row: OutgoingRow) -> float:
+        """Seconds before the next try: ``retry_base`` doubling per attempt, at most ``retry_cap``."""
+        return min(self.retry_cap, self.retry_base * 2 ** min(30, max(0, row.attempts - 1)))
+
+    def _note_success(self, platform: str) -> bool:
+        """Whether this success is written to ``platform_status`` (clearing a failure streak).
+
+        Not every send writes: a process that saw no failure writes at most every
+        ``HEALTHY_NOTE`` seconds, so a streak another process recorded is cleared
+        within that long after sends go through again.
+        """
+        last = self._noted_healthy.get(platform)
+        now = time.monotonic()
+        if last is not None and now - last < HEALTHY_NOTE:
+            return False
+        self._noted_healthy[platform] = now
+        return True
 
     def _report(self, row: OutgoingRow, outcome: str, started: float) -> None:
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
@@ -384,16 +427,18 @@ class OutboxSender:
 
     # --- database steps (run in a worker thread) -----------------------------------
 
-    def _has_pending(self, platform: str) -> bool:
-        with self.sessions() as session:
-            return (
-                session.scalar(
-                    select(OutboxMessage.id)
-                    .where(OutboxMessage.platform == platform, OutboxMessage.state.in_(("queued", "sending")))
-                    .limit(1)
-                )
-                is not None
+    def _has_pending(self, platform: str, due_only: bool = False) -> bool:
+        query = select(OutboxMessage.id).where(
+            OutboxMessage.platform == platform,
+            OutboxMessage.state.in_(("queued", "sending")),
+            or_(OutboxMessage.matters_until.is_(None), OutboxMessage.matters_until > self.deadline_clock.now()),
+        )
+        if due_only:
+            query = query.where(
+                or_(OutboxMessage.state == "sending", OutboxMessage.next_attempt_at <= self.clock.now())
             )
+        with self.sessions() as session:
+            return session.scalar(query.limit(1)) is not None
 
     def _claim(
         self, platform: str, excluded_chats: list[str], count: int
@@ -417,6 +462,8 @@ class OutboxSender:
                     OutboxMessage.platform == platform,
                     OutboxMessage.state == "queued",
                     OutboxMessage.next_attempt_at <= now,
+                    # past its moment it is not sent (``expire`` marks it)
+                    or_(OutboxMessage.matters_until.is_(None), OutboxMessage.matters_until > self.deadline_clock.now()),
                 )
                 .order_by(OutboxMessage.id)
                 .limit(count * 4)
@@ -445,6 +492,7 @@ class OutboxSender:
                     OutboxMessage.payload,
                     OutboxMessage.attempts,
                     OutboxMessage.person_id,
+                    OutboxMessage.matters_until,
                 )
             ).all()
             rows = sorted((OutgoingRow(*values) for values in claimed), key=lambda row: row.id)
@@ -541,9 +589,11 @@ class OutboxSender:
             )
             return (cast("CursorResult[Any]", result).rowcount or 0) == 1
 
-    def _mark_sent(self, row: OutgoingRow, result: Delivered, answered: float) -> None:
+    def _mark_sent(self, row: OutgoingRow, result: Delivered, answered: float, note_success: bool = False) -> None:
         now = self.clock.now()
         with self.sessions() as session, session.begin():
+            if note_success:
+                self._record_success(session, row.platform, now)
             session.execute(
                 update(OutboxMessage)
                 .where(OutboxMessage.id == row.id)
@@ -574,6 +624,89 @@ class OutboxSender:
             values["attempts"] = OutboxMessage.attempts - 1
         with self.sessions() as session, session.begin():
             session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
+
+    def _retry_or_expire(
+        self, row: OutgoingRow, delay: float, error: str, *, count_attempt: bool, answered: float | None = None
+    ) -> str:
+        """After a passing failure: queue the row for ``delay`` seconds on, or expire it when that is past its moment.
+
+        Also starts (or continues) the platform's failure streak.  Returns the outcome
+        (``retry`` or ``expired``) for the metrics.
+        """
+        now = self.clock.now()
+        with self.sessions() as session, session.begin():
+            self._record_failure(session, row.platform, now, error)
+        self._noted_healthy.pop(row.platform, None)  # the next success is written at once
+        if row.matters_until is not None and self.deadline_clock.now() + timedelta(seconds=delay) >= row.matters_until:
+            self.stats.expired += 1
+            self._expire_row(row, f"not delivered before it stopped mattering; last error: {error}", answered)
+            return "expired"
+        self.stats.retried += 1
+        self._requeue(row, delay, error, count_attempt=count_attempt, answered=answered)
+        return "retry"
+
+    def _expire_row(self, row: OutgoingRow, error: str, answered: float | None) -> None:
+        values: dict[str, Any] = {"state": "expired", "last_error": error[:1000], "claimed_by": None, "sent_at": None}
+        if answered is not None:
+            values["answered_at"] = _wall(answered)
+        with self.sessions() as session, session.begin():
+            session.execute(update(OutboxMessage).where(OutboxMessage.id == row.id).values(**values))
+
+    def expire(self, platform: str | None = None) -> int:
+        """Mark ``expired`` the queued rows whose moment has passed (the platform down so long they never went)."""
+        condition = and_(
+            OutboxMessage.state == "queued",
+            OutboxMessage.matters_until.is_not(None),
+            OutboxMessage.matters_until <= self.deadline_clock.now(),
+        )
+        if platform is not None:
+            condition = and_(condition, OutboxMessage.platform == platform)
+        with self.sessions() as session, session.begin():
+            # Read first: the idle loop asks every second, and on SQLite an UPDATE takes the write lock
+            # even when it matches nothing.
+            if session.scalar(select(OutboxMessage.id).where(condition).limit(1)) is None:
+                return 0
+            result = session.execute(
+                update(OutboxMessage)
+                .where(condition)
+                .values(
+                    state="expired",
+                    claimed_by=None,
+                    last_error=func.coalesce(OutboxMessage.last_error + "; ", "")
+                    + "not delivered before it stopped mattering",
+                )
+            )
+            count = cast("CursorResult[Any]", result).rowcount or 0
+        if count:
+            self.stats.expired += count
+            log.warning("%d outbox rows expired undelivered", count)
+        return count
+
+    @staticmethod
+    def _status_row(session: Session, platform: str) -> PlatformStatus:
+        status = session.get(PlatformStatus, platform, with_for_update=True)
+        if status is None:
+            dialect = session.get_bind().dialect.name
+            if dialect == "postgresql":  # two processes may create it at once
+                session.execute(pg_insert(PlatformStatus).values(platform=platform).on_conflict_do_nothing())
+                status = session.get(PlatformStatus, platform, with_for_update=True)
+            else:
+                status = PlatformStatus(platform=platform)
+                session.add(status)
+        assert status is not None
+        return status
+
+    def _record_failure(self, session: Session, platform: str, now: datetime, error: str) -> None:
+        status = self._status_row(session, platform)
+        if status.failing_since is None:
+            status.failing_since = now
+        status.last_failure_at = now
+        status.last_error = error[:500]
+
+    def _record_success(self, session: Session, platform: str, now: datetime) -> None:
+        status = self._status_row(session, platform)
+        status.failing_since = None
+        status.last_success_at = now
 
     def _fail(self, row: OutgoingRow, error: str, unreachable: bool, *, answered: float | None = None) -> None:
         now = self.clock.now()
@@ -610,6 +743,37 @@ class OutboxSender:
         if count:
             log.warning("requeued %d outbox rows left in flight", count)
         return count
+
+
+#: A process with no failure in between writes a success to ``platform_status`` at most this often (seconds).
+HEALTHY_NOTE = 30.0
+
+
+@dataclass(frozen=True)
+class PlatformHealth:
+    platform: str
+    failing_since: datetime | None
+    failing_seconds: float
+    last_error: str | None
+
+    def failing_for_longer_than(self, limit: timedelta) -> bool:
+        return self.failing_since is not None and self.failing_seconds > limit.total_seconds()
+
+
+def platform_health(session: Session, now: datetime, platforms: list[str]) -> dict[str, PlatformHealth]:
+    """Each platform's failure streak: since when its sends fail for a passing reason with no success between."""
+    rows = {row.platform: row for row in session.scalars(select(PlatformStatus))}
+    health: dict[str, PlatformHealth] = {}
+    for platform in sorted(set(platforms) | set(rows)):
+        row = rows.get(platform)
+        since = row.failing_since if row is not None else None
+        health[platform] = PlatformHealth(
+            platform=platform,
+            failing_since=since,
+            failing_seconds=max(0.0, (now - since).total_seconds()) if since is not None else 0.0,
+            last_error=row.last_error if row is not None and since is not None else None,
+        )
+    return health
 
 
 def _calls(transport: Transport, row: OutgoingRow) -> int:

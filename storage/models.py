@@ -486,6 +486,9 @@ class OutboxMessage(Base):
     task_ids: Mapped[list[Any] | None] = mapped_column(JSON)
     rung: Mapped[str | None] = mapped_column(String(40))
     late: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the moment the message stops mattering (a reminder's next rung, a reply's day): it is not
+    # sent after it but marked ``expired``; NULL keeps trying (see core.outbox.enqueue)
+    matters_until: Mapped[datetime | None] = mapped_column()
 
 
 Index("ix_outbox_platform_message", OutboxMessage.platform, OutboxMessage.chat_id, OutboxMessage.platform_message_id)
@@ -686,3 +689,19 @@ class RateSlot(Base):
 
     platform: Mapped[str] = mapped_column(String(20), primary_key=True)
     next_at: Mapped[datetime] = mapped_column()
+
+
+class PlatformStatus(Base):
+    """A platform's current failure streak, shared by every process (health check and metrics).
+
+    ``failing_since`` is the first transient failure after the latest success
+    (NULL while sends go through); a success clears it.
+    """
+
+    __tablename__ = "platform_status"
+
+    platform: Mapped[str] = mapped_column(String(20), primary_key=True)
+    failing_since: Mapped[datetime | None] = mapped_column()
+    last_failure_at: Mapped[datetime | None] = mapped_column()
+    last_success_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(Text)

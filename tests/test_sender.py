@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from bot.telegram_adapter import TelegramTransport, build_application
 from core.config import Settings
-from core.outbox import Message, enqueue
+from core.outbox import About, Message, enqueue
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.sender import OutboxSender
 from storage.models import OutboxMessage
@@ -162,19 +162,51 @@ async def test_a_blocked_user_fails_permanently_and_the_rest_are_delivered(
 
 
 @pytest.mark.asyncio
-async def test_the_sender_gives_up_after_its_attempts(
-    store: Runtime, limited_settings: Settings, fake: FakeTelegram
+async def test_a_failing_platform_is_retried_until_the_message_stops_mattering_then_it_is_expired(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
 ) -> None:
-    application = build_application(limited_settings)
-    await application.bot.initialize()
-    sender = OutboxSender(
-        store.sessions, [TelegramTransport(application, limited_settings)], worker="t", retry_base=0.01, max_attempts=2
-    )
-    fake.fail_next("sendMessage", 500, times=5)
-    queue(store, [51])
+    fake.fail_next("sendMessage", 502, times=1000)
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        enqueue(
+            session,
+            platform="telegram",
+            chat_id="51",
+            kind="reminder",
+            dedup_key="test:expiring",
+            message=Message(text="提醒"),
+            now=now,
+            about=About(until=now + timedelta(seconds=2.5)),  # a try a second (the per-chat interval)
+        )
     await sender.drain(timeout=10)
-    await application.bot.shutdown()
-    assert states(store) == {"failed": 1}
+    assert states(store) == {"expired": 1}
+    assert fake.messages_to(51) == []
+    with store.transaction() as session:
+        row = session.scalar(select(OutboxMessage))
+        assert row is not None and row.attempts >= 2  # retried, not given up at the first failure
+        assert "stopped mattering" in (row.last_error or "") and "Bad Gateway" in (row.last_error or "")
+
+
+@pytest.mark.asyncio
+async def test_a_row_whose_moment_passed_in_the_queue_is_expired_and_never_sent(
+    store: Runtime, sender: OutboxSender, fake: FakeTelegram
+) -> None:
+    now = datetime.now(UTC)
+    with store.transaction() as session:
+        for chat, until in ((52, now - timedelta(seconds=1)), (53, None)):
+            enqueue(
+                session,
+                platform="telegram",
+                chat_id=str(chat),
+                kind="reminder",
+                dedup_key=f"test:{chat}",
+                message=Message(text="提醒"),
+                now=now - timedelta(hours=2),
+                about=About(until=until),
+            )
+    await sender.drain(timeout=10)
+    assert states(store) == {"expired": 1, "sent": 1}
+    assert fake.messages_to(52) == [] and len(fake.messages_to(53)) == 1
 
 
 @pytest.mark.asyncio
