@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from bot.dashboard_import import ImportPages
+from bot.dashboard_outbox import OutboxPages
 from bot.dashboard_targets import TargetPages
 from bot.webui import FORM_EXPIRED
 from core.binding import invite, telegram_link
@@ -42,7 +43,7 @@ from core.records import recent_reports
 from core.runtime import plan_for_person
 from core.tasks import task_label
 from jobs.sender import outbox_depth
-from storage.models import Checkpoint, Identity, OutboxMessage
+from storage.models import Checkpoint, Identity
 from storage.queries import checkpoint_state_counts
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ class Dashboard:
         self.m = service.messages
         self.imports = ImportPages(self)
         self.targets = TargetPages(self)
+        self.outboxes = OutboxPages(self)
 
     # --- guards --------------------------------------------------------------
 
@@ -162,7 +164,9 @@ class Dashboard:
                 "overdue": overdue,
                 "depth": depth,
                 "queued": sum(p.get("queued", 0) + p.get("sending", 0) for p in depth.values()),
-                "failed": sum(p.get("failed", 0) + p.get("unreachable", 0) for p in depth.values()),
+                "failed": sum(
+                    p.get("failed", 0) + p.get("unreachable", 0) + p.get("expired", 0) for p in depth.values()
+                ),
                 "unreachable": unreachable,
                 "bound_units": len(who["bound"]),
                 "unbound_units": len(who["unbound"]),
@@ -346,64 +350,7 @@ class Dashboard:
             return data
 
     async def outbox(self, request: Request) -> Response:
-        if (refused := await self._guard(request)) is not None:
-            return refused
-        data = await self.service.threads.run(self._outbox)
-        return await self.ui.page(request, "office_outbox.html.j2", **data, **self._flash(request))
-
-    def _outbox(self) -> dict[str, Any]:
-        now = self.service.runtime.clock.now()
-        with self.service.runtime.transaction() as session:
-            problems = session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.state.in_(("failed", "unreachable")))
-                .order_by(OutboxMessage.id.desc())
-                .limit(100)
-            ).all()
-            waiting = session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.state.in_(("queued", "sending")))
-                .order_by(OutboxMessage.id)
-                .limit(100)
-            ).all()
-            recent = session.scalars(
-                select(OutboxMessage).where(OutboxMessage.state == "sent").order_by(OutboxMessage.id.desc()).limit(30)
-            ).all()
-            unreachable = session.scalars(select(Identity).where(Identity.reachable.is_(False))).all()
-
-            def row(message: OutboxMessage) -> dict[str, Any]:
-                return {
-                    "id": message.id,
-                    "platform": message.platform,
-                    "chat": message.chat_id,
-                    "kind": message.kind,
-                    "state": message.state,
-                    "attempts": message.attempts,
-                    "error": message.last_error or "",
-                    "created": message.created_at,
-                    "sent": message.sent_at,
-                    "next": message.next_attempt_at,
-                    # a sign-in code waiting to go out is not shown to other office staff
-                    "text": "[不显示]"
-                    if message.payload.get("sensitive")
-                    else (message.payload.get("text") or "")[:80],
-                }
-
-            return {
-                "depth": outbox_depth(session, now),
-                "problems": [row(m) for m in problems],
-                "waiting": [row(m) for m in waiting],
-                "recent": [row(m) for m in recent],
-                "unreachable": [
-                    {
-                        "who": i.username or i.external_id,
-                        "platform": i.platform,
-                        "reason": i.unreachable_reason or "",
-                        "at": i.unreachable_at,
-                    }
-                    for i in unreachable
-                ],
-            }
+        return await self.outboxes.page(request)
 
     # --- actions -------------------------------------------------------------
 

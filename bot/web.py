@@ -109,6 +109,7 @@ def build_web_app(service: Service) -> Starlette:
         Route("/office/files/{key}.zip", records.archive, methods=["GET"]),
         Route("/office/people", office.people, methods=["GET"]),
         Route("/office/outbox", office.outbox, methods=["GET"]),
+        Route("/office/outbox/resend", office.outboxes.do_resend, methods=["POST"]),
         Route("/office/urge", office.do_urge, methods=["POST"]),
         Route("/office/review", office.do_review, methods=["POST"]),
         Route("/office/round", office.do_round, methods=["POST"]),

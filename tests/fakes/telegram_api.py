@@ -18,7 +18,7 @@ HTTP status, so PTB raises the same exceptions it raises against Telegram:
 Tests simulate users with ``user_message``/``user_document``/``user_callback``/...; each queues an
 update for ``getUpdates`` (or can be posted to the bot's webhook with ``post_update_to``). What the
 bot did is recorded on the instance (``sent``, ``requests``, ``answered_callbacks``, ...). Failures
-are injected with ``fail_next``/``drop_next``/``block_user``/``forget_chat`` and flood limits are
+are injected with ``fail_next``/``drop_next``/``start_outage``/``block_user``/``forget_chat`` and flood limits are
 enforced like Telegram's (sliding one-second windows, globally and per chat).
 
 The server is uvicorn + Starlette in a daemon thread with its own event loop. All state lives on
@@ -617,6 +617,7 @@ class FakeTelegram:
         self._drops: dict[str, int] = {}
         self._blocked: set[int] = set()
         self._forgotten: set[int] = set()
+        self._outage: int | None = None
         self._send_times: deque[float] = deque()
         self._chat_send_times: dict[int, deque[float]] = {}
 
@@ -1049,6 +1050,24 @@ class FakeTelegram:
         with self._lock:
             self._drops[key] = self._drops.get(key, 0) + times
 
+    def start_outage(self, status: int = 502) -> None:
+        """From now on every Bot API call answers ``status`` (a 5xx), until :meth:`end_outage`.
+
+        What an outage of api.telegram.org looks like to a client: its front end answers 5xx
+        ("502 Bad Gateway") for every method.  The Bot API documents that errors come as
+        ``{"ok": false, "error_code", "description"}`` with the HTTP status
+        (https://core.telegram.org/bots/api#making-requests), which is the body given here;
+        PTB raises ``NetworkError`` for a 5xx either way.
+        """
+        if not 500 <= status < 600:
+            raise ValueError("an outage answers a 5xx status")
+        with self._lock:
+            self._outage = status
+
+    def end_outage(self) -> None:
+        with self._lock:
+            self._outage = None
+
     def block_user(self, chat_id: int) -> None:
         """From now on, calls for this chat answer 403 "Forbidden: bot was blocked by the user"."""
         with self._lock:
@@ -1271,6 +1290,8 @@ class FakeTelegram:
 
     def _injected(self, method: str) -> Response | None:
         """A drop or an injected failure due for ``method`` (call with the lock held)."""
+        if self._outage is not None:
+            return self._error_response(_ApiError(self._outage, _default_description(self._outage, None)))
         if self._drops.get(method, 0) > 0:
             self._drops[method] -= 1
             return _DropConnection()
