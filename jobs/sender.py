@@ -378,14 +378,10 @@ class OutboxSender:
             if self.shared:
                 await self._blocking(self._pause_slot, platform, exc.seconds)
             self.stats.rate_limited += 1
-            outcome = await self._blocking(
-                self._retry_or_expire, row, exc.seconds, str(exc), count_attempt=False, answered=answered
-            )
+            outcome = await self._retry_later(row, exc.seconds, str(exc), count_attempt=False, answered=answered)
             self._report(row, "rate_limited" if outcome == "retry" else outcome, started)
         except TransientFailure as exc:
-            outcome = await self._blocking(
-                self._retry_or_expire, row, self._backoff(row), str(exc), count_attempt=True, answered=answered
-            )
+            outcome = await self._retry_later(row, self._backoff(row), str(exc), count_attempt=True, answered=answered)
             self._report(row, outcome, started)
         except PermanentFailure as exc:
             self.stats.failed += 1
@@ -393,14 +389,26 @@ class OutboxSender:
             self._report(row, "unreachable" if exc.unreachable else "failed", started)
         except Exception as exc:  # a bug in a transport must not leave the row claimed until the lease
             log.exception("transport %s failed on outbox row %s", platform, row.id)
-            outcome = await self._blocking(
-                self._retry_or_expire, row, self._backoff(row), repr(exc), count_attempt=True, answered=answered
-            )
+            outcome = await self._retry_later(row, self._backoff(row), repr(exc), count_attempt=True, answered=answered)
             self._report(row, outcome, started)
         else:
             self.stats.sent += 1
             await self._blocking(self._mark_sent, row, result, answered, self._note_success(platform))
             self._report(row, "sent", started)
+
+    async def _retry_later(
+        self, row: OutgoingRow, delay: float, error: str, *, count_attempt: bool, answered: float
+    ) -> str:
+        """A passing failure: retried after ``delay`` or expired (see ``_retry_or_expire``); counted here."""
+        outcome: str = await self._blocking(
+            self._retry_or_expire, row, delay, error, count_attempt=count_attempt, answered=answered
+        )
+        self._noted_healthy.pop(row.platform, None)  # the next success is written at once
+        if outcome == "expired":
+            self.stats.expired += 1
+        elif count_attempt:
+            self.stats.retried += 1
+        return outcome
 
     def _backoff(self, row: OutgoingRow) -> float:
         """Seconds before the next try: ``retry_base`` doubling per attempt, at most ``retry_cap``."""
@@ -636,12 +644,9 @@ class OutboxSender:
         now = self.clock.now()
         with self.sessions() as session, session.begin():
             self._record_failure(session, row.platform, now, error)
-        self._noted_healthy.pop(row.platform, None)  # the next success is written at once
         if row.matters_until is not None and self.deadline_clock.now() + timedelta(seconds=delay) >= row.matters_until:
-            self.stats.expired += 1
             self._expire_row(row, f"not delivered before it stopped mattering; last error: {error}", answered)
             return "expired"
-        self.stats.retried += 1
         self._requeue(row, delay, error, count_attempt=count_attempt, answered=answered)
         return "retry"
 
@@ -764,7 +769,7 @@ def platform_health(session: Session, now: datetime, platforms: list[str]) -> di
     """Each platform's failure streak: since when its sends fail for a passing reason with no success between."""
     rows = {row.platform: row for row in session.scalars(select(PlatformStatus))}
     health: dict[str, PlatformHealth] = {}
-    for platform in sorted(set(platforms) | set(rows)):
+    for platform in sorted(set(platforms)):  # a platform no longer configured has nothing to report
         row = rows.get(platform)
         since = row.failing_since if row is not None else None
         health[platform] = PlatformHealth(

@@ -113,3 +113,11 @@ def test_a_short_dashboard_secret_is_refused_at_start_up(tmp_path: Path) -> None
 def test_a_trusted_proxy_must_be_an_address(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[web\] trusted_proxies"):
         load_settings(write(tmp_path, "[web]\ntrusted_proxies = ['proxy.local']\n"), environ={})
+
+
+def test_an_old_outbox_section_with_max_attempts_still_loads_and_keeps_retrying_within_the_cap(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(write(tmp_path, '[outbox]\nretry_base = "2s"\nmax_attempts = 10\n'), environ={})
+    assert settings.outbox.max_attempts == 10  # accepted, not used: delivery retries while a message matters
+    assert settings.outbox.retry_cap == timedelta(minutes=5) and settings.outbox.alert_after == timedelta(minutes=15)

@@ -17,7 +17,8 @@ from core.escalation import Escalation, make_calendar
 from core.runtime import Runtime
 from jobs.ticks import remind, send_digest
 from messages import Messages
-from storage.models import Identity
+from storage.models import Identity, OutboxMessage
+from storage.queries import newest_plans
 from tests.conftest import local
 from tests.support import invite, last_text, make_conversation, outbox, say
 
@@ -96,6 +97,26 @@ def test_empty_digest_says_so_in_one_line(runtime: Runtime, digest: Digest, peop
 def test_no_digest_on_a_day_off(runtime: Runtime, digest: Digest, people: Conversation) -> None:
     assert send_digest(runtime, digest, local(2024, 3, 2, 8, 30)) == []  # a Saturday
     assert send_digest(runtime, digest, local(2024, 2, 18, 8, 30)) != []  # a make-up Sunday is a working day
+
+
+def test_a_friday_digest_matters_until_mondays_and_an_asked_for_one_for_a_day(
+    runtime: Runtime, digest: Digest, people: Conversation
+) -> None:
+    send_digest(runtime, digest, local(2024, 3, 8, 8, 30))  # a Friday
+    [scheduled] = outbox(runtime, OFFICE, kind="digest")
+    assert scheduled.matters_until == local(2024, 3, 11, 8, 30)  # not delivered after Monday's replaces it
+    # the office's /digest in the afternoon: queued without a moment of its own, so a day
+    with runtime.transaction() as session:
+        plan = newest_plans(session)[0]
+        [asked] = digest.queue(
+            session,
+            digest.build(session, plan, local(2024, 3, 8, 15)),
+            [("sandbox", str(OFFICE), None)],
+            key="asked",
+            now=local(2024, 3, 8, 15),
+        )
+        row = session.get(OutboxMessage, asked)
+        assert row is not None and row.matters_until == local(2024, 3, 9, 15)
 
 
 def test_digest_goes_out_once_a_day_whatever_restarts(runtime: Runtime, digest: Digest, people: Conversation) -> None:

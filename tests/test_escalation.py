@@ -17,7 +17,7 @@ from core.reporting import StagedFile
 from core.runtime import Runtime
 from jobs.ticks import remind
 from messages import Messages
-from storage.models import OutboxMessage, RungRun
+from storage.models import Checkpoint, OutboxMessage, RungRun
 from storage.queries import newest_plans
 from tests.conftest import local
 from tests.support import invite, make_conversation, outbox, say
@@ -304,3 +304,15 @@ def test_binding_before_any_rung_or_with_nothing_owed_sends_only_the_welcome(
     tick_at(runtime, escalation, clock, local(2024, 2, 22, 9))
     say(people, LATECOMER + 1, f"/start {invite(runtime, '县发改局', PersonRole.LEADER)}")
     assert [row.kind for row in outbox(runtime, LATECOMER + 1)] == ["reply"]
+
+
+def test_a_reminder_matters_until_the_rounds_next_rung_and_the_last_one_for_a_day(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
+    [first] = to(tick_at(runtime, escalation, clock, local(2024, 2, 22, 9)), LIAISON)
+    assert first.matters_until == local(2024, 2, 26, 9)  # the -3d rung: by then a newer reminder replaces it
+    with runtime.transaction() as session:
+        checkpoint = session.get(Checkpoint, first.checkpoint_id)
+        assert checkpoint is not None
+        last = escalation.schedule(checkpoint)[-1].fires_at
+    assert escalation.matters_until(checkpoint, last) is None  # past the last rung: the outbox's day applies
