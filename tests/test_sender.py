@@ -176,7 +176,7 @@ async def test_a_failing_platform_is_retried_until_the_message_stops_mattering_t
             dedup_key="test:expiring",
             message=Message(text="提醒"),
             now=now,
-            about=About(until=now + timedelta(seconds=2.5)),  # a try a second (the per-chat interval)
+            about=About(until=now + timedelta(seconds=1.5)),  # a try a second (the per-chat interval)
         )
     await sender.drain(timeout=10)
     assert states(store) == {"expired": 1}
