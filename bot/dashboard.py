@@ -302,13 +302,24 @@ class Dashboard:
         return FileResponse(path, filename=path.name, content_disposition_type=disposition)
 
     def _export(self, key: str, fmt: str, viewer: int | None) -> Any:
-        from core.documents import export, file_format
+        from core.documents import export, file_format, stored_notification
 
         folder = export_folder(self.settings) / uuid.uuid4().hex[:8]  # one per request: names may repeat
         with self.service.runtime.transaction() as session:
             plan = self._plan(session, viewer)
             if plan is None:
                 return None
+            # The round's XLSX as the quarter-end job sent it, while no answer changed since.
+            stored = stored_notification(
+                session,
+                self.settings,
+                plan,
+                None if key == "year" else key,
+                file_format(fmt),
+                export_folder(self.settings),
+            )
+            if stored is not None:
+                return stored
             folder.mkdir(parents=True, exist_ok=True)
             try:
                 return export(

@@ -10,6 +10,7 @@ wording lives with the templates.  Every function takes either a
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import unicodedata
@@ -27,7 +28,15 @@ from xlsxwriter.workbook import Workbook
 from xlsxwriter.worksheet import Worksheet
 
 from core.config import Settings
-from core.notification import FileRef, Notification, Tally, YearView, build_notification, build_year
+from core.notification import (
+    FileRef,
+    Notification,
+    Tally,
+    YearView,
+    build_notification,
+    build_year,
+    round_stamp,
+)
 from messages import Messages
 from storage.models import Plan
 
@@ -655,3 +664,52 @@ def export(
     if target.is_dir():
         target = target / name
     return write_view(view, fmt, messages, target)
+
+
+# --- the round's 通报 as the quarter-end job wrote it --------------------------------------
+
+
+def _stamp_file(path: Path) -> Path:
+    """Beside the file, hidden: ``.通报-嘉鱼县-2024-q1.xlsx.stamp.json``."""
+    return path.with_name(f".{path.name}.stamp.json")
+
+
+def keep_stamp(session: Session, settings: Settings, plan: Plan, checkpoint_key: str, path: Path) -> None:
+    """Record beside ``path`` what the notification in it was built from (:func:`round_stamp`).
+
+    The quarter-end job calls this for the file it sends, so that
+    :func:`stored_notification` can serve that file again while nothing has changed.
+    """
+    stamp = round_stamp(session, settings, plan, checkpoint_key)
+    if stamp is None:
+        return
+    written = path.stat()
+    record = {"stamp": stamp, "size": written.st_size, "mtime_ns": written.st_mtime_ns}
+    _stamp_file(path).write_text(json.dumps(record), encoding="utf-8")
+
+
+def stored_notification(
+    session: Session, settings: Settings, plan: Plan, checkpoint_key: str | None, fmt: FileFormat, folder: Path
+) -> Path | None:
+    """The XLSX the quarter-end job wrote for the round in ``folder``, if it still shows the round as it stands.
+
+    None when there is no such file, it was rewritten since (size or time
+    differ from its stamp), or anything the notification reads changed since
+    it was written (:func:`round_stamp`): then the caller writes a fresh one.
+    """
+    if checkpoint_key is None or fmt != "xlsx":
+        return None
+    path = folder / default_name(plan, checkpoint_key, fmt)
+    try:
+        record = json.loads(_stamp_file(path).read_text(encoding="utf-8"))
+        written = path.stat()
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or (record.get("size"), record.get("mtime_ns")) != (
+        written.st_size,
+        written.st_mtime_ns,
+    ):
+        return None
+    if record.get("stamp") != round_stamp(session, settings, plan, checkpoint_key):
+        return None
+    return path

@@ -46,6 +46,7 @@ missing, pending or returned.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -54,7 +55,7 @@ from datetime import date, datetime, timedelta, tzinfo
 from functools import cached_property
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.answer_flags import COPY_THRESHOLD, is_copy, is_vague
@@ -65,7 +66,21 @@ from core.plan_import import short_title
 from core.progress import TargetProgress, below_half, pace_lights, round_progress
 from core.reporting import StatusCode
 from core.tasks import task_label
-from storage.models import Attachment, Checkpoint, Jurisdiction, Obligation, Plan, Review, StatusReport, Task, Unit
+from storage.models import (
+    Assignment,
+    Attachment,
+    Checkpoint,
+    Jurisdiction,
+    Milestone,
+    Obligation,
+    Plan,
+    Review,
+    StatusReport,
+    Target,
+    TargetValue,
+    Task,
+    Unit,
+)
 
 Light = Literal["green", "yellow", "red", "none"]
 Outcome = Literal["on_time", "late", "missing", "pending", "returned"]
@@ -1088,3 +1103,89 @@ def build_year(session: Session, settings: Settings, plan: Plan, now: datetime, 
         units=units,
         total=overall,
     )
+
+
+# --- what a round's 通报 is built from -------------------------------------------------------
+
+
+def round_stamp(session: Session, settings: Settings, plan: Plan, checkpoint_key: str) -> str | None:
+    """A digest of everything the round's 通报 reads but the moment it is cut; None for no such round.
+
+    Two equal stamps mean the same answers, reviews, files, figures, tasks,
+    units and settings, so a 通报 written at the first can stand for one asked
+    for at the second (only ``generated_at`` and how long missing answers are
+    overdue would differ).  A handful of aggregate queries over the round, far
+    cheaper than building and writing the notification.
+    """
+    try:
+        checkpoint = _checkpoint(session, plan, checkpoint_key)
+    except ValueError:
+        return None
+    in_round = select(Obligation.id).where(Obligation.checkpoint_id == checkpoint.id).scalar_subquery()
+    plan_tasks = select(Task.id).where(Task.plan_id == plan.id).scalar_subquery()
+    plan_targets = select(Target.id).where(Target.task_id.in_(plan_tasks)).scalar_subquery()
+    # Reports of this round and the earlier ones (a note is flagged 雷同 against the round before).
+    so_far = (
+        select(Obligation.id)
+        .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+        .where(Checkpoint.plan_id == plan.id, Checkpoint.due_at <= checkpoint.due_at)
+        .scalar_subquery()
+    )
+
+    def counted(model: Any, *where: Any, active: bool = False, updated: bool = False) -> tuple[Any, ...]:
+        columns = [func.count(), func.max(model.id), func.sum(model.id)]
+        if active:
+            columns.append(func.sum(case((model.active.is_(True), model.id), else_=0)))
+        if updated:
+            columns.append(func.max(model.updated_at))
+        return tuple(session.execute(select(*columns).where(*where)).one())
+
+    parts: list[Any] = [
+        (checkpoint.id, checkpoint.key, checkpoint.title, checkpoint.owed_by, checkpoint.due_at),
+        (plan.id, plan.name, plan.year, _jurisdiction(session, plan)),
+        (repr(settings.report), settings.office.unit, dashboard_url(settings), str(settings.tz)),
+        sorted(
+            tuple(row)
+            for row in session.execute(
+                select(
+                    Obligation.state,
+                    Obligation.active,
+                    func.count(),
+                    func.sum(Obligation.id),
+                    func.sum(func.coalesce(Obligation.last_report_id, 0)),
+                    func.count(Obligation.answered_at),
+                    func.min(Obligation.answered_at),
+                    func.max(Obligation.answered_at),
+                    func.max(Obligation.updated_at),
+                )
+                .where(Obligation.checkpoint_id == checkpoint.id)
+                .group_by(Obligation.state, Obligation.active)
+            )
+        ),
+        counted(StatusReport, StatusReport.obligation_id.in_(so_far)),
+        counted(Review, Review.obligation_id.in_(in_round)),
+        counted(
+            Attachment,
+            Attachment.report_id.in_(select(StatusReport.id).where(StatusReport.obligation_id.in_(in_round))),
+        ),
+        counted(Task, Task.plan_id == plan.id, active=True, updated=True),
+        counted(Target, Target.task_id.in_(plan_tasks), active=True, updated=True),
+        counted(TargetValue, TargetValue.target_id.in_(plan_targets)),
+        counted(Milestone, Milestone.task_id.in_(plan_tasks), active=True),
+        counted(Assignment, Assignment.task_id.in_(plan_tasks), active=True),
+        list(
+            session.execute(
+                select(Unit.id, Unit.name)
+                .where(Unit.id.in_(select(Obligation.unit_id).where(Obligation.checkpoint_id == checkpoint.id)))
+                .order_by(Unit.id)
+            )
+        ),
+        list(
+            session.execute(
+                select(Checkpoint.id, Checkpoint.due_at, Checkpoint.satisfied_by, Checkpoint.source)
+                .where(Checkpoint.plan_id == plan.id, Checkpoint.cancelled_at.is_(None))
+                .order_by(Checkpoint.id)
+            )
+        ),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()

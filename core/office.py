@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from core.config import Settings
 from core.conversation import Incoming
 from core.digest import Digest
-from core.documents import FILE_FORMATS, export, file_format
+from core.documents import FILE_FORMATS, export, file_format, stored_notification
 from core.outbox import Message, enqueue
 from core.records import round_archive_name, round_files, write_round_archive
 from messages import Messages
@@ -73,8 +73,10 @@ class OfficeRequests:
             entries = round_files(session, plan, key) or []
             path = write_round_archive(entries, folder / round_archive_name(plan, key))
         else:
-            path = export(
-                session, self.settings, self.m, plan, None if key == "year" else key, file_format(fmt), now, folder
+            round_key = None if key == "year" else key
+            # The round's XLSX as the quarter-end job sent it, while no answer changed since.
+            path = stored_notification(session, self.settings, plan, round_key, file_format(fmt), folder) or export(
+                session, self.settings, self.m, plan, round_key, file_format(fmt), now, folder
             )
         queued = enqueue(
             session,

@@ -58,7 +58,7 @@ def send_notifications(
     """Queue the notification of every round that has just closed; returns the outbox ids."""
     if not settings.report.send_automatically:
         return []
-    from core.documents import export
+    from core.documents import export, keep_stamp
 
     done = set(session.scalars(select(RungRun.checkpoint_id).where(RungRun.rung_key == RUNG)))
     queued: list[int] = []
@@ -84,6 +84,7 @@ def send_notifications(
         folder: Path = settings.path(settings.service.data_dir) / "exports"
         folder.mkdir(parents=True, exist_ok=True)
         path = export(session, settings, messages, plan, checkpoint.key, "xlsx", now, folder)
+        keep_stamp(session, settings, plan, checkpoint.key, path)  # /export serves it while nothing changes
         text = messages.render(
             "notification_ready",
             checkpoint=checkpoint.title,

@@ -6,12 +6,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import select
 
 from core.clock import ManualClock
 from core.config import PersonRole
 from core.conversation import Conversation, IncomingFile
+from core.digest import Digest
 from core.escalation import Escalation, make_calendar
+from core.office import OfficeRequests
 from core.quarter_end import plans_with_closed_rounds
 from core.reporting import StagedFile
 from core.runtime import Runtime
@@ -235,6 +238,55 @@ def test_the_notification_goes_to_the_office_the_morning_after_the_deadline(
     assert document.suffix == ".xlsx" and document.read_bytes()[:2] == b"PK"
     remind(runtime, escalation, local(2024, 3, 2, 9))
     assert len(outbox(runtime, OFFICE, kind="notification")) == 1, "once, whatever the ticks"
+
+
+def cut_at(path: Path) -> datetime:
+    """The moment a 通报 file was cut (统计截至 on its summary sheet), in local wall-clock time."""
+    rows = {row[0]: row[1] for row in load_workbook(path, read_only=True)["概况"].iter_rows(values_only=True)}
+    cut = rows["统计截至"]
+    assert isinstance(cut, datetime)
+    return cut
+
+
+def answer_office_requests(conversation: Conversation, runtime: Runtime) -> None:
+    """Let the office's /export be answered, as the service does."""
+    settings = runtime.settings
+    messages = Messages("zh", settings.tz)
+    conversation.on_office_request = OfficeRequests(
+        settings, messages, Digest(settings, messages, make_calendar(settings))
+    )
+
+
+def test_export_of_a_closed_round_serves_the_file_the_office_was_sent(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation
+) -> None:
+    remind(runtime, escalation, local(2024, 3, 1, 9, 0))
+    [notification] = outbox(runtime, OFFICE, kind="notification")
+    sent = Path(notification.payload["document"]["path"])
+    content = sent.read_bytes()
+    clock.set(local(2024, 3, 4, 10))
+    answer_office_requests(people, runtime)
+    say(people, OFFICE, "/export refined-plan xlsx")
+    [export] = outbox(runtime, OFFICE, kind="export")
+    assert Path(export.payload["document"]["path"]) == sent
+    assert sent.read_bytes() == content, "the stored file, not written again"
+    assert cut_at(sent) == datetime(2024, 3, 1, 9, 0)
+
+
+def test_export_after_an_answer_changed_writes_a_fresh_notification(
+    runtime: Runtime, escalation: Escalation, clock: ManualClock, people: Conversation, tmp_path: Path
+) -> None:
+    remind(runtime, escalation, local(2024, 3, 1, 9, 0))
+    clock.set(local(2024, 3, 4, 10))
+    say(people, LIAISON, "/report 1 按计划推进 细化方案已审定", files=(document(tmp_path, "县1.pdf"),))
+    answer_office_requests(people, runtime)
+    say(people, OFFICE, "/export refined-plan xlsx")
+    [export] = outbox(runtime, OFFICE, kind="export")
+    fresh = Path(export.payload["document"]["path"])
+    assert cut_at(fresh) == datetime(2024, 3, 4, 10, 0)
+    assert "细化方案已审定" in [
+        cell for row in load_workbook(fresh, read_only=True)["明细"].iter_rows(values_only=True) for cell in row
+    ]
 
 
 def test_only_counties_with_a_closed_round_not_yet_notified_are_visited(
