@@ -19,7 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import fanout, inbound, report, tick
+from bench import fanout, inbound, report, simulate, tick
 from bench.common import (
     BENCHMARKS,
     DATABASES,
@@ -47,6 +47,7 @@ FANOUT_TARGET = 0.95  # of the paced rate (29/s, one under Telegram's 30), with 
 INBOUND_TARGET = 200.0
 REPORT_TARGET_S = 15.0
 REPORT_TARGET_MB = 1024.0
+SIMULATE_TARGET_S = 10.0  # ten counties (city scale), a whole year
 
 
 def _list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -271,6 +272,38 @@ def run_scale(
 
             _guard(results, "report (all)", scale.name, kind, do_report)
 
+        if "simulate" in only:
+
+            def do_simulate() -> None:
+                log(f"{kind} {label}: simulate {simulate.SIMULATE_FROM} .. {simulate.SIMULATE_TO}")
+                if "report" not in only:
+                    seed_answers(runtime)
+                figures = simulate.run(database, FIRST_COUNTY, scale.counties)
+                met: bool | None = None
+                shortfall = ""
+                if scale.name == "city" and not args.quick:
+                    met = figures.seconds < SIMULATE_TARGET_S
+                    shortfall = (
+                        "" if met else f"{figures.seconds:.1f} s ({figures.seconds / SIMULATE_TARGET_S:.2f}× 10 s)"
+                    )
+                results.add(
+                    Figure(
+                        "simulate (year)",
+                        scale.name,
+                        kind,
+                        figures.seconds,
+                        "s",
+                        f"{seconds(figures.seconds)} ({seconds(figures.per_county_s)}/county), "
+                        f"{figures.peak_rss_mb:,.0f} MB",
+                        target=f"< {SIMULATE_TARGET_S:g} s (city), linear",
+                        met=met,
+                        shortfall=shortfall,
+                        detail=figures.as_dict(),
+                    )
+                )
+
+            _guard(results, "simulate (year)", scale.name, kind, do_simulate)
+
         runtime.close()
         if "inbound" in only:
 
@@ -351,6 +384,23 @@ def run_fanout(
     _guard(results, "fanout", scale, kind, step)
 
 
+def simulate_growth(results: Results) -> None:
+    """Note how the simulation's time per county grows from the smallest scale run to each larger one."""
+    runs = [f for f in results.figures if f.benchmark == "simulate (year)" and f.value is not None]
+    for kind in {f.database for f in runs}:
+        mine = sorted((f for f in runs if f.database == kind), key=lambda f: f.detail["counties"])
+        if len(mine) < 2:
+            continue
+        base = mine[0]
+        for figure in mine[1:]:
+            ratio = figure.detail["per_county_s"] / base.detail["per_county_s"]
+            results.notes.append(
+                f"simulate (year) / {kind}: {figure.detail['per_county_s']:.2f} s per county at "
+                f"{figure.detail['counties']} counties, {base.detail['per_county_s']:.2f} s at "
+                f"{base.detail['counties']}: {ratio:.2f}× (1.00× = linear growth)"
+            )
+
+
 def code_version() -> dict[str, object]:
     """The project's commit and the files changed outside bench/ (the code is being edited concurrently)."""
 
@@ -388,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     duration = time.perf_counter() - clock
+    simulate_growth(results)
     version_after = code_version()
     if version_after != version_before:
         results.notes.append(

@@ -27,7 +27,7 @@ os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 DatabaseKind = Literal["sqlite", "postgresql"]
 DATABASES: tuple[DatabaseKind, ...] = ("sqlite", "postgresql")
-BENCHMARKS = ("import", "tick", "fanout", "inbound", "report")
+BENCHMARKS = ("import", "tick", "fanout", "inbound", "report", "simulate")
 
 #: Where PostgreSQL is; the role may create databases.  Override with BENCH_PG_URL.
 PG_BASE_URL = os.environ.get("BENCH_PG_URL", "postgresql://duban:duban@127.0.0.1:5432")

@@ -24,6 +24,7 @@ class ReportRun:
     mode: str
     counties: int
     seconds: float
+    cpu_s: float
     build_s: float
     html_s: float
     xlsx_s: float
@@ -51,6 +52,7 @@ def _child(database: Database, jurisdiction: str, mode: str) -> ReportRun:
         mode=mode,
         counties=figures["counties"],
         seconds=figures["seconds"],
+        cpu_s=figures["cpu_s"],
         build_s=figures["build"],
         html_s=figures["html"],
         xlsx_s=figures["xlsx"],

@@ -23,6 +23,7 @@ ROW_ORDER = (
     "inbound",
     "report (1 county)",
     "report (all)",
+    "simulate (year)",
 )
 SCALE_ORDER = ("county", "city", "province", "-", "1 ms", "50 ms", "150 ms")
 
