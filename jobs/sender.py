@@ -14,8 +14,8 @@ platform answers 429 with ``retry_after``.
 Nothing is given up on silently.  A passing failure (network, 5xx, 429, WeCom's
 -1 "system busy") is retried with exponential backoff capped at ``retry_cap``
 for as long as the message still matters (``outbox.matters_until``, set when
-it was queued: see :mod:`core.outbox`); once the next try would come after
-that moment, or a row waited in the queue past it, the row becomes
+it was queued: see :mod:`core.outbox`), the last try just before that moment;
+past it, also for a row that waited in the queue that long, the row becomes
 ``expired`` — never sent late, shown on the dashboard, which can send it
 again.  Only a permanent refusal (blocked, chat not found, invalid user)
 stops at once, and marks the person unreachable for the office to see.  Each
@@ -638,15 +638,21 @@ class OutboxSender:
     ) -> str:
         """After a passing failure: queue the row for ``delay`` seconds on, or expire it when that is past its moment.
 
-        Also starts (or continues) the platform's failure streak.  Returns the outcome
-        (``retry`` or ``expired``) for the metrics.
+        A backoff that would overshoot the moment is shortened to a last try a second
+        before it (a sign-in code still gets its try near the end of its ten minutes);
+        when not even ``retry_base`` is left, the row expires now.  Also starts (or
+        continues) the platform's failure streak.  Returns ``retry`` or ``expired``.
         """
         now = self.clock.now()
         with self.sessions() as session, session.begin():
             self._record_failure(session, row.platform, now, error)
-        if row.matters_until is not None and self.deadline_clock.now() + timedelta(seconds=delay) >= row.matters_until:
-            self._expire_row(row, f"not delivered before it stopped mattering; last error: {error}", answered)
-            return "expired"
+        if row.matters_until is not None:
+            left = (row.matters_until - self.deadline_clock.now()).total_seconds() - 1.0
+            if delay > left:
+                delay = left
+                if delay < self.retry_base:
+                    self._expire_row(row, f"not delivered before it stopped mattering; last error: {error}", answered)
+                    return "expired"
         self._requeue(row, delay, error, count_attempt=count_attempt, answered=answered)
         return "retry"
 
