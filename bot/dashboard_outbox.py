@@ -90,7 +90,17 @@ class OutboxPages:
 
     def _resend(self, outbox_id: int, actor: str) -> bool:
         with self.service.runtime.transaction() as session:
-            return resend(session, outbox_id, now=self.service.runtime.clock.now(), actor=actor) is not None
+            row = session.get(OutboxMessage, outbox_id)
+            # the audit log says which message to whom, as the page does: "#12 催办提醒 王联络(县发改局)"
+            subject = (
+                f"#{outbox_id} {KIND_NAMES.get(row.kind, '消息')} {self._names(session, [row])[row.id]}"
+                if row
+                else None
+            )
+            return (
+                resend(session, outbox_id, now=self.service.runtime.clock.now(), actor=actor, subject=subject)
+                is not None
+            )
 
     # --- the page ------------------------------------------------------------
 

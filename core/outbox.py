@@ -257,13 +257,16 @@ def message_about(session: Session, platform: str, chat_id: str, platform_messag
 RESENDABLE = ("failed", "expired")
 
 
-def resend(session: Session, outbox_id: int, *, now: datetime, actor: str) -> OutboxMessage | None:
+def resend(
+    session: Session, outbox_id: int, *, now: datetime, actor: str, subject: str | None = None
+) -> OutboxMessage | None:
     """Queue a message the sender gave up on again, with a fresh :data:`KEEP_TRYING`; recorded in the audit log.
 
     A row still being retried is tried again now, with the fresh moment too.
     None (nothing changed) when there is no such row or it is not given up on
     (being sent, sent or unreachable: sending it again would repeat it or fail again).
     The office asked for it, so it matters from now on, whatever its original moment.
+    ``subject`` is what the audit log shows (the dashboard names the message and its recipient).
     """
     row = session.get(OutboxMessage, outbox_id)
     retrying = row is not None and row.state == "queued" and row.attempts > 0
@@ -290,7 +293,7 @@ def resend(session: Session, outbox_id: int, *, now: datetime, actor: str) -> Ou
             at=now,
             actor=actor,
             action="outbox.resend",
-            subject=f"#{outbox_id}",
+            subject=(subject or f"#{outbox_id}")[:300],
             detail={"kind": row.kind, "platform": row.platform, "was": previous},
         )
     )

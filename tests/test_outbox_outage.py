@@ -307,13 +307,15 @@ async def test_resending_an_expired_reminder_queues_it_for_another_day_records_i
             data={"csrf": await csrf(client, "/office/outbox"), "id": str(expired.id)},
             follow_redirects=True,
         )
+        overview = (await client.get("/office")).text
     assert answer.status_code == 200 and f"第 {expired.id} 条消息已重新排队" in answer.text
+    assert "重新发送消息" in overview and "催办提醒 王联络(县发改局)" in overview  # 最近操作
     now = clock_of(service).now()
     again = reminders(service)["-9h"]
     assert again.state == "queued" and again.attempts == 0 and again.matters_until == now + timedelta(days=1)
     with service.runtime.transaction() as session:
         [entry] = session.scalars(select(AuditLog).where(AuditLog.action == "outbox.resend")).all()
-    assert entry.subject == f"#{expired.id}" and entry.detail["was"] == "expired"
+    assert entry.subject == f"#{expired.id} 催办提醒 王联络(县发改局)" and entry.detail["was"] == "expired"
     fake.end_outage()
     await step(service, now + timedelta(minutes=5))
     assert reminders(service)["-9h"].state == "sent"
