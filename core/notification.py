@@ -1164,9 +1164,13 @@ def round_stamp(session: Session, settings: Settings, plan: Plan, checkpoint_key
         ),
         counted(StatusReport, StatusReport.obligation_id.in_(so_far)),
         counted(Review, Review.obligation_id.in_(in_round)),
-        counted(
-            Attachment,
-            Attachment.report_id.in_(select(StatusReport.id).where(StatusReport.obligation_id.in_(in_round))),
+        tuple(
+            session.execute(  # a join from the (few) attachments, not an IN over the round's reports
+                select(func.count(), func.max(Attachment.id), func.sum(Attachment.id))
+                .join(StatusReport, StatusReport.id == Attachment.report_id)
+                .join(Obligation, Obligation.id == StatusReport.obligation_id)
+                .where(Obligation.checkpoint_id == checkpoint.id)
+            ).one()
         ),
         counted(Task, Task.plan_id == plan.id, active=True, updated=True),
         counted(Target, Target.task_id.in_(plan_tasks), active=True, updated=True),
