@@ -200,14 +200,17 @@ class OutboxSender:
                 self.stats.slots_missed,
             )
 
-    async def drain(self, *, timeout: float = 30.0, due_only: bool = False) -> None:
+    async def drain(self, *, timeout: float = 30.0, due_only: bool = False, alone: bool = True) -> None:
         """Send until nothing deliverable is left (tests and one-shot use).
 
         ``due_only``: until nothing is due now; rows waiting for a later retry stay queued
         (a test moving a manual clock sends what each moment allows).
+        ``alone``: no other sender is running, so every row left ``sending`` is a dead one's and
+        is requeued at once; with others running (False) only rows past the lease are, as in
+        :meth:`run` — requeuing a row another sender has in flight would send it twice.
         """
         self._loop = asyncio.get_running_loop()
-        await self._blocking(self.recover, everything=True)
+        await self._blocking(self.recover, everything=alone)
         stop = asyncio.Event()
         loops = [
             asyncio.create_task(self._platform_loop(p, stop, until_drained=True, due_only=due_only), name=f"drain-{p}")

@@ -359,7 +359,7 @@ async def test_two_processes_sharing_the_database_keep_to_the_limit_together(
     transport = TelegramTransport(application, limited_settings)
     senders = [OutboxSender(store.sessions, [transport], worker=f"p{n}", shared=True) for n in range(2)]
     queue(store, list(range(3000, 3070)))
-    await asyncio.gather(*(sender.drain(timeout=30) for sender in senders))
+    await asyncio.gather(*(sender.drain(timeout=30, alone=False) for sender in senders))
     await application.bot.shutdown()
     assert states(store) == {"sent": 70}
     assert fake.count_429 == 0
