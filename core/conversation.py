@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,6 +83,7 @@ from storage.queries import (
     identities_with_role,
     newest_plan,
     person_identities,
+    sender,
     unit_obligations,
 )
 
@@ -140,6 +141,22 @@ OFFICE_COMMANDS = {
 _ALIASES = {alias: name for name, aliases in COMMANDS.items() for alias in aliases}
 # Chinese command words may be typed glued to their argument: "报告22 按计划推进 …"
 _GLUED = ("绑定", "报告", "报送", "催办", "通过", "退回", "导出")
+
+# Statements every turn runs, built once (building one costs more than running it on SQLite).
+_STATE = select(ConversationState).where(
+    ConversationState.platform == bindparam("platform"),
+    ConversationState.chat_id == bindparam("chat_id"),
+    ConversationState.user_id == bindparam("user_id"),
+)
+_ASSIGNED_UNIT = (
+    select(Assignment.unit_id)
+    .where(
+        Assignment.task_id == bindparam("task_id"),
+        Assignment.unit_id.in_(bindparam("unit_ids", expanding=True)),
+        Assignment.active.is_(True),
+    )
+    .limit(1)
+)
 
 
 class OfficeRequest(Protocol):
@@ -405,21 +422,16 @@ class Conversation:
 
     def _dispatch(self, turn: _Turn) -> None:
         incoming = turn.incoming
-        turn.identity = find_identity(turn.session, incoming.platform, incoming.user_id)
-        if turn.identity is not None:
-            turn.bindings = active_bindings(turn.session, turn.identity.person_id)
-            if (
-                turn.identity.chat_id != incoming.chat_id
-                and not incoming.callback
-                and incoming.chat_id == incoming.user_id
-            ):
-                turn.identity.chat_id = incoming.chat_id
+        turn.identity, turn.bindings, plan = sender(turn.session, incoming.platform, incoming.user_id)
+        if (
+            turn.identity is not None
+            and turn.identity.chat_id != incoming.chat_id
+            and not incoming.callback
+            and incoming.chat_id == incoming.user_id
+        ):
+            turn.identity.chat_id = incoming.chat_id
         # A province deployment holds many counties: the person's own county's plan is the one meant.
-        turn.plan = (
-            newest_plan(turn.session, turn.bindings[0].unit.jurisdiction_id)
-            if turn.bindings
-            else current_plan(turn.session, self.settings)
-        )
+        turn.plan = plan if turn.bindings else current_plan(turn.session, self.settings)
         command, args = self._parse_command(incoming.text)
 
         if command == "start" and args:
@@ -683,11 +695,7 @@ class Conversation:
         if not turn.state_looked_up:
             incoming = turn.incoming
             turn.known_state = turn.session.scalar(
-                select(ConversationState).where(
-                    ConversationState.platform == incoming.platform,
-                    ConversationState.chat_id == incoming.chat_id,
-                    ConversationState.user_id == incoming.user_id,
-                )
+                _STATE, {"platform": incoming.platform, "chat_id": incoming.chat_id, "user_id": incoming.user_id}
             )
             turn.state_looked_up = True
         return turn.known_state
@@ -736,15 +744,7 @@ class Conversation:
         if task.id not in turn.task_units:
             units = {u.id: u for u in turn.reporter_units}
             unit_id = (
-                turn.session.scalar(
-                    select(Assignment.unit_id)
-                    .where(
-                        Assignment.task_id == task.id, Assignment.unit_id.in_(list(units)), Assignment.active.is_(True)
-                    )
-                    .limit(1)
-                )
-                if units
-                else None
+                turn.session.scalar(_ASSIGNED_UNIT, {"task_id": task.id, "unit_ids": list(units)}) if units else None
             )
             turn.task_units[task.id] = units.get(unit_id) if unit_id is not None else None
         return turn.task_units[task.id]

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -96,6 +96,25 @@ def store(session: Session, received: Received, now: datetime) -> int | None:
     return stored
 
 
+# Built once: the turn runs these for every update (see mark_handled); on the table, not the ORM entity.
+_INBOUND = cast(Table, InboundUpdate.__table__)
+_CLAIM = (
+    update(_INBOUND)
+    .where(
+        _INBOUND.c.platform == bindparam("b_platform"),
+        _INBOUND.c.update_key == bindparam("b_update_key"),
+        _INBOUND.c.state == PENDING,
+    )
+    .values(state=HANDLED, handled_at=bindparam("b_now"), payload=None, next_attempt_at=None)
+)
+_INSERT_HANDLED_SQLITE = (
+    sqlite_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
+)
+_INSERT_HANDLED_PG = (
+    pg_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
+)
+
+
 def mark_handled(session: Session, platform: str, update_key: str, now: datetime) -> bool:
     """Claim an update for handling in this transaction; False when it was handled (or given up) before.
 
@@ -103,22 +122,19 @@ def mark_handled(session: Session, platform: str, update_key: str, now: datetime
     written as handled here, so a second delivery of it is still recognised.
     """
     key = update_key[:KEY_CHARS]
+    claim = {"b_platform": platform, "b_update_key": key, "b_now": now}
+    # Most updates come from the inbox, stored as pending: one UPDATE claims them.
+    # On PostgreSQL a concurrent handler holds the row lock; this waits, then sees it handled.
+    if session.execute(_CLAIM, claim).rowcount:  # type: ignore[attr-defined]
+        return True
+    insert = _INSERT_HANDLED_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_HANDLED_SQLITE
     inserted = session.execute(
-        _insert(session)(InboundUpdate)
-        .values(platform=platform, update_key=key, received_at=now, state=HANDLED, handled_at=now)
-        .on_conflict_do_nothing(index_elements=["platform", "update_key"])
-        .returning(InboundUpdate.id)
+        insert, {"platform": platform, "update_key": key, "received_at": now, "state": HANDLED, "handled_at": now}
     ).scalar_one_or_none()
     if inserted is not None:
         return True
-    # On PostgreSQL a concurrent handler holds the row lock; this waits, then sees it handled.
-    claimed = session.execute(
-        update(InboundUpdate)
-        .where(InboundUpdate.platform == platform, InboundUpdate.update_key == key, InboundUpdate.state == PENDING)
-        .values(state=HANDLED, handled_at=now, payload=None, next_attempt_at=None)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(claimed.rowcount)  # type: ignore[attr-defined]
+    # Stored as pending meanwhile (by another process) between the two statements above: claim it now.
+    return bool(session.execute(_CLAIM, claim).rowcount)  # type: ignore[attr-defined]
 
 
 def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | None = None) -> list[StoredUpdate]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -142,6 +142,12 @@ def scrubbed(payload: dict[str, Any]) -> dict[str, Any] | None:
     return {**payload, "text": SCRUBBED_TEXT}
 
 
+# Built once (every reply runs one); the columns come from the parameters it is run with.
+_OUTBOX = cast(Table, OutboxMessage.__table__)
+_ENQUEUE_SQLITE = sqlite_insert(_OUTBOX).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(_OUTBOX.c.id)
+_ENQUEUE_PG = pg_insert(_OUTBOX).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(_OUTBOX.c.id)
+
+
 def enqueue(
     session: Session,
     *,
@@ -203,11 +209,8 @@ def enqueue(
         "late": about.late,
         "matters_until": about.until if about.until is not None else now + KEEP_TRYING,
     }
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(OutboxMessage).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-    result = session.execute(statement.returning(OutboxMessage.id))
-    return result.scalar_one_or_none()
+    statement = _ENQUEUE_PG if session.get_bind().dialect.name == "postgresql" else _ENQUEUE_SQLITE
+    return session.execute(statement, values).scalar_one_or_none()
 
 
 def enqueue_to_identities(

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.tasks import task_label
 from storage.models import Attachment, AuditLog, Checkpoint, Obligation, Review, StatusReport, Task, Unit
@@ -200,21 +202,28 @@ def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Oblig
     return memo[(task_id, unit_id)]
 
 
-def _load_open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
-    return list(
-        session.scalars(
-            select(Obligation)
-            .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
-            .options(joinedload(Obligation.checkpoint))
-            .where(
-                Obligation.task_id == task_id,
-                Obligation.unit_id == unit_id,
-                Obligation.active.is_(True),
-                Checkpoint.cancelled_at.is_(None),
-            )
-            .order_by(Checkpoint.due_at, Checkpoint.id)
-        )
+# Built once: every report runs it (building a statement costs more than running it on SQLite).
+_OPEN_OBLIGATIONS = (
+    select(Obligation)
+    .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
+    .options(contains_eager(Obligation.checkpoint))
+    .where(
+        Obligation.task_id == bindparam("task_id"),
+        Obligation.unit_id == bindparam("unit_id"),
+        Obligation.active.is_(True),
+        Checkpoint.cancelled_at.is_(None),
     )
+    .order_by(Checkpoint.due_at, Checkpoint.id)
+)
+_REPORTS = cast(Table, StatusReport.__table__)
+_INSERT_REPORT = insert(_REPORTS).returning(_REPORTS.c.id)
+_OBLIGATIONS = cast(Table, Obligation.__table__)
+# SET from the parameters it is run with: state, answered_at, last_report_id, updated_at.
+_ANSWER_OBLIGATION = update(_OBLIGATIONS).where(_OBLIGATIONS.c.id == bindparam("obligation_id"))
+
+
+def _load_open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
+    return list(session.scalars(_OPEN_OBLIGATIONS, {"task_id": task_id, "unit_id": unit_id}))
 
 
 def target_obligation(
@@ -274,22 +283,24 @@ def record_report(
     obligation = target_obligation(session, task.id, unit.id, has_file=bool(files), checkpoint_id=checkpoint_id)
     checkpoint = obligation.checkpoint if obligation else None
     on_time = (now <= checkpoint.due_at) if checkpoint else None
-    report = StatusReport(
-        task_id=task.id,
-        unit_id=unit.id,
-        obligation_id=obligation.id if obligation else None,
-        checkpoint_id=checkpoint.id if checkpoint else None,
-        person_id=person_id,
-        status=status.value,
-        note=note,
-        on_time=on_time,
-        platform=platform,
-        platform_message_id=platform_message_id,
-        via=via,
-        reported_at=now,
-    )
+    columns = {
+        "task_id": task.id,
+        "unit_id": unit.id,
+        "obligation_id": obligation.id if obligation else None,
+        "checkpoint_id": checkpoint.id if checkpoint else None,
+        "person_id": person_id,
+        "status": status.value,
+        "note": note,
+        "on_time": on_time,
+        "platform": platform,
+        "platform_message_id": platform_message_id,
+        "via": via,
+        "reported_at": now,
+    }
+    # A direct insert (no unit-of-work flush); the row then joins the session as a loaded object.
+    report = StatusReport(id=session.execute(_INSERT_REPORT, columns).scalar_one(), **columns)
+    make_transient_to_detached(report)
     session.add(report)
-    session.flush()
     attachments = []
     placements: list[Placement] = []
     for staged in files:
@@ -316,12 +327,15 @@ def record_report(
         attachments.append(attachment)
     if obligation is not None:
         # Timeliness is the first submission's: a resubmission after a return does not move it.
-        if obligation.state in ("owed", "returned") and obligation.answered_at is None:
-            obligation.answered_at = now
-        obligation.state = "answered"
-        obligation.last_report_id = report.id
-        obligation.updated_at = now
-    session.flush()
+        answered_at = obligation.answered_at
+        if obligation.state in ("owed", "returned") and answered_at is None:
+            answered_at = now
+        values = {"state": "answered", "answered_at": answered_at, "last_report_id": report.id, "updated_at": now}
+        session.execute(_ANSWER_OBLIGATION, {"obligation_id": obligation.id, **values})
+        for name, value in values.items():  # the loaded object says what the row now holds
+            set_committed_value(obligation, name, value)
+    if attachments:
+        session.flush()
     return Recorded(
         report=report, obligation=obligation, checkpoint=checkpoint, attachments=attachments, placements=placements
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.targets import Target as ParsedTarget
@@ -29,16 +29,20 @@ def as_target(row: TargetRow) -> ParsedTarget:
     return ParsedTarget(metric=row.metric, value=row.value, unit=row.unit, kind=TargetKind(row.kind), phrase=row.phrase)
 
 
+# Built once: every recorded report runs it.
+_TARGETS_OF_TASKS = (
+    select(TargetRow)
+    .where(TargetRow.task_id.in_(bindparam("task_ids", expanding=True)), TargetRow.active.is_(True))
+    .order_by(TargetRow.task_id, TargetRow.position, TargetRow.id)
+)
+
+
 def targets_by_task(session: Session, task_ids: list[int]) -> dict[int, list[TargetRow]]:
     """Active targets of the given tasks, in the order written."""
     found: dict[int, list[TargetRow]] = {task_id: [] for task_id in task_ids}
     if not task_ids:
         return found
-    rows = session.scalars(
-        select(TargetRow)
-        .where(TargetRow.task_id.in_(task_ids), TargetRow.active.is_(True))
-        .order_by(TargetRow.task_id, TargetRow.position, TargetRow.id)
-    )
+    rows = session.scalars(_TARGETS_OF_TASKS, {"task_ids": list(task_ids)})
     for row in rows:
         found[row.task_id].append(row)
     return found

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy.orm import Session, contains_eager, joinedload
 
 from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Plan, Task, Unit, UnitAlias
 
@@ -69,29 +69,69 @@ def find_unit(session: Session, jurisdiction_id: int, name: str) -> Unit | None:
     return matches[0] if len(matches) == 1 else None
 
 
+# The statements every chat turn runs are built once, here, and executed with their parameters:
+# building a statement (coercing each argument, generating its cache key) costs more than running it.
+_FIND_TASK = select(Task).where(
+    Task.plan_id == bindparam("plan_id"),
+    Task.annex == bindparam("annex"),
+    Task.number == bindparam("number"),
+    Task.active.is_(True),
+)
+_FIND_IDENTITY = (
+    select(Identity)
+    .options(joinedload(Identity.person))
+    .where(Identity.platform == bindparam("platform"), Identity.external_id == bindparam("external_id"))
+)
+_ACTIVE_BINDINGS = (
+    select(Binding)
+    .options(joinedload(Binding.unit))
+    .where(Binding.person_id == bindparam("person_id"), Binding.revoked_at.is_(None))
+    .order_by(Binding.id)
+)
+_PLANS = Plan.__table__.alias("newest")
+_NEWEST_PLAN_ID = (
+    select(_PLANS.c.id)
+    .where(_PLANS.c.jurisdiction_id == Unit.jurisdiction_id)
+    .order_by(_PLANS.c.year.desc())
+    .limit(1)
+    .correlate(Unit)
+    .scalar_subquery()
+)
+# Who is writing, their active bindings (with units) and each binding's county's newest plan: one query.
+_SENDER = (
+    select(Identity, Binding, Plan)
+    .outerjoin(Binding, and_(Binding.person_id == Identity.person_id, Binding.revoked_at.is_(None)))
+    .outerjoin(Unit, Unit.id == Binding.unit_id)
+    .outerjoin(Plan, Plan.id == _NEWEST_PLAN_ID)
+    .options(joinedload(Identity.person), contains_eager(Binding.unit))
+    .where(Identity.platform == bindparam("platform"), Identity.external_id == bindparam("external_id"))
+    .order_by(Binding.id)
+)
+
+
 def find_task(session: Session, plan_id: int, annex: str, number: int) -> Task | None:
-    return session.scalar(
-        select(Task).where(Task.plan_id == plan_id, Task.annex == annex, Task.number == number, Task.active.is_(True))
-    )
+    return session.scalar(_FIND_TASK, {"plan_id": plan_id, "annex": annex, "number": number})
 
 
 def find_identity(session: Session, platform: str, external_id: str) -> Identity | None:
-    return session.scalar(
-        select(Identity)
-        .options(joinedload(Identity.person))
-        .where(Identity.platform == platform, Identity.external_id == external_id)
-    )
+    return session.scalar(_FIND_IDENTITY, {"platform": platform, "external_id": external_id})
 
 
 def active_bindings(session: Session, person_id: int) -> list[Binding]:
-    return list(
-        session.scalars(
-            select(Binding)
-            .options(joinedload(Binding.unit))
-            .where(Binding.person_id == person_id, Binding.revoked_at.is_(None))
-            .order_by(Binding.id)
-        )
-    )
+    return list(session.scalars(_ACTIVE_BINDINGS, {"person_id": person_id}))
+
+
+def sender(session: Session, platform: str, external_id: str) -> tuple[Identity | None, list[Binding], Plan | None]:
+    """Who wrote: the identity, its person's active bindings in order, and the first binding's county's newest plan.
+
+    What :func:`find_identity`, :func:`active_bindings` and :func:`newest_plan`
+    of the first binding's jurisdiction answer, in one query.
+    """
+    rows = session.execute(_SENDER, {"platform": platform, "external_id": external_id}).all()
+    if not rows:
+        return None, [], None
+    bindings = [binding for _, binding, _ in rows if binding is not None]
+    return rows[0][0], bindings, rows[0][2] if bindings else None
 
 
 def identities_of_unit(
