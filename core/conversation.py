@@ -148,6 +148,15 @@ _STATE = select(ConversationState).where(
     ConversationState.chat_id == bindparam("chat_id"),
     ConversationState.user_id == bindparam("user_id"),
 )
+_ASSIGNED_TO_UNIT = (
+    select(Assignment.unit_id)
+    .where(
+        Assignment.task_id == bindparam("task_id"),
+        Assignment.unit_id == bindparam("unit_id"),
+        Assignment.active.is_(True),
+    )
+    .limit(1)
+)
 _ASSIGNED_UNIT = (
     select(Assignment.unit_id)
     .where(
@@ -743,9 +752,14 @@ class Conversation:
         """Which of the person's units is assigned this task (None: not theirs)."""
         if task.id not in turn.task_units:
             units = {u.id: u for u in turn.reporter_units}
-            unit_id = (
-                turn.session.scalar(_ASSIGNED_UNIT, {"task_id": task.id, "unit_ids": list(units)}) if units else None
-            )
+            if len(units) == 1:  # the usual case: no IN list to expand
+                unit_id = turn.session.scalar(_ASSIGNED_TO_UNIT, {"task_id": task.id, "unit_id": next(iter(units))})
+            else:
+                unit_id = (
+                    turn.session.scalar(_ASSIGNED_UNIT, {"task_id": task.id, "unit_ids": list(units)})
+                    if units
+                    else None
+                )
             turn.task_units[task.id] = units.get(unit_id) if unit_id is not None else None
         return turn.task_units[task.id]
 

@@ -36,6 +36,13 @@ _TARGETS_OF_TASKS = (
     .order_by(TargetRow.task_id, TargetRow.position, TargetRow.id)
 )
 
+# One task's (every recorded report asks): no IN list, so the SQL is the same string every time.
+_TARGETS_OF_TASK = (
+    select(TargetRow)
+    .where(TargetRow.task_id == bindparam("task_id"), TargetRow.active.is_(True))
+    .order_by(TargetRow.position, TargetRow.id)
+)
+
 
 def targets_by_task(session: Session, task_ids: list[int]) -> dict[int, list[TargetRow]]:
     """Active targets of the given tasks, in the order written."""
@@ -50,7 +57,7 @@ def targets_by_task(session: Session, task_ids: list[int]) -> dict[int, list[Tar
 
 def task_target_values(session: Session, task_id: int) -> dict[int, ParsedTarget]:
     """A task's active targets as plain values, by id, in the order written."""
-    return {row.id: as_target(row) for row in targets_by_task(session, [task_id])[task_id]}
+    return {row.id: as_target(row) for row in session.scalars(_TARGETS_OF_TASK, {"task_id": task_id})}
 
 
 @dataclass
