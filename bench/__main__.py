@@ -339,6 +339,31 @@ def run_scale(
                 )
 
             _guard(results, "inbound", scale.name, kind, do_inbound)
+
+            def do_inbound_processes() -> None:
+                log(
+                    f"{kind} {label}: inbound, 2 service processes (webhook), {sizes.inbound_batches} × {sizes.inbound}"
+                )
+                figures = asyncio.run(
+                    inbound.run_processes(
+                        database, FIRST_COUNTY, sizes.inbound, processes=2, batches=sizes.inbound_batches
+                    )
+                )
+                results.add(
+                    Figure(
+                        "inbound 2 processes",
+                        scale.name,
+                        kind,
+                        figures.rate,
+                        "/s",
+                        f"{figures.rate:,.0f} /s ({sum(figures.seconds):.1f} s)",
+                        target=f"{figures.rate / INBOUND_TARGET:.0%} of {INBOUND_TARGET:g}/s",
+                        detail=figures.as_dict(),
+                    )
+                )
+
+            if kind == "postgresql":
+                _guard(results, "inbound 2 processes", scale.name, kind, do_inbound_processes)
     finally:
         if args.keep:
             log(f"kept {database.url}")

@@ -129,7 +129,12 @@ def create_database(kind: DatabaseKind, name: str, workdir: Path) -> Database:
 
 def bench_settings(database: Database, jurisdiction: str, **extra: str) -> Settings:
     """The project's config.toml, pointed at ``database``, with the office jurisdiction ``jurisdiction``."""
-    environ = {
+    return load_settings(environ=bench_environ(database, jurisdiction, **extra))
+
+
+def bench_environ(database: Database, jurisdiction: str, **extra: str) -> dict[str, str]:
+    """The ``DUBAN_…`` settings of :func:`bench_settings` (for a service run as a child process)."""
+    return {
         "DUBAN_DATABASE_URL": database.url,
         "DUBAN_UPLOADS_DIR": str(database.folder / "files"),
         "DUBAN_SERVICE_DATA_DIR": str(database.folder),
@@ -138,7 +143,6 @@ def bench_settings(database: Database, jurisdiction: str, **extra: str) -> Setti
         "DUBAN_WEB_PORT": "0",
         **extra,
     }
-    return load_settings(environ=environ)
 
 
 # --- timing ----------------------------------------------------------------------------------

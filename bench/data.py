@@ -340,11 +340,12 @@ class Reporter:
     text: str
 
 
-def bind_reporters(runtime: Runtime, jurisdiction: str, count: int) -> list[Reporter]:
+def bind_reporters(runtime: Runtime, jurisdiction: str, count: int, *, first: int = 0) -> list[Reporter]:
     """Bind ``count`` new liaisons in ``jurisdiction`` (real code path) and give each a task to report on.
 
     Each reports on a task its unit is *responsible* for (not lead): a lead
-    unit's first report is its refined plan, which needs a file.
+    unit's first report is its refined plan, which needs a file.  ``first``
+    offsets the user ids, so that a second run on the same database binds new people.
     """
     rng = random.Random(SEED + 2)
     with runtime.transaction() as session:
@@ -365,7 +366,7 @@ def bind_reporters(runtime: Runtime, jurisdiction: str, count: int) -> list[Repo
         reporters = []
         for index in range(count):
             unit = units[order[index % len(order)]]
-            user_id = INBOUND_BASE + index
+            user_id = INBOUND_BASE + first + index
             _redeem(session, runtime, unit, PersonRole.LIAISON, user_id, _person_name(rng))
             label = rng.choice(tasks[unit.id])
             note = rng.choice(_NOTES).format(pct=rng.randrange(20, 100, 5), what=rng.choice(_WHAT))

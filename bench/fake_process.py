@@ -15,6 +15,42 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 
+def _post_updates(fake: Any, argument: dict[str, Any]) -> dict[str, int]:
+    """Each (user id, text) as an Update POSTed to the webhooks, as Telegram delivers them.
+
+    Telegram keeps up to ``max_connections`` (default 40) requests open to a
+    webhook and sends an update again when the answer is not 200; the updates
+    go round-robin to ``urls`` (the processes behind a load balancer).
+    """
+    import asyncio
+
+    import httpx
+
+    urls: list[str] = argument["urls"]
+    updates = [fake.user_message(user_id, text) for user_id, text in argument["messages"]]
+    requests = [fake._webhook_request(update, argument["secret"]) for update in updates]
+    refused = 0
+
+    async def post_all() -> None:
+        nonlocal refused
+        gate = asyncio.Semaphore(argument.get("connections", 40))
+        async with httpx.AsyncClient(trust_env=False, timeout=60.0) as client:
+
+            async def post(index: int, content: bytes, headers: dict[str, str]) -> None:
+                nonlocal refused
+                async with gate:
+                    while (
+                        await client.post(urls[index % len(urls)], content=content, headers=headers)
+                    ).status_code != 200:
+                        refused += 1
+                        await asyncio.sleep(0.1)
+
+            await asyncio.gather(*(post(i, content, headers) for i, (content, headers) in enumerate(requests)))
+
+    asyncio.run(post_all())
+    return {"posted": len(requests), "refused": refused}
+
+
 def _serve(connection: Connection, options: dict[str, Any]) -> None:
     """The child: start the fake, answer commands until ``stop``."""
     from tests.fakes.telegram_api import FakeTelegram
@@ -38,6 +74,8 @@ def _serve(connection: Connection, options: dict[str, Any]) -> None:
             for user_id, text in argument:
                 fake.user_message(user_id, text)
             connection.send(len(argument))
+        elif command == "post_updates":
+            connection.send(_post_updates(fake, argument))
         elif command == "sent_times":
             connection.send([message.at for message in fake.sent])
         elif command == "sent_chats":
@@ -74,6 +112,15 @@ class FakeTelegramProcess:
     def user_messages(self, messages: list[tuple[int, str]]) -> None:
         """Each (user id, text) is sent by that user in their private chat, in this order."""
         self._call("messages", messages)
+
+    def post_updates(
+        self, urls: list[str], secret: str, messages: list[tuple[int, str]], *, connections: int = 40
+    ) -> dict[str, int]:
+        """Each (user id, text) POSTed as an Update to the webhooks ``urls`` (round-robin); returns when all got 200."""
+        answer = self._call(
+            "post_updates", {"urls": urls, "secret": secret, "messages": messages, "connections": connections}
+        )
+        return dict(answer)
 
     def sent_times(self) -> list[float]:
         """``time.monotonic()`` (system-wide on Linux) at which each send was accepted."""

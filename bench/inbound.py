@@ -8,20 +8,30 @@ fake in one go, and the clock runs from that push until N new
 ``status_report`` rows are in the database.  This is done for a few batches
 of N (each from other liaisons) and the median rate is the figure.  The replies the reports
 queue are delivered by the sender meanwhile, paced at 29/s, and are not waited for.
+
+On PostgreSQL :func:`run_processes` measures the same with several service
+processes (``bench/inbound_child.py``, Telegram in webhook mode: one process
+alone may poll ``getUpdates``, any may take webhook posts), the fake POSTing
+each batch's updates round-robin to their webhooks with up to 40 requests
+open, as Telegram does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, func, select
 
-from bench.common import INBOUND_AT, Database, bench_settings, median, stopwatch, telegram_env
+from bench.common import INBOUND_AT, Database, bench_environ, bench_settings, median, stopwatch, telegram_env
 from bench.data import bind_reporters, settle_outbox
-from bench.fake_process import start_fake
+from bench.fake_process import FakeTelegramProcess, start_fake
 from bot.service import build_service, run_service
 from core.clock import ManualClock, SystemClock
 from core.escalation import Escalation, make_calendar
@@ -46,7 +56,7 @@ class InboundFigures:
         return asdict(self)
 
 
-def _prepare(database: Database, jurisdiction: str, count: int) -> list[tuple[int, str]]:
+def _prepare(database: Database, jurisdiction: str, count: int, *, first: int = 0) -> list[tuple[int, str]]:
     """Bind the reporters and bring the reminders up to the benchmark's clock (they are marked delivered)."""
     settings = bench_settings(database, jurisdiction)
     runtime = open_runtime(settings)
@@ -54,7 +64,7 @@ def _prepare(database: Database, jurisdiction: str, count: int) -> list[tuple[in
         escalation = Escalation(settings, Messages(settings.service.language, settings.tz), make_calendar(settings))
         remind(runtime, escalation, INBOUND_AT)
         settle_outbox(runtime)
-        return [(r.user_id, r.text) for r in bind_reporters(runtime, jurisdiction, count)]
+        return [(r.user_id, r.text) for r in bind_reporters(runtime, jurisdiction, count, first=first)]
     finally:
         runtime.close()
 
@@ -128,5 +138,126 @@ async def run(
             count_429=fake.count_429(),
         )
     finally:
+        fake.stop()
+        counter.dispose()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+WEBHOOK_SECRET = "bench-inbound"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _start_child(environ: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], int]:
+    """One service process; returns it and its web port once it is ready."""
+    with log.open("a") as handle:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.inbound_child"],
+            env={**os.environ, **environ},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=handle,
+            text=True,
+        )
+    assert child.stdout is not None
+    line = child.stdout.readline()  # "ready PORT", or "" when it died
+    if not line.startswith("ready "):
+        child.kill()
+        raise RuntimeError(f"an inbound service process did not start; see {log}")
+    return child, int(line.split()[1])
+
+
+async def run_processes(
+    database: Database,
+    jurisdiction: str,
+    count: int,
+    *,
+    processes: int = 2,
+    batches: int = 1,
+    timeout: float = 600.0,
+) -> InboundFigures:
+    """:func:`run` with ``processes`` service processes on one PostgreSQL database (webhook mode).
+
+    ``cpu`` is the service processes' CPU seconds per wall second together
+    (2 cores: at most 2).
+    """
+    assert database.kind == "postgresql", "several processes share a PostgreSQL database only"
+    # Other liaisons than the one-process run's (which may have run on this database before).
+    reporters = await asyncio.to_thread(_prepare, database, jurisdiction, count * batches, first=1_000_000)
+    counter = create_engine(database.url)
+    fake = start_fake(False, global_per_second=30, per_chat_per_second=1)
+    assert isinstance(fake, FakeTelegramProcess)
+    children: list[subprocess.Popen[str]] = []
+    log = database.folder / "inbound-services.log"
+    try:
+        urls = []
+        for number in range(processes):
+            environ = bench_environ(
+                database,
+                jurisdiction,
+                **telegram_env(fake.base_url, fake.base_file_url, fake.token, fake.bot_username),
+                DUBAN_SERVICE_DATA_DIR=str(database.folder / f"p{number}"),
+                DUBAN_TELEGRAM_MODE="webhook",
+                DUBAN_TELEGRAM_WEBHOOK_URL="https://duban.example/telegram/webhook",
+                DUBAN_TELEGRAM_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            )
+            child, port = await asyncio.to_thread(_start_child, environ, log)
+            children.append(child)
+            urls.append(f"http://127.0.0.1:{port}/telegram/webhook")
+
+        def recorded() -> int:
+            with counter.connect() as connection:
+                return int(connection.scalar(select(func.count()).select_from(StatusReport)) or 0)
+
+        seconds: list[float] = []
+        replies: list[int] = []
+        cpu: list[float] = []
+        for batch in range(batches):
+            before = await asyncio.to_thread(recorded)
+            sent_before = len(await asyncio.to_thread(fake.sent_times))
+            cpu_before = sum(_cpu_seconds(c.pid) for c in children)
+            with stopwatch() as elapsed:
+                posting = asyncio.ensure_future(
+                    asyncio.to_thread(
+                        fake.post_updates, urls, WEBHOOK_SECRET, reporters[batch * count : (batch + 1) * count]
+                    )
+                )
+                while await asyncio.to_thread(recorded) < before + count:
+                    if elapsed() > timeout:
+                        done = await asyncio.to_thread(recorded) - before
+                        raise TimeoutError(f"only {done} of {count} recorded")
+                    if posting.done():
+                        posting.result()  # raises what went wrong
+                    await asyncio.sleep(0.02)
+                await posting
+            seconds.append(elapsed())
+            cpu.append((sum(_cpu_seconds(c.pid) for c in children) - cpu_before) / elapsed())
+            replies.append(len(await asyncio.to_thread(fake.sent_times)) - sent_before)
+        with counter.connect() as connection:
+            handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
+        assert handled is not None and handled >= count * batches
+        rates = [count / s for s in seconds]
+        return InboundFigures(
+            reports=count,
+            batches=batches,
+            rate=median(rates),
+            rates=rates,
+            seconds=seconds,
+            replies_sent=replies,
+            cpu=cpu,
+            count_429=fake.count_429(),
+        )
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            try:
+                await asyncio.to_thread(child.wait, 60)
+            except subprocess.TimeoutExpired:
+                child.kill()
         fake.stop()
         counter.dispose()

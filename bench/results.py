@@ -21,6 +21,7 @@ ROW_ORDER = (
     "tick (quarter end)",
     "fanout",
     "inbound",
+    "inbound 2 processes",
     "report (1 county)",
     "report (all)",
     "simulate (year)",
