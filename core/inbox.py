@@ -70,34 +70,31 @@ def reference(update_id: int) -> str:
     return f"IN{update_id}"
 
 
-def _insert(session: Session) -> Any:
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-
-
-def store(session: Session, received: Received, now: datetime) -> int | None:
-    """Store an update as pending; None when this update was stored before (a redelivery)."""
-    statement = (
-        _insert(session)(InboundUpdate)
-        .values(
-            platform=received.platform,
-            update_key=received.update_key[:KEY_CHARS],
-            received_at=now,
-            state=PENDING,
-            user_id=received.user_id,
-            chat_id=received.chat_id,
-            payload=received.payload,
-            attempts=0,
-            notified=False,
-        )
-        .on_conflict_do_nothing(index_elements=["platform", "update_key"])
-        .returning(InboundUpdate.id)
-    )
-    stored: int | None = session.execute(statement).scalar_one_or_none()
-    return stored
-
-
-# Built once: the turn runs these for every update (see mark_handled); on the table, not the ORM entity.
+# Built once: every update runs these (store, mark_handled, due); on the table, not the ORM entity.
 _INBOUND = cast(Table, InboundUpdate.__table__)
+# INSERT … ON CONFLICT DO NOTHING RETURNING id, its columns from the parameters it is run with.
+_INSERT_SQLITE = (
+    sqlite_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
+)
+_INSERT_PG = (
+    pg_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
+)
+_PENDING = (
+    select(
+        _INBOUND.c.id,
+        _INBOUND.c.platform,
+        _INBOUND.c.update_key,
+        _INBOUND.c.payload,
+        _INBOUND.c.user_id,
+        _INBOUND.c.chat_id,
+        _INBOUND.c.attempts,
+        _INBOUND.c.received_at,
+        _INBOUND.c.notified,
+        _INBOUND.c.next_attempt_at,
+    )
+    .where(_INBOUND.c.state == PENDING)
+    .order_by(_INBOUND.c.id)
+)
 _CLAIM = (
     update(_INBOUND)
     .where(
@@ -107,12 +104,26 @@ _CLAIM = (
     )
     .values(state=HANDLED, handled_at=bindparam("b_now"), payload=None, next_attempt_at=None)
 )
-_INSERT_HANDLED_SQLITE = (
-    sqlite_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
-)
-_INSERT_HANDLED_PG = (
-    pg_insert(_INBOUND).on_conflict_do_nothing(index_elements=["platform", "update_key"]).returning(_INBOUND.c.id)
-)
+
+
+def store(session: Session, received: Received, now: datetime) -> int | None:
+    """Store an update as pending; None when this update was stored before (a redelivery)."""
+    insert = _INSERT_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_SQLITE
+    stored: int | None = session.execute(
+        insert,
+        {
+            "platform": received.platform,
+            "update_key": received.update_key[:KEY_CHARS],
+            "received_at": now,
+            "state": PENDING,
+            "user_id": received.user_id,
+            "chat_id": received.chat_id,
+            "payload": received.payload,
+            "attempts": 0,
+            "notified": False,
+        },
+    ).scalar_one_or_none()
+    return stored
 
 
 def mark_handled(session: Session, platform: str, update_key: str, now: datetime) -> bool:
@@ -127,7 +138,7 @@ def mark_handled(session: Session, platform: str, update_key: str, now: datetime
     # On PostgreSQL a concurrent handler holds the row lock; this waits, then sees it handled.
     if session.execute(_CLAIM, claim).rowcount:  # type: ignore[attr-defined]
         return True
-    insert = _INSERT_HANDLED_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_HANDLED_SQLITE
+    insert = _INSERT_PG if session.get_bind().dialect.name == "postgresql" else _INSERT_SQLITE
     inserted = session.execute(
         insert, {"platform": platform, "update_key": key, "received_at": now, "state": HANDLED, "handled_at": now}
     ).scalar_one_or_none()
@@ -146,7 +157,8 @@ def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | N
     skip = skip or set()
     waiting: set[tuple[str, str | None]] = set()
     chosen: list[StoredUpdate] = []
-    rows = session.scalars(select(InboundUpdate).where(InboundUpdate.state == PENDING).order_by(InboundUpdate.id))
+    # Plain rows, read only as far as needed: a burst can leave thousands pending.
+    rows = session.execute(_PENDING)
     for row in rows:
         person = (row.platform, row.user_id or f"#{row.id}")
         if row.id in skip or (row.next_attempt_at is not None and row.next_attempt_at > now):
