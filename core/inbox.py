@@ -17,6 +17,7 @@ dashboard lists it (:func:`failed_updates`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -154,11 +155,16 @@ def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | N
     One person's updates are handled in the order they came: behind one that
     waits for its retry (or is in ``skip``, being handled), their later ones wait too.
     """
-    skip = skip or set()
+    # Plain rows, read only as far as needed (then the cursor is closed): a burst can leave thousands pending.
+    with session.execute(_PENDING) as rows:
+        chosen = _choose(rows, now, limit, skip or set())
+    return chosen
+
+
+def _choose(rows: Iterable[Any], now: datetime, limit: int, skip: set[int]) -> list[StoredUpdate]:
+    """The first ``limit`` due rows of ``rows`` (pending, by id), each person's in order."""
     waiting: set[tuple[str, str | None]] = set()
     chosen: list[StoredUpdate] = []
-    # Plain rows, read only as far as needed: a burst can leave thousands pending.
-    rows = session.execute(_PENDING)
     for row in rows:
         person = (row.platform, row.user_id or f"#{row.id}")
         if row.id in skip or (row.next_attempt_at is not None and row.next_attempt_at > now):
