@@ -28,6 +28,8 @@ def _post_updates(fake: Any, argument: dict[str, Any]) -> dict[str, int]:
 
     urls: list[str] = argument["urls"]
     updates = [fake.user_message(user_id, text) for user_id, text in argument["messages"]]
+    for update in updates:  # ids of their own: a run on the same database before took the fake's first ones
+        update["update_id"] += argument.get("update_id_offset", 0)
     requests = [fake._webhook_request(update, argument["secret"]) for update in updates]
     refused = 0
 
@@ -114,11 +116,27 @@ class FakeTelegramProcess:
         self._call("messages", messages)
 
     def post_updates(
-        self, urls: list[str], secret: str, messages: list[tuple[int, str]], *, connections: int = 40
+        self,
+        urls: list[str],
+        secret: str,
+        messages: list[tuple[int, str]],
+        *,
+        connections: int = 40,
+        update_id_offset: int = 0,
     ) -> dict[str, int]:
-        """Each (user id, text) POSTed as an Update to the webhooks ``urls`` (round-robin); returns when all got 200."""
+        """Each (user id, text) POSTed as an Update to the webhooks ``urls`` (round-robin); returns when all got 200.
+
+        ``update_id_offset`` is added to the fake's update ids.
+        """
         answer = self._call(
-            "post_updates", {"urls": urls, "secret": secret, "messages": messages, "connections": connections}
+            "post_updates",
+            {
+                "urls": urls,
+                "secret": secret,
+                "messages": messages,
+                "connections": connections,
+                "update_id_offset": update_id_offset,
+            },
         )
         return dict(answer)
 

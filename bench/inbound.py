@@ -19,6 +19,7 @@ open, as Telegram does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import subprocess
 import sys
@@ -223,7 +224,14 @@ async def run_processes(
             with stopwatch() as elapsed:
                 posting = asyncio.ensure_future(
                     asyncio.to_thread(
-                        fake.post_updates, urls, WEBHOOK_SECRET, reporters[batch * count : (batch + 1) * count]
+                        functools.partial(
+                            fake.post_updates,
+                            urls,
+                            WEBHOOK_SECRET,
+                            reporters[batch * count : (batch + 1) * count],
+                            # the one-process run on this database took the fake's first update ids
+                            update_id_offset=10_000_000,
+                        )
                     )
                 )
                 while await asyncio.to_thread(recorded) < before + count:
@@ -233,7 +241,9 @@ async def run_processes(
                     if posting.done():
                         posting.result()  # raises what went wrong
                     await asyncio.sleep(0.02)
-                await posting
+                posted = await posting
+            if posted["posted"] != count:
+                raise RuntimeError(f"posted {posted['posted']} of {count} updates")
             seconds.append(elapsed())
             cpu.append((sum(_cpu_seconds(c.pid) for c in children) - cpu_before) / elapsed())
             replies.append(len(await asyncio.to_thread(fake.sent_times)) - sent_before)
