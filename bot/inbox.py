@@ -101,6 +101,11 @@ class Inbox:
         self.readers: dict[str, InboundReader] = {}
         self._woken = asyncio.Event()
         self._in_hand: set[int] = set()
+        # Several processes on one database: the pending updates this one stored (it handles those;
+        # another's only after ``adopt_after``, or those left from before it started).
+        self._shared = runtime.engine.dialect.name == "postgresql"
+        self._mine: set[int] = set()
+        self._started_at = wall_clock()
         # Retry times that could not be written (the database was locked): kept here meanwhile.
         self._held_until: dict[int, datetime] = {}
         self.handled = 0
@@ -168,7 +173,9 @@ class Inbox:
             for path in files:
                 record = json.loads(path.read_text(encoding="utf-8"))
                 at = datetime.fromisoformat(record.pop("received_at"))
-                inbox.store(session, Received(**record), at)
+                stored = inbox.store(session, Received(**record), at)
+                if stored is not None:
+                    self._mine.add(stored)
         for path in files:  # committed: the database has them now
             path.unlink(missing_ok=True)
 
@@ -176,6 +183,7 @@ class Inbox:
         now = self.wall_clock()
         with self.runtime.transaction() as session:
             ids = [i for i in (inbox.store(session, item, now) for item in received) if i is not None]
+        self._mine.update(ids)
         if claim:  # the caller handles them itself: the worker leaves them alone
             self._in_hand.update(ids)
         return ids
@@ -236,8 +244,11 @@ class Inbox:
         for held, until in list(self._held_until.items()):
             if until <= now:
                 del self._held_until[held]
+        others_before = max(self._started_at, now - self.settings.adopt_after) if self._shared else None
         with self.runtime.transaction() as session:
-            return inbox.due(session, now, skip=self._in_hand | set(self._held_until))
+            return inbox.due(
+                session, now, skip=self._in_hand | set(self._held_until), others_before=others_before, mine=self._mine
+            )
 
     async def handle_batch(self, batch: list[StoredUpdate]) -> None:
         """Handle updates: each person's in order, several people at once."""
@@ -277,11 +288,14 @@ class Inbox:
             handled = await self.threads.run(self.conversation.handle, incoming)
         except Exception as exc:
             result = await self._failed(stored, exc)
+            if result is not None:  # given up: no longer pending
+                self._mine.discard(stored.id)
             if incoming is not None and (result is not None or (reader is not None and reader.refetches_files)):
                 self.conversation.discard_files(incoming)  # given up, or the next try downloads them again
             return result
         finally:
             self._in_hand.discard(stored.id)
+        self._mine.discard(stored.id)
         self.handled += 1
         self.wake_sender()
         try:

@@ -414,6 +414,10 @@ class InboxSettings(Section):
     accept_within: Duration = timedelta(seconds=2)
     #: After this long an update that still fails is given up: the sender is told and the dashboard shows it.
     give_up_after: Duration = timedelta(days=1)
+    #: Several processes on one database (PostgreSQL): each handles the updates it received itself,
+    #: and takes up another's only once they have waited this long (that process died or is stuck).
+    #: Without it every process read every pending update and they queued on each other's row locks.
+    adopt_after: Duration = timedelta(seconds=20)
 
 
 class LimitSettings(Section):

@@ -149,25 +149,47 @@ def mark_handled(session: Session, platform: str, update_key: str, now: datetime
     return bool(session.execute(_CLAIM, claim).rowcount)  # type: ignore[attr-defined]
 
 
-def due(session: Session, now: datetime, *, limit: int = 100, skip: set[int] | None = None) -> list[StoredUpdate]:
+def due(
+    session: Session,
+    now: datetime,
+    *,
+    limit: int = 100,
+    skip: set[int] | None = None,
+    others_before: datetime | None = None,
+    mine: set[int] | None = None,
+) -> list[StoredUpdate]:
     """Pending updates whose time has come, oldest first.
 
     One person's updates are handled in the order they came: behind one that
     waits for its retry (or is in ``skip``, being handled), their later ones wait too.
+    With ``others_before`` (several processes share the database), an update
+    not in ``mine`` — another process received it and is handling it — is due
+    only when it was received before that moment (its process is gone or stuck).
     """
     # Plain rows, read only as far as needed (then the cursor is closed): a burst can leave thousands pending.
     with session.execute(_PENDING) as rows:
-        chosen = _choose(rows, now, limit, skip or set())
+        chosen = _choose(rows, now, limit, skip or set(), others_before, mine or set())
     return chosen
 
 
-def _choose(rows: Iterable[Any], now: datetime, limit: int, skip: set[int]) -> list[StoredUpdate]:
+def _choose(
+    rows: Iterable[Any],
+    now: datetime,
+    limit: int,
+    skip: set[int],
+    others_before: datetime | None = None,
+    mine: frozenset[int] | set[int] = frozenset(),
+) -> list[StoredUpdate]:
     """The first ``limit`` due rows of ``rows`` (pending, by id), each person's in order."""
     waiting: set[tuple[str, str | None]] = set()
     chosen: list[StoredUpdate] = []
     for row in rows:
         person = (row.platform, row.user_id or f"#{row.id}")
-        if row.id in skip or (row.next_attempt_at is not None and row.next_attempt_at > now):
+        if (
+            row.id in skip
+            or (row.next_attempt_at is not None and row.next_attempt_at > now)
+            or (others_before is not None and row.id not in mine and row.received_at >= others_before)
+        ):
             waiting.add(person)
             continue
         if person in waiting:

@@ -243,3 +243,34 @@ async def test_update_stored_before_a_lock_is_handled_once_after_it_clears(tmp_p
     finally:
         threads.close()
         runtime.close()
+
+
+async def test_with_several_processes_each_takes_its_own_updates_and_anothers_only_once_it_is_overdue(
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(environ={"DUBAN_DATABASE_URL": f"sqlite:///{tmp_path / 'd.sqlite3'}"})
+    runtime = open_runtime(settings, clock=ManualClock(local(2024, 2, 22, 10)))
+    now = datetime(2026, 12, 2, 4, tzinfo=UTC)
+    try:
+        from storage.db import upgrade
+
+        upgrade(runtime.engine)
+        with runtime.transaction() as session:
+
+            def stored(key: str, user: str, seconds_ago: int) -> int:
+                received = Received("sandbox", key, {"text": key}, user, user)
+                update_id = inbox.store(session, received, now - timedelta(seconds=seconds_ago))
+                assert update_id is not None
+                return update_id
+
+            other_old = stored("other-old", "7001", 60)  # another process's, waiting a minute: it is gone
+            other_new = stored("other-new", "7002", 5)  # another process's, just received: it handles it
+            behind = stored("mine-behind", "7002", 1)  # mine, but the same person's earlier one comes first
+            mine = stored("mine", "7003", 1)
+            chosen = inbox.due(session, now, others_before=now - timedelta(seconds=20), mine={behind, mine})
+            everything = inbox.due(session, now)
+        assert [u.id for u in chosen] == [other_old, mine]
+        assert other_new not in [u.id for u in chosen]
+        assert [u.id for u in everything] == [other_old, other_new, behind, mine]  # one process: all, in order
+    finally:
+        runtime.close()
