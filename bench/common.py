@@ -95,7 +95,16 @@ class Database:
     def drop(self) -> None:
         """Remove the database and its folder."""
         if self.kind == "postgresql":
-            _pg_admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
+            # FORCE terminates our own leftover connections, but a non-superuser may not terminate an
+            # autovacuum worker (just started on the tables the run wrote): wait for it to finish.
+            for attempt in range(60):
+                try:
+                    _pg_admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)
+                    break
+                except psycopg.errors.InsufficientPrivilege:
+                    if attempt == 59:
+                        raise
+                    time.sleep(1.0)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
