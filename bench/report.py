@@ -1,9 +1,11 @@
 """The quarterly notification (通报) as files: time and peak memory, one county and every county.
 
 Each measurement runs :mod:`bench.report_child` in a fresh Python process,
-which reports its own peak resident set size (``VmHWM``, see that module for
-why not ``ru_maxrss``).  The time is measured inside the child,
-around the exports only (interpreter start and imports excluded).  A
+which writes the files as the quarter-end job does (in ``[report]
+file_workers`` processes, one per CPU by default) and reports the peak
+resident set size (``VmHWM``, see that module for why not ``ru_maxrss``) and
+CPU time of itself and the processes it started.  The time is measured inside
+the child, around the exports only (interpreter start and imports excluded).  A
 ``baseline`` child (imports and a connection, no report) shows the floor.
 """
 
@@ -24,11 +26,12 @@ class ReportRun:
     mode: str
     counties: int
     seconds: float
-    cpu_s: float
+    cpu_s: float  # of the whole process tree (this child, the fork server, the writing processes)
     build_s: float
-    html_s: float
-    xlsx_s: float
-    peak_rss_mb: float
+    write_s: float  # the child's own part of writing: handing views over and waiting, or all of it in-process
+    workers: int  # processes writing files (0: the child itself)
+    processes: int
+    peak_rss_mb: float  # summed over the tree
     files: int
     megabytes: float
 
@@ -54,8 +57,9 @@ def _child(database: Database, jurisdiction: str, mode: str) -> ReportRun:
         seconds=figures["seconds"],
         cpu_s=figures["cpu_s"],
         build_s=figures["build"],
-        html_s=figures["html"],
-        xlsx_s=figures["xlsx"],
+        write_s=figures["write"],
+        workers=figures["workers"],
+        processes=figures["processes"],
         peak_rss_mb=figures["peak_rss_kb"] / 1024,
         files=figures["files"],
         megabytes=figures["bytes"] / 1e6,

@@ -16,8 +16,11 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -32,12 +35,22 @@ from core.clock import Clock, SystemClock
 from core.config import Settings
 from core.conversation import Conversation
 from core.digest import Digest
+from core.documents import FileFormat, FileWriter
 from core.escalation import Escalation, make_calendar
 from core.office import OfficeRequests, export_folder
+from core.quarter_end import DueNotification
 from core.runtime import Runtime, initialise, open_runtime
 from jobs.scheduler import build_scheduler
 from jobs.sender import OutboxSender, Transport
-from jobs.ticks import drop_stale_drafts, expire_bookkeeping, notify_county, remind, send_digest, tick
+from jobs.ticks import (
+    drop_stale_drafts,
+    expire_bookkeeping,
+    prepare_county,
+    queue_written,
+    remind,
+    send_digest,
+    tick,
+)
 
 if TYPE_CHECKING:
     from bot.wecom.adapter import WeComAdapter
@@ -62,6 +75,7 @@ class Service:
     metrics: Metrics
     threads: DatabaseThreads
     inbox: Inbox
+    files: FileWriter  # writes the 通报 files, in processes of its own (stopped with the service)
     transports: list[Transport] = field(default_factory=list)
     telegram: Application | None = None  # type: ignore[type-arg]
     wecom: WeComAdapter | None = None
@@ -72,7 +86,7 @@ class Service:
 
     def remind_now(self) -> int:
         """Run the reminder tick once now (the scheduler's job) and wake the sender."""
-        report = remind(self.runtime, self.escalation, self.runtime.clock.now())
+        report = remind(self.runtime, self.escalation, self.runtime.clock.now(), self.files)
         self.sender.wake()
         return report.queued
 
@@ -162,6 +176,7 @@ def build_service(settings: Settings, *, clock: Clock | None = None, sender_cloc
         metrics=metrics,
         threads=threads,
         inbox=inbox,
+        files=FileWriter(messages, settings.report.file_processes()),
     )
 
 
@@ -211,12 +226,10 @@ async def run_service(
     async def remind_job(now: Any) -> None:
         started = time.monotonic()
         # The tick and each county's 通报 are separate calls, so that on SQLite's one
-        # database thread chat replies get their turn between counties.
+        # database thread chat replies get their turn between counties; the files are
+        # written off that thread, by the service's processes while the next counties are built.
         report, plan_ids = await service.threads.run(tick, service.runtime, service.escalation, now)
-        for plan_id in plan_ids:
-            report.notifications += await service.threads.run(
-                notify_county, service.runtime, service.escalation, plan_id, now
-            )
+        report.notifications += await notify_counties(plan_ids, now)
         service.metrics.tick_seconds.observe(time.monotonic() - started)
         if report.notices:
             log.info(
@@ -227,6 +240,31 @@ async def run_service(
                 },
             )
         service.sender.wake()
+
+    async def notify_counties(plan_ids: list[int], now: Any) -> list[int]:
+        """jobs.ticks.notify_counties, each database step a call of its own on the database thread."""
+        runtime, escalation, files = service.runtime, service.escalation, service.files
+        window: deque[tuple[DueNotification, Future[list[Path]]]] = deque()
+        queued: list[int] = []
+
+        async def queue_oldest() -> None:
+            due, written = window.popleft()
+            with contextlib.suppress(Exception):  # queue_written logs it and records nothing
+                await asyncio.wrap_future(written)
+            queued.extend(await service.threads.run(queue_written, runtime, escalation, due, written, now))
+
+        for plan_id in plan_ids:
+            for due in await service.threads.run(prepare_county, runtime, escalation, plan_id, now):
+                target: list[tuple[FileFormat, Path]] = [("xlsx", due.path)]
+                if files.workers:
+                    window.append((due, files.submit(due.view, target)))
+                else:  # written here: off the event loop and the database thread, as by a process
+                    window.append((due, await asyncio.to_thread(files.submit, due.view, target)))
+                while len(window) > files.depth:
+                    await queue_oldest()
+        while window:
+            await queue_oldest()
+        return queued
 
     async def is_scheduler() -> bool:
         holds = await service.threads.run(lease.holds)
@@ -302,6 +340,7 @@ async def run_service(
         if service.http is not None:
             await service.http.aclose()
         await asyncio.to_thread(service.threads.close)
+        await asyncio.to_thread(service.files.close)
         await asyncio.to_thread(lease.release)
         if process_lock is not None:
             process_lock.release()

@@ -456,8 +456,15 @@ class ReportSettings(Section):
     # After each round's deadline the office is sent its 通报 (XLSX) on the morning this long after it.
     send_after: Duration = timedelta(days=1)
     send_automatically: bool = True
+    # Processes that write the 通报 files of many counties side by side (a round closes everywhere at once);
+    # None: one per CPU; 0 or 1: written in the service's own process.
+    file_workers: int | None = Field(default=None, ge=0)
     # 超前 / 正常 / 滞后 / 严重滞后: done ÷ expected at or above ahead, at or above behind, at or above far_behind, below.
     pace: PaceSettings = PaceSettings()
+
+    def file_processes(self) -> int:
+        """How many processes write 通报 files: ``file_workers``, or one per CPU when it is not set."""
+        return self.file_workers if self.file_workers is not None else (os.cpu_count() or 1)
 
 
 class Settings(Section):

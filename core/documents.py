@@ -11,15 +11,19 @@ wording lives with the templates.  Every function takes either a
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import tempfile
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 import xlsxwriter
 from sqlalchemy.orm import Session
@@ -41,6 +45,7 @@ from messages import Messages
 from storage.models import Plan
 
 FileFormat = Literal["html", "xlsx", "md"]
+Files = Sequence[tuple[FileFormat, Path]]  # the files to write a view to: each format and its path
 FILE_FORMATS: tuple[FileFormat, ...] = ("xlsx", "html", "md")
 View = Notification | YearView
 CellKind = Literal["text", "wrap", "int", "number", "pct", "days", "datetime", "light", "center"]
@@ -638,6 +643,107 @@ def write_view(view: View, fmt: FileFormat, messages: Messages, target: Path) ->
     return target
 
 
+def write_files(view: View, files: Files, language: str, tz: ZoneInfo) -> list[Path]:
+    """Write ``view`` to each of ``files``: what a :class:`FileWriter`'s process is handed.
+
+    Everything comes as arguments (the view is plain data, pickled to the
+    process); the templates are loaded once per process.
+    """
+    messages = _process_messages(language, tz)
+    return [write_view(view, fmt, messages, target) for fmt, target in files]
+
+
+@lru_cache(maxsize=4)
+def _process_messages(language: str, tz: ZoneInfo) -> Messages:
+    return Messages(language, tz)
+
+
+def _ready() -> int:
+    return os.getpid()
+
+
+class FileWriter:
+    """Writes views to files: in ``workers`` processes of its own, or with ``workers`` 0 or 1 in the caller.
+
+    Writing a county's 通报 is CPU work independent of every other county's
+    (XlsxWriter's per-cell work is most of it), so with several CPUs the files
+    of many counties are written side by side while the caller builds the next
+    views from the database (:func:`write_pipelined`).  The processes start on
+    the first file (or :meth:`start`) and stop at :meth:`close`.  They are
+    started by a fork server, not forked from the caller: the service runs
+    threads, and forking a process with threads is unsafe.
+    """
+
+    def __init__(self, messages: Messages, workers: int = 0) -> None:
+        self.messages = messages
+        self.workers = workers if workers > 1 else 0
+        self._pool: ProcessPoolExecutor | None = None
+
+    @property
+    def depth(self) -> int:
+        """How many views may be handed over and not yet written: two per process (one written, one waiting)."""
+        return 2 * self.workers
+
+    def start(self) -> list[int]:
+        """Start the processes now rather than at the first file; their process ids."""
+        pool = self._processes()
+        if pool is None:
+            return []
+        return sorted({future.result() for future in [pool.submit(_ready) for _ in range(self.workers)]})
+
+    def submit(self, view: View, files: Files) -> Future[list[Path]]:
+        """Write ``view`` to ``files``; the future's result is their paths (or the error that stopped it)."""
+        pool = self._processes()
+        if pool is not None:
+            return pool.submit(write_files, view, list(files), self.messages.language, self.messages.tz)
+        written: Future[list[Path]] = Future()
+        try:
+            written.set_result([write_view(view, fmt, self.messages, target) for fmt, target in files])
+        except Exception as exc:  # the caller learns it from the future, as from a process
+            written.set_exception(exc)
+        return written
+
+    def process_ids(self) -> list[int]:
+        """The process ids of the processes running now (for measuring them)."""
+        pool = self._pool
+        return sorted(getattr(pool, "_processes", None) or ()) if pool is not None else []
+
+    def close(self) -> None:
+        """Wait for the files being written, then stop the processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _processes(self) -> ProcessPoolExecutor | None:
+        if self.workers and self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["core.documents"])  # each process starts with the writing code loaded
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self._pool
+
+
+Key = TypeVar("Key")
+
+
+def write_pipelined(
+    jobs: Iterable[tuple[Key, View, Files]], writer: FileWriter
+) -> Iterator[tuple[Key, Future[list[Path]]]]:
+    """Hand each job's view to ``writer``; yield each job's key with its written files, in order.
+
+    ``jobs`` is consumed lazily: while the writer's processes write, the next
+    views are built (by the caller's generator), up to ``writer.depth`` views
+    in flight, which bounds the memory held.  In the caller (no processes) each
+    job is written before the next view is built.
+    """
+    window: deque[tuple[Key, Future[list[Path]]]] = deque()
+    for key, view, files in jobs:
+        window.append((key, writer.submit(view, files)))
+        while len(window) > writer.depth:
+            yield window.popleft()
+    while window:
+        yield window.popleft()
+
+
 def export(
     session: Session,
     settings: Settings,
@@ -671,13 +777,13 @@ def _stamp_file(path: Path) -> Path:
     return path.with_name(f".{path.name}.stamp.json")
 
 
-def keep_stamp(session: Session, settings: Settings, plan: Plan, checkpoint_key: str, path: Path) -> None:
-    """Record beside ``path`` what the notification in it was built from (:func:`round_stamp`).
+def keep_stamp(path: Path, stamp: str | None) -> None:
+    """Record beside ``path`` what the notification in it was built from (``stamp``, see :func:`round_stamp`).
 
-    The quarter-end job calls this for the file it sends, so that
-    :func:`stored_notification` can serve that file again while nothing has changed.
+    The quarter-end job calls this for the file it sends, with the stamp read
+    when it built the notification, so that :func:`stored_notification` can
+    serve that file again while nothing has changed.
     """
-    stamp = round_stamp(session, settings, plan, checkpoint_key)
     if stamp is None:
         return
     written = path.stat()

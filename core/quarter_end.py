@@ -1,15 +1,19 @@
 """After each round's deadline, the office gets its notification (通报) as a file, once.
 
-The scheduler's reminder tick calls :func:`send_notifications`; a round whose
-deadline plus ``[report] send_after`` has passed (moved to the next working
-morning) gets its XLSX written and queued to every office-role person and the
-office group chats.  ``rung_run`` records it, so it goes out once whatever the
-restarts; after long downtime only rounds within the catch-up window are sent.
+The scheduler's reminder tick (``jobs.ticks``) calls :func:`due_notifications`;
+a round whose deadline plus ``[report] send_after`` has passed (moved to the
+next working morning) gets its notification built, its XLSX written (outside
+any transaction, by a :class:`~core.documents.FileWriter`), then, in a short
+transaction, :func:`queue_notification` queues it to every office-role person
+and the office group chats and ``rung_run`` records it, so it goes out once
+whatever the restarts (a crash before that leaves only a file, written again at
+the next tick); after long downtime only rounds within the catch-up window are sent.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from core.checkpoints import live_checkpoints
 from core.config import PersonRole, Settings
+from core.notification import Notification
 from core.outbox import Message, enqueue
 from core.workdays import CalendarNotCovered, WorkCalendar
 from messages import Messages
@@ -52,16 +57,38 @@ def plans_with_closed_rounds(session: Session, plan_ids: list[int], now: datetim
     return [plan_id for plan_id in plan_ids if plan_id in wanted]
 
 
-def send_notifications(
-    session: Session, settings: Settings, messages: Messages, calendar: WorkCalendar, plan: Plan, now: datetime
-) -> list[int]:
-    """Queue the notification of every round that has just closed; returns the outbox ids."""
+@dataclass
+class DueNotification:
+    """A round's 通报 built and due to go out: written to ``path``, then queued by :func:`queue_notification`."""
+
+    plan_id: int
+    checkpoint_id: int
+    checkpoint_key: str
+    checkpoint_title: str
+    due_at: datetime
+    fires_at: datetime
+    view: Notification
+    stamp: str | None  # what the view was built from (round_stamp), kept beside the file
+    path: Path
+
+
+def due_notifications(
+    session: Session, settings: Settings, calendar: WorkCalendar, plan: Plan, now: datetime
+) -> list[DueNotification]:
+    """The rounds of ``plan`` just closed whose 通报 is due, each built; a round past the catch-up window is
+    recorded as skipped.
+
+    Nothing is queued here: the caller writes each file (outside the
+    transaction, in a process of its own when it can) and then queues it with
+    :func:`queue_notification` in a short transaction of its own.
+    """
     if not settings.report.send_automatically:
         return []
-    from core.documents import export, keep_stamp
+    from core.documents import build_view, default_name
+    from core.notification import round_stamp
 
     done = set(session.scalars(select(RungRun.checkpoint_id).where(RungRun.rung_key == RUNG)))
-    queued: list[int] = []
+    due: list[DueNotification] = []
     for checkpoint in live_checkpoints(session, plan.id):
         if checkpoint.id in done or checkpoint.due_at > now or checkpoint.source == "milestone":
             continue
@@ -74,45 +101,90 @@ def send_notifications(
             continue
         if when > now:
             continue
-        run = RungRun(
-            checkpoint_id=checkpoint.id, rung_key=RUNG, role=PersonRole.OFFICE.value, fires_at=when, processed_at=now
-        )
         if now - when > settings.escalation.catch_up_within:
-            run.outcome = "skipped"
-            session.add(run)
-            continue
-        folder: Path = settings.path(settings.service.data_dir) / "exports"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = export(session, settings, messages, plan, checkpoint.key, "xlsx", now, folder)
-        keep_stamp(session, settings, plan, checkpoint.key, path)  # /export serves it while nothing changes
-        text = messages.render(
-            "notification_ready",
-            checkpoint=checkpoint.title,
-            key=checkpoint.key,
-            due=checkpoint.due_at,
-            file_name=path.name,
-        )
-        targets = [
-            (identity.platform, identity.chat_id, identity.person_id)
-            for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)
-            if identity.reachable
-        ]
-        targets += [(*chat.partition(":")[::2], None) for chat in settings.digest.chats]  # type: ignore[misc]
-        for platform, chat_id, person_id in dict.fromkeys(targets):
-            outbox_id = enqueue(
-                session,
-                platform=platform,
-                chat_id=chat_id,
-                kind="notification",
-                dedup_key=f"notification:{checkpoint.id}:{platform}:{chat_id}",
-                message=Message(text=text, document={"path": str(path), "file_name": path.name}),
-                now=now,
-                person_id=person_id,
+            session.add(
+                RungRun(
+                    checkpoint_id=checkpoint.id,
+                    rung_key=RUNG,
+                    role=PersonRole.OFFICE.value,
+                    fires_at=when,
+                    processed_at=now,
+                    outcome="skipped",
+                )
             )
-            if outbox_id is not None:
-                queued.append(outbox_id)
-        run.outcome = "sent"
-        run.messages = len(queued)
-        session.add(run)
-        log.info("notification queued", extra={"checkpoint": checkpoint.key, "messages": len(queued)})
+            continue
+        view = build_view(session, settings, plan, checkpoint.key, now)
+        assert isinstance(view, Notification)
+        folder: Path = settings.path(settings.service.data_dir) / "exports"
+        due.append(
+            DueNotification(
+                plan_id=plan.id,
+                checkpoint_id=checkpoint.id,
+                checkpoint_key=checkpoint.key,
+                checkpoint_title=checkpoint.title,
+                due_at=checkpoint.due_at,
+                fires_at=when,
+                view=view,
+                # Read with the view, so the file is served again only while it shows the round as it stands.
+                stamp=round_stamp(session, settings, plan, checkpoint.key),
+                path=folder / default_name(plan, checkpoint.key, "xlsx"),
+            )
+        )
+    return due
+
+
+def queue_notification(
+    session: Session, settings: Settings, messages: Messages, due: DueNotification, now: datetime
+) -> list[int]:
+    """Queue the written file of ``due`` to every office-role person and the office chats, and record the round
+    as sent; the outbox ids.  Nothing when the round was recorded meanwhile: each 通报 goes out once."""
+    from core.documents import keep_stamp
+
+    recorded = select(RungRun.id).where(RungRun.checkpoint_id == due.checkpoint_id, RungRun.rung_key == RUNG)
+    if session.scalars(recorded).first() is not None:
+        return []
+    plan = session.get(Plan, due.plan_id)
+    if plan is None:
+        return []
+    path = due.path
+    keep_stamp(path, due.stamp)  # /export serves it while nothing changes
+    text = messages.render(
+        "notification_ready",
+        checkpoint=due.checkpoint_title,
+        key=due.checkpoint_key,
+        due=due.due_at,
+        file_name=path.name,
+    )
+    targets = [
+        (identity.platform, identity.chat_id, identity.person_id)
+        for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)
+        if identity.reachable
+    ]
+    targets += [(*chat.partition(":")[::2], None) for chat in settings.digest.chats]  # type: ignore[misc]
+    queued: list[int] = []
+    for platform, chat_id, person_id in dict.fromkeys(targets):
+        outbox_id = enqueue(
+            session,
+            platform=platform,
+            chat_id=chat_id,
+            kind="notification",
+            dedup_key=f"notification:{due.checkpoint_id}:{platform}:{chat_id}",
+            message=Message(text=text, document={"path": str(path), "file_name": path.name}),
+            now=now,
+            person_id=person_id,
+        )
+        if outbox_id is not None:
+            queued.append(outbox_id)
+    session.add(
+        RungRun(
+            checkpoint_id=due.checkpoint_id,
+            rung_key=RUNG,
+            role=PersonRole.OFFICE.value,
+            fires_at=due.fires_at,
+            processed_at=now,
+            outcome="sent",
+            messages=len(queued),
+        )
+    )
+    log.info("notification queued", extra={"checkpoint": due.checkpoint_key, "messages": len(queued)})
     return queued

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,11 +17,12 @@ from pathlib import Path
 from sqlalchemy import delete, or_, select
 
 from core.digest import Digest
+from core.documents import FileFormat, FileWriter, write_pipelined
 from core.drafts import DraftSweep, sweep_drafts
 from core.escalation import Escalation, TickReport
 from core.outbox import SCRUBBED_TEXT
 from core.plan_staging import ImportStaging, import_staging_folder
-from core.quarter_end import plans_with_closed_rounds, send_notifications
+from core.quarter_end import DueNotification, due_notifications, plans_with_closed_rounds, queue_notification
 from core.runtime import Runtime
 from storage.models import InboundUpdate, LoginCode, OutboxMessage, Plan, SignInLimit, WebSession
 from storage.queries import newest_plans
@@ -28,11 +30,13 @@ from storage.queries import newest_plans
 log = logging.getLogger("duban.ticks")
 
 
-def remind(runtime: Runtime, escalation: Escalation, now: datetime) -> TickReport:
-    """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent)."""
+def remind(runtime: Runtime, escalation: Escalation, now: datetime, files: FileWriter | None = None) -> TickReport:
+    """Queue every reminder and escalation due by ``now``, and the 通报 of rounds just closed (idempotent).
+
+    ``files`` writes the 通报 (the service's, with its processes); None: written here.
+    """
     report, plan_ids = tick(runtime, escalation, now)
-    for plan_id in plan_ids:
-        report.notifications += notify_county(runtime, escalation, plan_id, now)
+    report.notifications += notify_counties(runtime, escalation, plan_ids, now, files)
     return report
 
 
@@ -44,23 +48,68 @@ def tick(runtime: Runtime, escalation: Escalation, now: datetime) -> tuple[TickR
     return report, plan_ids
 
 
-def notify_county(runtime: Runtime, escalation: Escalation, plan_id: int, now: datetime) -> list[int]:
-    """One county's 通报 of the rounds just closed, in a transaction of its own; the outbox ids.
+def notify_counties(
+    runtime: Runtime, escalation: Escalation, plan_ids: list[int], now: datetime, files: FileWriter | None = None
+) -> list[int]:
+    """The 通报 of the rounds just closed in each of ``plan_ids``; the outbox ids.
 
-    Apart from the tick because, when a round closes everywhere at once, each
-    county writes a file: one transaction over all of them would hold SQLite's
-    write lock (and every chat reply) for the whole province.  A county whose
-    file cannot be written (a full disk …) is logged and tried again at the
-    next tick; it holds up no other.
+    Per county: its notifications are built in a transaction of its own
+    (:func:`prepare_county`), the files written outside any transaction -- by
+    ``files``' processes while the next counties are built, when it has them --
+    and each queued in a short transaction (:func:`queue_written`).  So no
+    transaction holds SQLite's write lock (and every chat reply) while a file
+    is written, and a county that fails holds up no other.
     """
+    writer = files or FileWriter(escalation.m)
+    jobs = (
+        (due, due.view, [_xlsx(due.path)])
+        for plan_id in plan_ids
+        for due in prepare_county(runtime, escalation, plan_id, now)
+    )
+    queued: list[int] = []
+    for due, written in write_pipelined(jobs, writer):
+        queued += queue_written(runtime, escalation, due, written, now)
+    return queued
+
+
+def _xlsx(path: Path) -> tuple[FileFormat, Path]:
+    return ("xlsx", path)
+
+
+def notify_county(
+    runtime: Runtime, escalation: Escalation, plan_id: int, now: datetime, files: FileWriter | None = None
+) -> list[int]:
+    """One county's 通报 of the rounds just closed (:func:`notify_counties`); the outbox ids."""
+    return notify_counties(runtime, escalation, [plan_id], now, files)
+
+
+def prepare_county(runtime: Runtime, escalation: Escalation, plan_id: int, now: datetime) -> list[DueNotification]:
+    """The county's notifications due by ``now``, built in a transaction of its own (none on an error, logged)."""
     try:
         with runtime.transaction() as session:
             plan = session.get(Plan, plan_id)
             if plan is None:
                 return []
-            return send_notifications(session, escalation.settings, escalation.m, escalation.calendar, plan, now)
+            return due_notifications(session, escalation.settings, escalation.calendar, plan, now)
     except Exception:
         log.exception("通报 not sent; retried at the next tick", extra={"plan": plan_id})
+        return []
+
+
+def queue_written(
+    runtime: Runtime, escalation: Escalation, due: DueNotification, written: Future[list[Path]], now: datetime
+) -> list[int]:
+    """Queue ``due`` once its file is written, in a transaction of its own; the outbox ids.
+
+    A file that could not be written (a full disk …) is logged and nothing
+    recorded: the next tick tries again.
+    """
+    try:
+        written.result()
+        with runtime.transaction() as session:
+            return queue_notification(session, escalation.settings, escalation.m, due, now)
+    except Exception:
+        log.exception("通报 not sent; retried at the next tick", extra={"plan": due.plan_id})
         return []
 
 

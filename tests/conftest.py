@@ -71,6 +71,7 @@ def settings(tmp_path: Path, db_backend: str) -> Settings:
             "DUBAN_DATABASE_URL": db_backend,
             "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
             "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
+            "DUBAN_REPORT_FILE_WORKERS": "0",  # files written in-process: no processes to start per test
         }
     )
 

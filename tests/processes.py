@@ -25,6 +25,7 @@ def service_env(tmp_path: Path, **settings: str) -> dict[str, str]:
         "DUBAN_UPLOADS_DIR": str(tmp_path / "files"),
         "DUBAN_SERVICE_DATA_DIR": str(tmp_path),
         "DUBAN_WEB_PORT": "0",
+        "DUBAN_REPORT_FILE_WORKERS": "0",
         "PTB_TIMEDELTA": "true",
         **settings,
     }

@@ -28,6 +28,7 @@ def telegram_settings(tmp_path: Path, fake: FakeTelegram, database_url: str | No
         "DUBAN_WEB_PORT": "0",
         "DUBAN_ESCALATION_RESOLUTION": "1h",  # the tests tick by hand
         "DUBAN_DIGEST_ENABLED": "false",
+        "DUBAN_REPORT_FILE_WORKERS": "0",
         # Functional tests run the fake without flood control; the pacing tests turn it on.
         "DUBAN_TELEGRAM_PER_CHAT_INTERVAL": "0.01s",
         **extra,

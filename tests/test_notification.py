@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from zipfile import ZipFile
 
 import pytest
 from openpyxl import load_workbook
@@ -22,7 +23,7 @@ from sqlalchemy.orm import Session
 from core.checkpoints import add_adhoc_checkpoint
 from core.clock import ManualClock
 from core.config import CheckpointSettings, Settings
-from core.documents import default_name, export, render_html, render_markdown, write_xlsx
+from core.documents import FileFormat, FileWriter, default_name, export, render_html, render_markdown, write_xlsx
 from core.notification import Notification, YearView, build_notification, build_year
 from core.reporting import StatusCode, latest_reviewable, record_report, review
 from core.runtime import Runtime, current_plan
@@ -545,6 +546,26 @@ def test_export_writes_each_format_under_its_default_name(
     assert all(p.stat().st_size > 0 for p in written)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)  # no temporary left
     assert default_name(plan, None, "xlsx") == "通报-嘉鱼县-2024-全年.xlsx"
+
+
+def test_a_notification_written_by_the_writers_processes_is_the_one_written_in_process(
+    notification: Notification, messages: Messages, tmp_path: Path
+) -> None:
+    def files(folder: str) -> list[tuple[FileFormat, Path]]:
+        return [("html", tmp_path / folder / "n.html"), ("xlsx", tmp_path / folder / "n.xlsx")]
+
+    here = FileWriter(messages).submit(notification, files("here")).result()
+    writer = FileWriter(messages, workers=2)
+    try:
+        there = writer.submit(notification, files("there")).result(timeout=50)  # the view pickled to a process
+    finally:
+        writer.close()
+    assert here[0].read_bytes() == there[0].read_bytes()
+    with ZipFile(here[1]) as mine, ZipFile(there[1]) as theirs:
+        # Every part but the workbook's creation time (docProps/core.xml).
+        names = [name for name in mine.namelist() if name != "docProps/core.xml"]
+        assert names == [name for name in theirs.namelist() if name != "docProps/core.xml"]
+        assert all(mine.read(name) == theirs.read(name) for name in names)
 
 
 # --- the year ------------------------------------------------------------------------------

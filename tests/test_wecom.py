@@ -54,6 +54,7 @@ def wecom_settings(tmp_path: Path, fake: FakeWeCom, **extra: str) -> Settings:
             "DUBAN_WEB_PORT": "0",
             "DUBAN_ESCALATION_RESOLUTION": "1h",
             "DUBAN_DIGEST_ENABLED": "false",
+            "DUBAN_REPORT_FILE_WORKERS": "0",
             "DUBAN_WECOM_CORP_ID": fake.corp_id,
             "DUBAN_WECOM_AGENT_ID": str(fake.agent_id),
             "DUBAN_WECOM_SECRET": fake.secret,
