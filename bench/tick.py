@@ -23,10 +23,11 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.common import FIRING_AT, IDLE_BEFORE, QUARTER_END_AT, median, stopwatch
+from core.documents import FileWriter
 from core.escalation import Escalation, TickReport, make_calendar
 from core.quarter_end import plans_with_closed_rounds
 from core.runtime import Runtime
-from jobs.ticks import notify_county, remind
+from jobs.ticks import notify_counties, remind
 from messages import Messages
 from storage.models import OutboxMessage
 from storage.queries import newest_plans
@@ -57,11 +58,18 @@ def _tick(runtime: Runtime, escalation: Escalation, now: Any) -> tuple[float, Ti
 
 
 def _quarter_end(runtime: Runtime, escalation: Escalation) -> tuple[float | None, int]:
-    """The quarter-end half of ``remind``: each county with a closed round gets its 通报, one transaction each."""
-    with stopwatch() as elapsed:
-        with runtime.transaction() as session:
-            plan_ids = plans_with_closed_rounds(session, [plan.id for plan in newest_plans(session)], QUARTER_END_AT)
-        queued = sum(len(notify_county(runtime, escalation, plan_id, QUARTER_END_AT)) for plan_id in plan_ids)
+    """The quarter-end half of ``remind``: each county with a closed round gets its 通报, the files written by
+    ``[report] file_workers`` processes as in the service (started within the timed part, as at its first)."""
+    files = FileWriter(escalation.m, runtime.settings.report.file_processes())
+    try:
+        with stopwatch() as elapsed:
+            with runtime.transaction() as session:
+                plan_ids = plans_with_closed_rounds(
+                    session, [plan.id for plan in newest_plans(session)], QUARTER_END_AT
+                )
+            queued = len(notify_counties(runtime, escalation, plan_ids, QUARTER_END_AT, files))
+    finally:
+        files.close()
     return elapsed(), queued
 
 
