@@ -70,6 +70,7 @@ class DueNotification:
     view: Notification
     stamp: str | None  # what the view was built from (round_stamp), kept beside the file
     path: Path
+    targets: list[tuple[str, str, int | None]]  # (platform, chat id, person id) of the office, as of the view
 
 
 def due_notifications(
@@ -89,6 +90,14 @@ def due_notifications(
 
     done = set(session.scalars(select(RungRun.checkpoint_id).where(RungRun.rung_key == RUNG)))
     due: list[DueNotification] = []
+    targets: list[tuple[str, str, int | None]] = [
+        (identity.platform, identity.chat_id, identity.person_id)
+        for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)
+        if identity.reachable
+    ]
+    for chat in settings.digest.chats:  # "platform:chat_id"
+        platform, _, chat_id = chat.partition(":")
+        targets.append((platform, chat_id, None))
     for checkpoint in live_checkpoints(session, plan.id):
         if checkpoint.id in done or checkpoint.due_at > now or checkpoint.source == "milestone":
             continue
@@ -128,6 +137,7 @@ def due_notifications(
                 # Read with the view, so the file is served again only while it shows the round as it stands.
                 stamp=round_stamp(session, settings, plan, checkpoint.key),
                 path=folder / default_name(plan, checkpoint.key, "xlsx"),
+                targets=list(dict.fromkeys(targets)),
             )
         )
     return due
@@ -136,15 +146,12 @@ def due_notifications(
 def queue_notification(
     session: Session, settings: Settings, messages: Messages, due: DueNotification, now: datetime
 ) -> list[int]:
-    """Queue the written file of ``due`` to every office-role person and the office chats, and record the round
-    as sent; the outbox ids.  Nothing when the round was recorded meanwhile: each 通报 goes out once."""
+    """Queue the written file of ``due`` to the office-role people and office chats it was built for, and record
+    the round as sent; the outbox ids.  Nothing when the round was recorded meanwhile: each 通报 goes out once."""
     from core.documents import keep_stamp
 
     recorded = select(RungRun.id).where(RungRun.checkpoint_id == due.checkpoint_id, RungRun.rung_key == RUNG)
     if session.scalars(recorded).first() is not None:
-        return []
-    plan = session.get(Plan, due.plan_id)
-    if plan is None:
         return []
     path = due.path
     keep_stamp(path, due.stamp)  # /export serves it while nothing changes
@@ -155,14 +162,8 @@ def queue_notification(
         due=due.due_at,
         file_name=path.name,
     )
-    targets = [
-        (identity.platform, identity.chat_id, identity.person_id)
-        for _, identity in identities_with_role(session, plan.jurisdiction_id, PersonRole.OFFICE.value)
-        if identity.reachable
-    ]
-    targets += [(*chat.partition(":")[::2], None) for chat in settings.digest.chats]  # type: ignore[misc]
     queued: list[int] = []
-    for platform, chat_id, person_id in dict.fromkeys(targets):
+    for platform, chat_id, person_id in due.targets:
         outbox_id = enqueue(
             session,
             platform=platform,
