@@ -253,17 +253,26 @@ async def run_service(
                 await asyncio.wrap_future(written)
             queued.extend(await service.threads.run(queue_written, runtime, escalation, due, written, now))
 
-        for plan_id in plan_ids:
-            for due in await service.threads.run(prepare_county, runtime, escalation, plan_id, now):
-                target: list[tuple[FileFormat, Path]] = [("xlsx", due.path)]
-                if files.workers:
-                    window.append((due, files.submit(due.view, target)))
-                else:  # written here: off the event loop and the database thread, as by a process
-                    window.append((due, await asyncio.to_thread(files.submit, due.view, target)))
-                while len(window) > files.depth:
-                    await queue_oldest()
-        while window:
-            await queue_oldest()
+        # Processes only when several counties' rounds close at once: for one county's file (the usual
+        # deployment) starting them costs more than it saves.  They are stopped once the files are
+        # written, so a year of idle minutes holds no writer processes in memory.
+        side_by_side = files.workers > 0 and len(plan_ids) > 1
+        depth = files.depth if side_by_side else 0
+        try:
+            for plan_id in plan_ids:
+                for due in await service.threads.run(prepare_county, runtime, escalation, plan_id, now):
+                    target: list[tuple[FileFormat, Path]] = [("xlsx", due.path)]
+                    if side_by_side:
+                        window.append((due, files.submit(due.view, target)))
+                    else:  # written here: off the event loop and the database thread, as by a process
+                        window.append((due, await asyncio.to_thread(files.submit, due.view, target, here=True)))
+                    while len(window) > depth:
+                        await queue_oldest()
+            while window:
+                await queue_oldest()
+        finally:
+            if side_by_side:
+                await asyncio.to_thread(files.close)
         return queued
 
     async def is_scheduler() -> bool:

@@ -691,9 +691,12 @@ class FileWriter:
             return []
         return sorted({future.result() for future in [pool.submit(_ready) for _ in range(self.workers)]})
 
-    def submit(self, view: View, files: Files) -> Future[list[Path]]:
-        """Write ``view`` to ``files``; the future's result is their paths (or the error that stopped it)."""
-        pool = self._processes()
+    def submit(self, view: View, files: Files, *, here: bool = False) -> Future[list[Path]]:
+        """Write ``view`` to ``files``; the future's result is their paths (or the error that stopped it).
+
+        ``here``: in the caller even when there are processes (a single file is not worth starting them).
+        """
+        pool = None if here else self._processes()
         if pool is not None:
             return pool.submit(write_files, view, list(files), self.messages.language, self.messages.tz)
         written: Future[list[Path]] = Future()

@@ -60,7 +60,8 @@ def notify_counties(
     transaction holds SQLite's write lock (and every chat reply) while a file
     is written, and a county that fails holds up no other.
     """
-    writer = files or FileWriter(escalation.m)
+    # One county's file is written here: starting processes for it costs more than it saves.
+    writer = files if files is not None and len(plan_ids) > 1 else FileWriter(escalation.m)
     jobs = (
         (due, due.view, [_xlsx(due.path)])
         for plan_id in plan_ids
