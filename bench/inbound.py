@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import Engine, create_engine, func, select
 
 from bench.common import INBOUND_AT, Database, bench_environ, bench_settings, median, stopwatch, telegram_env
 from bench.data import bind_reporters, settle_outbox
-from bench.fake_process import FakeTelegramProcess, start_fake
+from bench.fake_process import FakeTelegramInProcess, FakeTelegramProcess, start_fake
 from bot.service import build_service, run_service
 from core.clock import ManualClock, SystemClock
 from core.escalation import Escalation, make_calendar
@@ -124,20 +124,7 @@ async def run(
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
-        with counter.connect() as connection:
-            handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
-        assert handled is not None and handled >= count * batches
-        rates = [count / s for s in seconds]
-        return InboundFigures(
-            reports=count,
-            batches=batches,
-            rate=median(rates),
-            rates=rates,
-            seconds=seconds,
-            replies_sent=replies,
-            cpu=cpu,
-            count_429=fake.count_429(),
-        )
+        return _figures(counter, fake, count, batches, seconds, replies, cpu)
     finally:
         fake.stop()
         counter.dispose()
@@ -247,20 +234,7 @@ async def run_processes(
             seconds.append(elapsed())
             cpu.append((sum(_cpu_seconds(c.pid) for c in children) - cpu_before) / elapsed())
             replies.append(len(await asyncio.to_thread(fake.sent_times)) - sent_before)
-        with counter.connect() as connection:
-            handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
-        assert handled is not None and handled >= count * batches
-        rates = [count / s for s in seconds]
-        return InboundFigures(
-            reports=count,
-            batches=batches,
-            rate=median(rates),
-            rates=rates,
-            seconds=seconds,
-            replies_sent=replies,
-            cpu=cpu,
-            count_429=fake.count_429(),
-        )
+        return _figures(counter, fake, count, batches, seconds, replies, cpu)
     finally:
         for child in children:
             child.terminate()
@@ -271,3 +245,29 @@ async def run_processes(
                 child.kill()
         fake.stop()
         counter.dispose()
+
+
+def _figures(
+    counter: Engine,
+    fake: FakeTelegramProcess | FakeTelegramInProcess,
+    count: int,
+    batches: int,
+    seconds: list[float],
+    replies: list[int],
+    cpu: list[float],
+) -> InboundFigures:
+    """The run's figures, once every update posted is in the inbox (none was lost on the way)."""
+    with counter.connect() as connection:
+        handled = connection.scalar(select(func.count()).select_from(InboundUpdate))
+    assert handled is not None and handled >= count * batches
+    rates = [count / s for s in seconds]
+    return InboundFigures(
+        reports=count,
+        batches=batches,
+        rate=median(rates),
+        rates=rates,
+        seconds=seconds,
+        replies_sent=replies,
+        cpu=cpu,
+        count_429=fake.count_429(),
+    )

@@ -108,13 +108,8 @@ def failing_seconds(metrics: str, platform: str) -> float:
     return float(found.group(1))
 
 
-@pytest.mark.asyncio
-async def test_a_thirty_minute_outage_delivers_every_reminder_once_after_it_and_none_before_its_rung(
-    service: Service, fake: FakeTelegram
-) -> None:
-    for user, unit in LIAISONS.items():
-        bind(service, user, unit)
-    # A spot check due at 17:50 today: its liaisons are reminded at 08:50 and again at 14:50.
+def add_spot_check(service: Service, *rungs: str) -> None:
+    """A round "专项督查" due at 17:50 on 2024-02-22 whose liaisons are reminded at each of ``rungs``."""
     with service.runtime.transaction() as session:
         plan = current_plan(session, service.settings)
         assert plan is not None
@@ -125,11 +120,19 @@ async def test_a_thirty_minute_outage_delivers_every_reminder_once_after_it_and_
             title="专项督查",
             due_at=local(2024, 2, 22, 17, 50),
             now=clock_of(service).now(),
-            ladder=Ladder.model_validate(
-                {"rungs": [{"offset": "-9h", "roles": ["liaison"]}, {"offset": "-3h", "roles": ["liaison"]}]}
-            ),
+            ladder=Ladder.model_validate({"rungs": [{"offset": rung, "roles": ["liaison"]} for rung in rungs]}),
             actor="test",
         )
+
+
+@pytest.mark.asyncio
+async def test_a_thirty_minute_outage_delivers_every_reminder_once_after_it_and_none_before_its_rung(
+    service: Service, fake: FakeTelegram
+) -> None:
+    for user, unit in LIAISONS.items():
+        bind(service, user, unit)
+    # A spot check due at 17:50 today: its liaisons are reminded at 08:50 and again at 14:50.
+    add_spot_check(service, "-9h", "-3h")
     await step(service, local(2024, 2, 22, 8, 0))  # the welcomes go out before the outage
 
     # 08:50: the spot check's first rung is queued, and Telegram goes down before it is sent.
@@ -222,21 +225,7 @@ async def stuck_and_expired(service: Service, fake: FakeTelegram) -> None:
             display_name="王联络",
         )
     )
-    with service.runtime.transaction() as session:
-        plan = current_plan(session, service.settings)
-        assert plan is not None
-        add_adhoc_checkpoint(
-            session,
-            plan,
-            key="spot",
-            title="专项督查",
-            due_at=local(2024, 2, 22, 17, 50),
-            now=clock_of(service).now(),
-            ladder=Ladder.model_validate(
-                {"rungs": [{"offset": "-9h", "roles": ["liaison"]}, {"offset": "-8h", "roles": ["liaison"]}]}
-            ),
-            actor="test",
-        )
+    add_spot_check(service, "-9h", "-8h")
     await step(service, local(2024, 2, 22, 8, 0))
     fake.start_outage(502)
     for hour, minute in ((8, 50), (9, 0), (9, 20), (9, 50), (10, 0)):
