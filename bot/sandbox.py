@@ -545,10 +545,10 @@ class SandboxRoutes:
         persona = _persona(request)
         outbox_id = _row_id(request.path_params["outbox_id"])
         if outbox_id is None:
-            return PlainTextResponse("not found", status_code=404)
+            return await self.ui.missing(request, "没有这个文件,或它不是发给您的。")
         path = await self.service.threads.run(self._document_path, persona, outbox_id)
         if path is None:
-            return PlainTextResponse("not found", status_code=404)
+            return await self.ui.missing(request, "没有这个文件,或它不是发给您的。")
         return FileResponse(path, filename=path.name)
 
     async def upload(self, request: Request) -> Response:
@@ -557,7 +557,7 @@ class SandboxRoutes:
         file_id = str(request.path_params["file_id"])
         found = await self.service.threads.run(self._upload_path, persona, file_id)
         if found is None:
-            return PlainTextResponse("没有这个文件", status_code=404)
+            return await self.ui.missing(request, "没有这个文件,或它不是您发送的。")
         path, name = found
         return FileResponse(path, filename=name)
 

@@ -113,7 +113,8 @@ def test_someone_elses_sent_file_is_not_served(client: WebClient, service: Servi
     assert link is not None
     client.cookies.clear()
     join(client, "县科经局")
-    assert client.get(link.group(1)).status_code == 404
+    refused = client.get(link.group(1))
+    assert refused.status_code == 404 and "没有这个文件" in refused.text and "/static/duban.css" in refused.text
 
 
 def test_a_message_that_cannot_be_shown_does_not_break_the_chat(
