@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
 
-from core.outbox import RESENDABLE, resend
+from core.outbox import RESENDABLE, resend, resendable
 from jobs.sender import outbox_depth, platform_health
 from storage.models import Binding, Identity, OutboxMessage, Person, Unit
 
@@ -162,7 +162,7 @@ class OutboxPages:
                     "who": names.get(message.id, "(未知接收人)"),
                     "what": KIND_NAMES.get(message.kind, "消息") + ("(补发)" if message.late else ""),
                     "state": self._state(message),
-                    "resendable": message.state in RESENDABLE or (message.state == "queued" and message.attempts > 0),
+                    "resendable": resendable(message),
                     "created": message.created_at,
                     "sent": message.sent_at,
                     # a sign-in code waiting to go out is not shown to other office staff

@@ -260,6 +260,11 @@ def message_about(session: Session, platform: str, chat_id: str, platform_messag
 RESENDABLE = ("failed", "expired")
 
 
+def resendable(row: OutboxMessage) -> bool:
+    """Whether the office may send ``row`` again: given up on, past its moment, or still being retried."""
+    return row.state in RESENDABLE or (row.state == "queued" and row.attempts > 0)
+
+
 def resend(
     session: Session, outbox_id: int, *, now: datetime, actor: str, subject: str | None = None
 ) -> OutboxMessage | None:
@@ -272,8 +277,7 @@ def resend(
     ``subject`` is what the audit log shows (the dashboard names the message and its recipient).
     """
     row = session.get(OutboxMessage, outbox_id)
-    retrying = row is not None and row.state == "queued" and row.attempts > 0
-    if row is None or not (row.state in RESENDABLE or retrying):
+    if row is None or not resendable(row):
         return None
     previous = row.state
     changed = session.execute(

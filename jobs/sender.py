@@ -260,13 +260,12 @@ class OutboxSender:
                                 flying[row.chat_id] = sending
                                 sending.add_done_callback(functools.partial(self._landed, platform, row.chat_id))
                             continue
-                        if not flying:  # idle: mark what waited past its moment
-                            await self._blocking(self.expire, platform)
                         if (
                             until_drained
                             and not flying
                             and not await self._blocking(self._has_pending, platform, due_only)
                         ):
+                            await self._blocking(self.expire, platform)  # what waited past its moment, marked
                             return
                         wait = pacer.blocked_chats()[1]
                 except Exception:  # a database hiccup must not end delivery
@@ -274,7 +273,10 @@ class OutboxSender:
                     wait = 1.0
                 idle_checks += 1
                 if idle_checks % 30 == 0 and not until_drained:
+                    # Housekeeping, not delivery: a claim never takes a row past its moment, so marking
+                    # those ``expired`` can wait for this rather than cost a transaction every idle second.
                     await self._blocking(self.recover)
+                    await self._blocking(self.expire, platform)
                 stopping = asyncio.create_task(stop.wait())
                 woken = asyncio.create_task(event.wait())
                 limit = 0.05 if until_drained else 1.0
@@ -676,7 +678,7 @@ class OutboxSender:
         if platform is not None:
             condition = and_(condition, OutboxMessage.platform == platform)
         with self.sessions() as session, session.begin():
-            # Read first: the idle loop asks every second, and on SQLite an UPDATE takes the write lock
+            # Read first: usually nothing has expired, and on SQLite an UPDATE takes the write lock
             # even when it matches nothing.
             if session.scalar(select(OutboxMessage.id).where(condition).limit(1)) is None:
                 return 0

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from core.plan_parser import PlanReader, parse_plan
 from core.units import UnitDirectory
+from tests.mutations import mutate
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 NOTICES = {path.name: path.read_text(encoding="utf-8").splitlines() for path in sorted(CORPUS.glob("*.txt"))}
@@ -23,30 +24,8 @@ FRAGMENTS = [
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
     lines = list(NOTICES[draw(st.sampled_from(sorted(NOTICES)))])
-    for _ in range(draw(st.integers(1, 8))):
-        if not lines:
-            break
-        index = draw(st.integers(0, len(lines) - 1))
-        line = lines[index]
-        action = draw(st.sampled_from(["insert", "delete_chars", "drop_line", "duplicate_line", "swap", "split"]))
-        if action == "insert":
-            at = draw(st.integers(0, len(line)))
-            piece = draw(st.one_of(st.sampled_from(FRAGMENTS), st.text(min_size=1, max_size=4)))
-            lines[index] = line[:at] + piece + line[at:]
-        elif action == "delete_chars" and line:
-            at = draw(st.integers(0, len(line) - 1))
-            lines[index] = line[:at] + line[at + draw(st.integers(1, 8)) :]
-        elif action == "drop_line":
-            del lines[index]
-        elif action == "duplicate_line":
-            lines.insert(index, line)
-        elif action == "swap":
-            other = draw(st.integers(0, len(lines) - 1))
-            lines[index], lines[other] = lines[other], lines[index]
-        elif action == "split":  # a line broken as PDF or Word break it
-            at = draw(st.integers(0, len(line)))
-            lines[index : index + 1] = [line[:at], line[at:]]
-    return "\n".join(lines)
+    actions = ("insert", "delete_chars", "drop_line", "duplicate_line", "swap", "split")
+    return mutate(draw, lines, FRAGMENTS, rounds=8, actions=actions)
 
 
 # Derandomized (tests/conftest.py): the same 150 mutations every run; the bundled notice gets 300 more.

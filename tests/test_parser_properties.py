@@ -17,6 +17,7 @@ from core.runtime import open_runtime
 from storage.db import upgrade
 from storage.models import Task
 from tests.conftest import local
+from tests.mutations import mutate
 
 TEXT = BUNDLED_PLAN.read_text(encoding="utf-8")
 LINES = TEXT.splitlines()
@@ -52,29 +53,8 @@ FRAGMENTS = [
 @st.composite
 def mutated(draw: st.DrawFn) -> str:
     lines = list(LINES[draw(st.integers(0, 20)) : draw(st.integers(100, len(LINES)))])
-    for _ in range(draw(st.integers(1, 6))):
-        if not lines:
-            break
-        index = draw(st.integers(0, len(lines) - 1))
-        action = draw(st.sampled_from(["insert", "delete_chars", "drop_line", "duplicate_line", "swap", "truncate"]))
-        line = lines[index]
-        if action == "insert":
-            at = draw(st.integers(0, len(line)))
-            piece = draw(st.one_of(st.sampled_from(FRAGMENTS), st.text(min_size=1, max_size=4)))
-            lines[index] = line[:at] + piece + line[at:]
-        elif action == "delete_chars" and line:
-            at = draw(st.integers(0, len(line) - 1))
-            lines[index] = line[:at] + line[at + draw(st.integers(1, 8)) :]
-        elif action == "drop_line":
-            del lines[index]
-        elif action == "duplicate_line":
-            lines.insert(index, line)
-        elif action == "swap" and len(lines) > 1:
-            other = draw(st.integers(0, len(lines) - 1))
-            lines[index], lines[other] = lines[other], lines[index]
-        elif action == "truncate":
-            lines[index] = line[: draw(st.integers(0, len(line)))]
-    return "\n".join(lines)
+    actions = ("insert", "delete_chars", "drop_line", "duplicate_line", "swap", "truncate")
+    return mutate(draw, lines, FRAGMENTS, rounds=6, actions=actions)
 
 
 @hyp_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
