@@ -29,7 +29,6 @@ import xlsxwriter
 from sqlalchemy.orm import Session
 from xlsxwriter.format import Format
 from xlsxwriter.workbook import Workbook
-from xlsxwriter.worksheet import Worksheet
 
 from core.config import Settings
 from core.notification import (
@@ -40,6 +39,15 @@ from core.notification import (
     build_notification,
     build_year,
     round_stamp,
+)
+from core.xlsx_rows import (
+    LONGEST_PLAIN_STRING,
+    ColumnCells,
+    RowsSheet,
+    blank_cell,
+    excel_serial,
+    number_cell,
+    string_cell,
 )
 from messages import Messages
 from storage.models import Plan
@@ -171,7 +179,8 @@ class _Table:
 
         ``kinds`` are the columns' kinds for :meth:`rows` (plain values, one kind per column).
         """
-        self.sheet: Worksheet = book.add_worksheet(name)
+        self.sheet: RowsSheet = book.add_worksheet(name, worksheet_class=RowsSheet)
+        self._cells: dict[tuple[int, int], ColumnCells] = {}
         self.formats = formats
         self.labels = labels
         self.header_rows = header_rows
@@ -191,64 +200,74 @@ class _Table:
         self.row = self.top + header_rows
 
     def add(self, cells: Sequence[Cell]) -> None:
-        for column, cell in enumerate(cells):
-            self._write(self.row, column, cell)
-        self.row += 1
+        """One row of cells, each shown as its own kind."""
+        self.rows((cells,))
 
     def rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Write rows of plain values, each shown as its column's kind; a :class:`Cell` value is written as itself.
+        """Write rows of plain values, each shown as its column's kind; a :class:`Cell` value is shown as its own.
 
-        The same cells as :meth:`add` with ``Cell(value, kind)``, without a
-        ``Cell`` and a dispatch per cell: a province county's detail sheet has
-        ~20,000 cells, and per-cell overhead was most of the time of the file.
+        Each row's cells are rendered here as sheet XML (:mod:`core.xlsx_rows`),
+        the column's reference and style written once per sheet: a province
+        county's detail sheet has ~20,000 cells, and XlsxWriter's work per cell
+        was most of the time of the file.  A link goes through XlsxWriter.
         """
         sheet, formats, kinds = self.sheet, self.formats, self.kinds
-        write_string, write_number = sheet.write_string, sheet.write_number
-        write_blank, write_datetime = sheet.write_blank, sheet.write_datetime
+        shared = sheet.str_table._get_shared_string_index
+        column_cells = self._column_cells
         fmts = [formats.kinds.get(kind, formats.kinds["text"]) for kind in kinds]
-        lights = {
-            code: (str(text), formats.lights[code], _shown_width(str(text))) for code, text in self.labels.light.items()
-        }
-        widths, tz, write = self.widths, formats.tz, self._write
-        # Widths of numbers as shown (see _write), which are ASCII.
+        plain = [column_cells(column, fmt) for column, fmt in enumerate(fmts)]
+        lights = {code: (str(text), _shown_width(str(text))) for code, text in self.labels.light.items()}
+        light_cells = [
+            {code: column_cells(column, formats.lights[code]) for code in lights} if kind == "light" else {}
+            for column, kind in enumerate(kinds)
+        ]
+        widths, tz = self.widths, formats.tz
+        # Widths of numbers as shown, which are ASCII.
         pct_width = len("100.0%")
         stamp_width = len("yyyy-mm-dd hh:mm")
         row = self.row
         for values in rows:
+            r = str(row + 1)
+            xml: list[str | None] = []
             for column, value in enumerate(values):
-                kind = kinds[column]
                 if type(value) is Cell:
-                    write(row, column, value)
+                    xml.append(self._cell(row, r, column, value))
                     continue
+                kind = kinds[column]
                 if kind == "light":
-                    text, fmt, width = lights[value]
-                    write_string(row, column, text, fmt)
+                    text, width = lights[value]
+                    xml.append(string_cell(light_cells[column][value], r, shared(text)))
                 elif value is None or value == "":
-                    write_blank(row, column, None, fmts[column])
+                    xml.append(blank_cell(plain[column], r))
                     continue
                 elif kind in _TEXT_KINDS:
                     shown = value if type(value) is str else str(value)
-                    write_string(row, column, shown, fmts[column])
+                    if len(shown) > LONGEST_PLAIN_STRING:
+                        sheet.write_string(row, column, shown, fmts[column])  # truncated to Excel's limit
+                        xml.append(None)
+                    else:
+                        xml.append(string_cell(plain[column], r, shared(shown)))
                     width = _shown_width(shown)
                 elif kind == "datetime":
                     # Excel has no time zones: write the local wall-clock time.
                     local = value.astimezone(tz).replace(tzinfo=None) if value.tzinfo else value
-                    write_datetime(row, column, local, fmts[column])
+                    xml.append(number_cell(plain[column], r, excel_serial(local)))
                     width = stamp_width
                 elif kind == "pct":
-                    write_number(row, column, value, fmts[column])
+                    xml.append(number_cell(plain[column], r, value))
                     width = pct_width
                 elif kind == "int":
-                    write_number(row, column, value, fmts[column])
+                    xml.append(number_cell(plain[column], r, value))
                     width = len(str(value))
                 elif kind == "days":
-                    write_number(row, column, value, fmts[column])
+                    xml.append(number_cell(plain[column], r, value))
                     width = len(f"{value:.1f}")
                 else:  # number
-                    write_number(row, column, value, fmts[column])
+                    xml.append(number_cell(plain[column], r, value))
                     width = len(f"{value:g}")
                 if width > widths[column]:
                     widths[column] = width
+            sheet.put_row(row, xml)
             row += 1
         if row > self.row:
             for column, kind in enumerate(kinds):
@@ -256,38 +275,55 @@ class _Table:
                     self.caps[column] = _WRAP_MAX_WIDTH
         self.row = row
 
-    def _write(self, row: int, column: int, cell: Cell) -> None:
-        sheet, value, kind = self.sheet, cell.value, cell.kind
-        fmt = self.formats.kinds.get(kind, self.formats.kinds["text"])
-        shown = ""
+    def _column_cells(self, column: int, fmt: Format) -> ColumnCells:
+        """The fixed parts of a column's cells in one format (its style index taken once)."""
+        key = (column, id(fmt))
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = self._cells[key] = ColumnCells(column, fmt._get_xf_index())
+        return cells
+
+    def _cell(self, row: int, r: str, column: int, cell: Cell) -> str | None:
+        """A cell shown as its own kind, as XML (None: a link, written through XlsxWriter)."""
+        value, kind, formats = cell.value, cell.kind, self.formats
+        fmt = formats.kinds.get(kind, formats.kinds["text"])
+        shared = self.sheet.str_table._get_shared_string_index
+        xml: str | None
         if cell.url and value:
             shown = str(value)
-            sheet.write_url(row, column, cell.url, self.formats.link, string=shown)
+            self.sheet.write_url(row, column, cell.url, formats.link, string=shown)
             self.caps[column] = _WRAP_MAX_WIDTH
+            xml = None
         elif kind == "light":
             shown = str(self.labels.light[value])
-            sheet.write_string(row, column, shown, self.formats.lights[value])
+            xml = string_cell(self._column_cells(column, formats.lights[value]), r, shared(shown))
         elif value is None or value == "":
-            sheet.write_blank(row, column, None, fmt)
+            shown = ""
+            xml = blank_cell(self._column_cells(column, fmt), r)
         elif kind == "datetime":
             # Excel has no time zones: write the local wall-clock time.
-            local = value.astimezone(self.formats.tz).replace(tzinfo=None) if value.tzinfo else value
-            sheet.write_datetime(row, column, local, fmt)
+            local = value.astimezone(formats.tz).replace(tzinfo=None) if value.tzinfo else value
+            xml = number_cell(self._column_cells(column, fmt), r, excel_serial(local))
             shown = "yyyy-mm-dd hh:mm"
         elif kind == "pct" and cell.light is not None:
-            sheet.write_number(row, column, value, self.formats.pct_lights[cell.light])
+            xml = number_cell(self._column_cells(column, formats.pct_lights[cell.light]), r, value)
             shown = "100.0%"
-        elif kind in ("int", "pct", "days", "number"):
-            sheet.write_number(row, column, value, fmt)
+        elif kind in _NUMBER_KINDS:
+            xml = number_cell(self._column_cells(column, fmt), r, value)
             shown = {"int": str(value), "pct": "100.0%", "days": f"{value:.1f}", "number": f"{value:g}"}[kind]
         else:
             shown = str(value)
-            sheet.write_string(row, column, shown, fmt)
+            if len(shown) > LONGEST_PLAIN_STRING:
+                self.sheet.write_string(row, column, shown, fmt)  # truncated to Excel's limit
+                xml = None
+            else:
+                xml = string_cell(self._column_cells(column, fmt), r, shared(shown))
         if kind == "wrap":
             self.caps[column] = _WRAP_MAX_WIDTH
         longest = _shown_width(shown)
         if longest > self.widths[column]:
             self.widths[column] = longest
+        return xml
 
     def finish(self, *, freeze_columns: int = 0) -> None:
         sheet = self.sheet
