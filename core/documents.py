@@ -2,7 +2,8 @@
 
 HTML and Markdown come from the templates in ``messages/reports/``
 (``notification.html``, ``notification.md.j2``, ``year.html``, ``year.md.j2``);
-the spreadsheet is written with XlsxWriter, its sheet names, headers, light
+the spreadsheet is written with XlsxWriter, the rows of its tables rendered
+as sheet XML here (:mod:`core.xlsx_rows`), its sheet names, headers, light
 names and fills read from ``messages/reports/_report_labels.j2``, so that all
 wording lives with the templates.  Every function takes either a
 :class:`~core.notification.Notification` or a :class:`~core.notification.YearView`.
