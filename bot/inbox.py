@@ -251,58 +251,128 @@ class Inbox:
             )
 
     async def handle_batch(self, batch: list[StoredUpdate]) -> None:
-        """Handle updates: each person's in order, several people at once."""
-        by_person: dict[tuple[str, str], list[StoredUpdate]] = defaultdict(list)
-        for stored in batch:
-            by_person[(stored.platform, stored.user_id or f"#{stored.id}")].append(stored)
-            self._in_hand.add(stored.id)
-        gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
+        """Handle updates (at most ``due``'s limit): each person's in order, several people in one transaction.
 
-        async def one_person(updates: list[StoredUpdate]) -> None:
-            async with gate:
-                for position, stored in enumerate(updates):
-                    if await self.handle(stored) is None:
-                        # Later messages of this person wait for this one (their order matters).
-                        for later in updates[position + 1 :]:
-                            self._in_hand.discard(later.id)
-                        return
-
-        try:
-            await asyncio.gather(*(one_person(updates) for updates in by_person.values()))
-        finally:
-            for stored in batch:
-                self._in_hand.discard(stored.id)
+        They go in waves: every person's first update, read side by side and
+        handled in one database call (a savepoint each, one commit), then every
+        person's second, and so on.  So an update is read only once the same
+        person's earlier one is handled (whether a file is worth downloading
+        depends on it), and a person whose update fails, or is left to be
+        tried again, has their later ones wait (their order matters).
+        """
+        await self._handle(batch)
 
     async def handle(self, stored: StoredUpdate) -> Handled | None:
         """Handle one stored update; None when it is left to be tried again."""
-        self._in_hand.add(stored.id)
-        incoming: Incoming | None = None
+        return (await self._handle([stored]))[stored.id]
+
+    async def _handle(self, batch: list[StoredUpdate]) -> dict[int, Handled | None]:
+        """What became of each update (None: left pending)."""
+        by_person: dict[tuple[str, str], list[StoredUpdate]] = defaultdict(list)
+        for stored in batch:
+            by_person[(stored.platform, stored.user_id or f"#{stored.id}")].append(stored)
+        results: dict[int, Handled | None] = {stored.id: None for stored in batch}
+        self._in_hand.update(results)
         try:
-            reader = self.readers.get(stored.platform)
-            if reader is None:
-                raise LookupError(f"no reader for platform {stored.platform!r}")
-            incoming = await reader.read(stored.payload)
-            if incoming is None:
-                await self.threads.run(self._mark_handled, stored)
-                return Handled()
-            handled = await self.threads.run(self.conversation.handle, incoming)
-        except Exception as exc:
-            result = await self._failed(stored, exc)
-            if result is not None:  # given up: no longer pending
-                self._mine.discard(stored.id)
-            if incoming is not None and (result is not None or (reader is not None and reader.refetches_files)):
-                self.conversation.discard_files(incoming)  # given up, or the next try downloads them again
-            return result
+            chains = list(by_person.values())
+            while chains:
+                await self._wave([chain[0] for chain in chains], results)
+                chains = [chain[1:] for chain in chains if len(chain) > 1 and results[chain[0].id] is not None]
         finally:
-            self._in_hand.discard(stored.id)
-        self._mine.discard(stored.id)
-        self.handled += 1
-        self.wake_sender()
+            self._in_hand.difference_update(results)
+        return results
+
+    async def _wave(self, wave: list[StoredUpdate], results: dict[int, Handled | None]) -> None:
+        """Read updates of different people side by side, then handle them in one database call."""
+        gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
+
+        async def read(stored: StoredUpdate) -> tuple[StoredUpdate, InboundReader, Incoming] | None:
+            async with gate:
+                reader = self.readers.get(stored.platform)
+                try:
+                    if reader is None:
+                        raise LookupError(f"no reader for platform {stored.platform!r}")
+                    incoming = await reader.read(stored.payload)
+                    if incoming is None:
+                        await self.threads.run(self._mark_handled, stored)
+                except Exception as exc:
+                    results[stored.id] = await self._settle(stored, reader, None, exc)
+                    return None
+                if incoming is None:  # it meant nothing: marked handled, nothing to answer
+                    self._mine.discard(stored.id)
+                    results[stored.id] = Handled()
+                    return None
+                return stored, reader, incoming
+
+        ready = [item for item in await asyncio.gather(*(read(stored) for stored in wave)) if item is not None]
+        if not ready:
+            return
+        outcomes = await self._conversation(ready)
+        for (stored, reader, incoming), outcome in zip(ready, outcomes, strict=True):
+            results[stored.id] = await self._settle(stored, reader, incoming, outcome)
+        handled = [(s, r, o) for (s, r, _), o in zip(ready, outcomes, strict=True) if isinstance(o, Handled)]
+        if handled:
+            self.wake_sender()
+            await self._answer(handled)
+
+    async def _conversation(
+        self, read: list[tuple[StoredUpdate, InboundReader, Incoming]]
+    ) -> list[Handled | Exception | None]:
+        """The conversation's outcome for each update: the batch in one transaction, or alone when that fails."""
+        incomings = [incoming for _, _, incoming in read]
         try:
-            await reader.answered(stored.payload, handled)
-        except Exception:  # the answer to the platform is a courtesy; the update is handled
-            log.warning("could not acknowledge a handled update to %s", stored.platform, exc_info=True)
-        return handled
+            return await self.threads.run(self.conversation.handle_many, incomings)
+        except Exception as exc:  # nothing of the batch was recorded
+            if is_passing(exc) or len(incomings) == 1:
+                return [exc] * len(incomings)  # each is tried again later (or given up), as alone
+            log.warning("a batch of %d updates failed (%s); handling them one by one", len(incomings), exc)
+        outcomes: list[Handled | Exception | None] = []
+        failed: set[tuple[str, str]] = set()
+        for incoming in incomings:  # one transaction each, so a bad update fails alone
+            sender = (incoming.platform, incoming.user_id)
+            if sender in failed:  # left behind the person's failed earlier one, as in a batch
+                outcomes.append(None)
+                continue
+            try:
+                (outcome,) = await self.threads.run(self.conversation.handle_many, [incoming])
+            except Exception as exc:
+                outcome = exc
+            if isinstance(outcome, Exception):
+                failed.add(sender)
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _settle(
+        self,
+        stored: StoredUpdate,
+        reader: InboundReader | None,
+        incoming: Incoming | None,
+        outcome: Handled | Exception | None,
+    ) -> Handled | None:
+        """Book one update's outcome: handled, tried again later or given up (Handled), or left pending (None)."""
+        if isinstance(outcome, Handled):
+            self._mine.discard(stored.id)
+            self.handled += 1
+            return outcome
+        result = None if outcome is None else await self._failed(stored, outcome)
+        if result is not None:  # given up: no longer pending
+            self._mine.discard(stored.id)
+        if incoming is not None and (result is not None or (reader is not None and reader.refetches_files)):
+            self.conversation.discard_files(incoming)  # given up, or the next try downloads them again
+        return result
+
+    async def _answer(self, handled: list[tuple[StoredUpdate, InboundReader, Handled]]) -> None:
+        """Tell each platform what it needs about its handled updates (a button press's toast), several at once."""
+        gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
+
+        async def answer(stored: StoredUpdate, reader: InboundReader, result: Handled) -> None:
+            async with gate:
+                try:
+                    await reader.answered(stored.payload, result)
+                except Exception:  # the answer to the platform is a courtesy; the update is handled
+                    log.warning("could not acknowledge a handled update to %s", stored.platform, exc_info=True)
+
+        await asyncio.gather(*(answer(*update) for update in handled))
 
     def _mark_handled(self, stored: StoredUpdate) -> None:
         with self.runtime.transaction() as session:

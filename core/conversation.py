@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -298,45 +299,96 @@ class Conversation:
 
     def handle(self, incoming: Incoming) -> Handled:
         """Handle one incoming update exactly once; every answer goes to the outbox."""
+        (outcome,) = self.handle_many([incoming])
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome is not None  # a lone update is never left behind another
+        return outcome
+
+    def handle_many(self, incomings: Sequence[Incoming]) -> list[Handled | Exception | None]:
+        """Handle updates exactly once, in one transaction with a savepoint each; what became of each, in order.
+
+        An update whose handling raises is rolled back alone, and the exception
+        is its outcome; that sender's later updates in the call are then left
+        unhandled (None), since the order of one person's messages matters.
+        Files move into place, and dropped drafts' files go, once the
+        transaction has committed.  Raises when the transaction itself fails
+        (it could not begin, or commit): then none of the updates is handled.
+        """
+        outcomes: list[Handled | Exception | None] = [None] * len(incomings)
+        turns: list[_Turn | None] = [None] * len(incomings)
+        failed: set[tuple[str, str]] = set()
+        with self.sessions() as session, session.begin():
+            for position, original in enumerate(incomings):
+                sender_key = (original.platform, original.user_id)
+                if sender_key in failed:
+                    continue
+                # IMEs type ideographic spaces between words; read them as spaces.
+                incoming = replace(original, text=original.text.replace("\u3000", " ").strip())
+                # Each update starts as in a session of its own: nothing loaded or remembered by the
+                # one before (which may have been rolled back) is taken for what the database holds.
+                session.expunge_all()
+                session.info.clear()
+                try:
+                    with session.begin_nested():
+                        turns[position] = self._turn(session, incoming)
+                    outcomes[position] = Handled(duplicate=True) if turns[position] is None else None
+                except IntegrityError as exc:
+                    # Two deliveries of one update raced; the other one handled it.
+                    outcomes[position] = Handled(duplicate=True) if self._seen(session, incoming) else exc
+                except Exception as exc:  # this update only: its savepoint is rolled back, the others stand
+                    outcomes[position] = exc
+                if isinstance(outcomes[position], Exception):
+                    failed.add(sender_key)
+        # Committed: the reports' files go into place, no draft refers to the dropped ones.
+        for position, incoming in enumerate(incomings):
+            outcomes[position] = self._committed(incoming, turns[position], outcomes[position])
+        return outcomes
+
+    def _turn(self, session: Session, incoming: Incoming) -> _Turn | None:
+        """Claim and handle one update in the caller's transaction; None when it was handled before."""
         now = self.clock.now()
-        # IMEs type ideographic spaces between words; read them as spaces.
-        incoming = replace(incoming, text=incoming.text.replace("\u3000", " ").strip())
+        if not mark_handled(session, incoming.platform, incoming.update_key, now):
+            return None
+        turn = _Turn(session, incoming, now, None)
+        self._dispatch(turn)
+        return turn
+
+    def _committed(
+        self, incoming: Incoming, turn: _Turn | None, outcome: Handled | Exception | None
+    ) -> Handled | Exception | None:
+        """The file work of one update once its transaction has committed; its final outcome."""
+        if turn is None:
+            if isinstance(outcome, IntegrityError) or (isinstance(outcome, Handled) and outcome.duplicate):
+                self.discard_files(incoming)
+            if isinstance(outcome, Handled):
+                self.handled[(incoming.platform, "duplicate")] += 1
+            return outcome
         try:
-            with self.sessions() as session, session.begin():
-                if not mark_handled(session, incoming.platform, incoming.update_key, now):
-                    self.discard_files(incoming)
-                    self.handled[(incoming.platform, "duplicate")] += 1
-                    return Handled(duplicate=True)
-                turn = _Turn(session, incoming, now, None)
-                self._dispatch(turn)
-                if not turn.files_used:
-                    self.discard_files(incoming)
-            # Committed: the report's files go into place, no draft refers to the dropped ones.
+            if not turn.files_used:
+                self.discard_files(incoming)
             self._place_files(turn)
             for path in turn.discarded:
                 path.unlink(missing_ok=True)
-            self.handled[(incoming.platform, "handled")] += 1
-            return Handled(queued=turn.queued, toast=turn.toast)
-        except IntegrityError:
-            self.discard_files(incoming)
-            if not self._seen(incoming):
-                raise  # not a raced duplicate: a real fault, to be seen
-            # Two deliveries of one update raced; the other one handled it.
-            return Handled(duplicate=True)
+        except Exception as exc:  # recorded, but this update's files could not be settled: said as before
+            return exc
+        self.handled[(incoming.platform, "handled")] += 1
+        return Handled(queued=turn.queued, toast=turn.toast)
 
     # --- plumbing ----------------------------------------------------------------
 
-    def _seen(self, incoming: Incoming) -> bool:
-        with self.sessions() as session:
-            return (
-                session.scalar(
-                    select(InboundUpdate.id).where(
-                        InboundUpdate.platform == incoming.platform,
-                        InboundUpdate.update_key == incoming.update_key[:200],
-                    )
+    @staticmethod
+    def _seen(session: Session, incoming: Incoming) -> bool:
+        """Whether the update is stored (asked in the batch's own transaction: on SQLite it holds the lock)."""
+        return (
+            session.scalar(
+                select(InboundUpdate.id).where(
+                    InboundUpdate.platform == incoming.platform,
+                    InboundUpdate.update_key == incoming.update_key[:200],
                 )
-                is not None
             )
+            is not None
+        )
 
     @staticmethod
     def discard_files(incoming: Incoming) -> None:
