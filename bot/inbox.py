@@ -251,11 +251,12 @@ class Inbox:
             )
 
     async def handle_batch(self, batch: list[StoredUpdate]) -> None:
-        """Handle updates (at most ``due``'s limit): each person's in order, several people in one transaction.
+        """Handle updates (at most ``due``'s limit): each person's in order, several people at once.
 
         They go in waves: every person's first update, read side by side and
-        handled in one database call (a savepoint each, one commit), then every
-        person's second, and so on.  So an update is read only once the same
+        handled together (on SQLite in one database call and one transaction,
+        a savepoint each; on PostgreSQL a transaction each, several at once),
+        then every person's second, and so on.  So an update is read only once the same
         person's earlier one is handled (whether a file is worth downloading
         depends on it), and a person whose update fails, or is left to be
         tried again, has their later ones wait (their order matters).
@@ -307,7 +308,16 @@ class Inbox:
         ready = [item for item in await asyncio.gather(*(read(stored) for stored in wave)) if item is not None]
         if not ready:
             return
-        outcomes = await self._conversation(ready)
+        if self.threads.single_writer:  # SQLite: one writer at a time anyway, so one transaction for all
+            outcomes = await self._conversation(ready)
+        else:
+            # PostgreSQL locks rows: a long transaction would hold a unit's obligations against every other
+            # process (and could deadlock with them), so one transaction per update, several side by side.
+            async def alone(item: tuple[StoredUpdate, InboundReader, Incoming]) -> Handled | Exception | None:
+                async with gate:
+                    return (await self._conversation([item]))[0]
+
+            outcomes = list(await asyncio.gather(*(alone(item) for item in ready)))
         for (stored, reader, incoming), outcome in zip(ready, outcomes, strict=True):
             results[stored.id] = await self._settle(stored, reader, incoming, outcome)
         handled = [(s, r, o) for (s, r, _), o in zip(ready, outcomes, strict=True) if isinstance(o, Handled)]
