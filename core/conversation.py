@@ -158,6 +158,20 @@ _ASSIGNED_TO_UNIT = (
     )
     .limit(1)
 )
+# A task and whether one unit is assigned it: find_task and _ASSIGNED_TO_UNIT in one statement (every /report line).
+_TASK_AND_UNIT = select(
+    Task,
+    select(Assignment.unit_id)
+    .where(Assignment.task_id == Task.id, Assignment.unit_id == bindparam("unit_id"), Assignment.active.is_(True))
+    .limit(1)
+    .correlate(Task)
+    .scalar_subquery(),
+).where(
+    Task.plan_id == bindparam("plan_id"),
+    Task.annex == bindparam("annex"),
+    Task.number == bindparam("number"),
+    Task.active.is_(True),
+)
 _ASSIGNED_UNIT = (
     select(Assignment.unit_id)
     .where(
@@ -818,7 +832,17 @@ class Conversation:
     def _resolve_task(self, turn: _Turn, ref_text: str) -> Task | None:
         """A task the person may report on, or None after replying why not."""
         ref = parse_task_ref(ref_text)
-        task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1]) if ref and turn.plan else None
+        own = {u.id: u for u in turn.reporter_units}
+        task: Task | None = None
+        if ref and turn.plan and len(own) == 1:  # the usual case: whether the unit has it, asked with the task
+            unit = next(iter(own.values()))
+            keys = {"plan_id": turn.plan.id, "annex": ref[0].value, "number": ref[1], "unit_id": unit.id}
+            found = turn.session.execute(_TASK_AND_UNIT, keys).first()
+            if found is not None:
+                task = found[0]
+                turn.task_units[task.id] = unit if found[1] is not None else None
+        elif ref and turn.plan:
+            task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1])
         if task is None:
             self._error(turn, "unknown_task", ref_text)
             return None
