@@ -4,8 +4,9 @@ Adapters call :meth:`Inbox.accept` before they acknowledge an update, then
 :meth:`Inbox.wake`.  :meth:`Inbox.run` handles every pending update, at
 start-up and whenever woken: the platform's reader turns the stored payload
 back into an :class:`~core.conversation.Incoming` (downloading its files), the
-conversation handles it and marks it handled in one transaction.  One person's
-updates are handled in the order they arrived; different people's side by side.
+conversation handles it and marks it handled in one transaction (on SQLite
+several people's updates share one, a savepoint each).  One person's updates
+are handled in the order they arrived; different people's side by side.
 
 A failure is either passing — the database locked or busy, the uploads folder
 full or read-only, the platform's file API unreachable — and the update is
@@ -256,10 +257,10 @@ class Inbox:
         They go in waves: every person's first update, read side by side and
         handled together (on SQLite in one database call and one transaction,
         a savepoint each; on PostgreSQL a transaction each, several at once),
-        then every person's second, and so on.  So an update is read only once the same
-        person's earlier one is handled (whether a file is worth downloading
-        depends on it), and a person whose update fails, or is left to be
-        tried again, has their later ones wait (their order matters).
+        then every person's second, and so on.  So an update is read only once
+        the same person's earlier one is handled (whether a file is worth
+        downloading depends on it), and a person whose update fails, or is
+        left to be tried again, has their later ones wait (their order matters).
         """
         await self._handle(batch)
 
@@ -284,7 +285,7 @@ class Inbox:
         return results
 
     async def _wave(self, wave: list[StoredUpdate], results: dict[int, Handled | None]) -> None:
-        """Read updates of different people side by side, then handle them in one database call."""
+        """Read updates of different people side by side, then handle them (see :meth:`handle_batch`)."""
         gate = asyncio.Semaphore(CONCURRENT_PEOPLE)
 
         async def read(stored: StoredUpdate) -> tuple[StoredUpdate, InboundReader, Incoming] | None:
