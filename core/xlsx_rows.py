@@ -118,6 +118,9 @@ class RowsSheet(Worksheet):
             return
         self._calculate_spans()
         write = self.fh.write
+        # A row with no attributes of its own is just its number and span when rows keep
+        # the default height and the file is not in Excel 2010 form (Worksheet._write_row).
+        bare_rows = self.default_row_height == self.original_row_height and self.excel_version != 2010
         for row_num in range(self.dim_rowmin, self.dim_rowmax + 1):
             rendered = self.rendered.get(row_num)
             cells = self.table[row_num]
@@ -128,7 +131,10 @@ class RowsSheet(Worksheet):
             if rendered is None and not cells:
                 self._write_empty_row(row_num, span, info)
                 continue
-            self._write_row(row_num, span, info)
+            if info is None and bare_rows:
+                write(f'<row r="{row_num + 1}" spans="{span}">' if span else f'<row r="{row_num + 1}">')
+            else:
+                self._write_row(row_num, span, info)
             if rendered is None:
                 for col_num in sorted(cells):
                     self._write_cell(row_num, col_num, cells[col_num])

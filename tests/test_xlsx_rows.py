@@ -159,3 +159,17 @@ def test_a_sheet_without_rendered_rows_is_xlsxwriters_own(tmp_path: Path) -> Non
         _cell_by_cell(sheet, formats, 1)
 
     _compare(tmp_path, ordinary, ordinary)
+
+
+def test_a_changed_default_row_height_is_kept_on_rendered_rows(tmp_path: Path) -> None:
+    def ordinary(book: Workbook, sheet: Worksheet, formats: dict[str, Format]) -> None:
+        sheet.set_default_row(20)
+        for row in range(3):
+            _cell_by_cell(sheet, formats, row)
+
+    def rendered(book: Workbook, sheet: RowsSheet, formats: dict[str, Format]) -> None:
+        sheet.set_default_row(20)
+        for row in range(3):
+            sheet.put_row(row, _rendered(sheet, formats, row))
+
+    _compare(tmp_path, ordinary, rendered)
