@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -328,6 +329,10 @@ async def run_service(
         await asyncio.sleep(0.01)
     if server.started:
         service.port = server.servers[0].sockets[0].getsockname()[1]
+    # What start-up built (modules, mappers, prebuilt statements, compiled templates, the web app)
+    # lives as long as the service: frozen, the cycle collector no longer walks it at every full
+    # collection, ~8% of the CPU of a burst of replies (bench/README.md).  Thawed when it stops.
+    gc.freeze()
     if on_ready is not None:
         on_ready(service)
     try:
@@ -354,6 +359,7 @@ async def run_service(
         if process_lock is not None:
             process_lock.release()
         service.runtime.close()
+        gc.unfreeze()
 
 
 def serve_forever(settings: Settings) -> int:
