@@ -338,6 +338,7 @@ async def run_service(
     try:
         await stop.wait()
     finally:
+        gc.unfreeze()  # first, so that a failure while stopping cannot leave the heap frozen
         log.info("stopping")
         # First nothing new comes in, then the send in flight completes, then the clients close.
         server.should_exit = True
@@ -359,7 +360,6 @@ async def run_service(
         if process_lock is not None:
             process_lock.release()
         service.runtime.close()
-        gc.unfreeze()
 
 
 def serve_forever(settings: Settings) -> int:
