@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
@@ -214,14 +214,7 @@ class _Table:
         """
         sheet, formats, kinds = self.sheet, self.formats, self.kinds
         shared = sheet.str_table._get_shared_string_index
-        column_cells = self._column_cells
-        fmts = [formats.kinds.get(kind, formats.kinds["text"]) for kind in kinds]
-        plain = [column_cells(column, fmt) for column, fmt in enumerate(fmts)]
-        lights = {code: (str(text), _shown_width(str(text))) for code, text in self.labels.light.items()}
-        light_cells = [
-            {code: column_cells(column, formats.lights[code]) for code in lights} if kind == "light" else {}
-            for column, kind in enumerate(kinds)
-        ]
+        fmts, plain, lights, light_cells = self._column_parts
         widths, tz = self.widths, formats.tz
         # Widths of numbers as shown, which are ASCII.
         pct_width = len("100.0%")
@@ -275,6 +268,22 @@ class _Table:
                 if kind == "wrap":
                     self.caps[column] = _WRAP_MAX_WIDTH
         self.row = row
+
+    @cached_property
+    def _column_parts(
+        self,
+    ) -> tuple[list[Format], list[ColumnCells], dict[str, tuple[str, int]], list[dict[str, ColumnCells]]]:
+        """Per column, once per table (:meth:`add` writes a row at a time): its kind's format and cells,
+        and the light columns' cells per light; each light's text and width."""
+        formats = self.formats
+        fmts = [formats.kinds.get(kind, formats.kinds["text"]) for kind in self.kinds]
+        plain = [self._column_cells(column, fmt) for column, fmt in enumerate(fmts)]
+        lights = {code: (str(text), _shown_width(str(text))) for code, text in self.labels.light.items()}
+        light_cells = [
+            {code: self._column_cells(column, formats.lights[code]) for code in lights} if kind == "light" else {}
+            for column, kind in enumerate(self.kinds)
+        ]
+        return fmts, plain, lights, light_cells
 
     def _column_cells(self, column: int, fmt: Format) -> ColumnCells:
         """The fixed parts of a column's cells in one format (its style index taken once)."""

@@ -134,6 +134,24 @@ def upload(conversation: Conversation, name: str) -> dict[str, Any]:
     }
 
 
+async def handle_due_with_one_failed_commit(batch: Batch, error: Exception) -> None:
+    """Handle the due updates as one batch whose commit (the first after the savepoints) raises ``error``."""
+    with batch.runtime.transaction() as session:
+        due = inbox.due(session, batch.wall.now())
+    failures = [error]
+
+    def fail_once(session: Session) -> None:
+        if failures and not session.in_nested_transaction():  # a savepoint's release is no commit
+            raise failures.pop()
+
+    event.listen(batch.runtime.sessions, "before_commit", fail_once)  # the next commit is the batch's
+    try:
+        await batch.box.handle_batch(due)
+    finally:
+        event.remove(batch.runtime.sessions, "before_commit", fail_once)
+    assert failures == []
+
+
 def kept_files(runtime: Runtime) -> list[Path]:
     """Files in the uploads folder outside staging: the ones moved into place."""
     uploads = runtime.settings.path(runtime.settings.uploads.dir)
@@ -206,20 +224,7 @@ async def test_a_batch_whose_commit_fails_leaves_every_update_pending_and_loses_
         await batch.send(BO, report("乙"), files=[upload(batch.conversation, "乙.pdf")]),
         await batch.send(CHEN, report("丙")),
     ]
-    with runtime.transaction() as session:
-        due = inbox.due(session, batch.wall.now())
-    failures = [OperationalError("COMMIT", {}, Exception("database is locked"))]
-
-    def fail_once(session: Session) -> None:
-        if failures and not session.in_nested_transaction():  # a savepoint's release is no commit
-            raise failures.pop()
-
-    event.listen(runtime.sessions, "before_commit", fail_once)  # the next commit is the batch's
-    try:
-        await batch.box.handle_batch(due)
-    finally:
-        event.remove(runtime.sessions, "before_commit", fail_once)
-    assert failures == []
+    await handle_due_with_one_failed_commit(batch, OperationalError("COMMIT", {}, Exception("database is locked")))
     assert batch.notes() == []
     assert batch.states() == {key: ("pending", 1) for key in keys}
     assert kept_files(runtime) == []
@@ -255,23 +260,11 @@ async def test_a_batchs_files_move_into_place_only_after_it_has_committed(
 
 
 async def test_a_batch_whose_commit_fails_for_good_is_handled_again_one_update_at_a_time(
-    batch: Batch, runtime: Runtime, one_transaction: None
+    batch: Batch, one_transaction: None
 ) -> None:
     keys = [await batch.send(ANNA, report("甲")), await batch.send(BO, report("乙"))]
-    with runtime.transaction() as session:
-        due = inbox.due(session, batch.wall.now())
-    failures = [ValueError("a commit that will not work again")]  # not passing: no reason to wait
-
-    def fail_once(session: Session) -> None:
-        if failures and not session.in_nested_transaction():
-            raise failures.pop()
-
-    event.listen(runtime.sessions, "before_commit", fail_once)  # the next commit is the batch's
-    try:
-        await batch.box.handle_batch(due)
-    finally:
-        event.remove(runtime.sessions, "before_commit", fail_once)
-    assert failures == []
+    # Not passing: no reason to wait.
+    await handle_due_with_one_failed_commit(batch, ValueError("a commit that will not work again"))
     assert batch.notes() == ["甲", "乙"]  # alone, neither failed: no update is given up for the batch
     assert batch.states() == {key: ("handled", 0) for key in keys}
 
