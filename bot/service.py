@@ -201,7 +201,7 @@ async def run_service(
     service: Service, stop: asyncio.Event, *, on_ready: Callable[[Service], None] | None = None
 ) -> None:
     """Run until ``stop`` is set."""
-    from bot.telegram_adapter import poll_updates, set_up_bot
+    from bot.telegram_adapter import UpdateFeed, poll_updates, set_up_bot
     from bot.web import build_web_app
 
     settings = service.settings
@@ -308,7 +308,10 @@ async def run_service(
         if settings.telegram.mode == "polling":
             polling_task = asyncio.create_task(
                 poll_updates(
-                    application.bot, service.inbox, stop, retry_base=settings.inbox.retry_base.total_seconds()
+                    UpdateFeed(application.bot, settings),
+                    service.inbox,
+                    stop,
+                    retry_base=settings.inbox.retry_base.total_seconds(),
                 ),
                 name="telegram-polling",
             )

@@ -1,13 +1,15 @@
 """Telegram: updates into the durable inbox, the conversation core's answers out through the outbox.
 
 :func:`build_application` is the one place the PTB client is built (token,
-API base URL, timeouts).  Updates reach the inbox before Telegram is told we
-have them: :func:`poll_updates` stores each ``getUpdates`` batch before the
-next call's offset acknowledges it; the webhook (bot.web) stores the update
-before answering 200.  :class:`TelegramAdapter` reads a stored update back:
-an Update becomes an :class:`~core.conversation.Incoming` (its file downloaded
-into staging), the core decides and queues the answers, and the outbox sender
-delivers them through :class:`TelegramTransport`.
+API base URL, timeouts); :class:`UpdateFeed`, built from its Bot, is the long
+poll's own connection.  Updates reach the inbox before Telegram is told we
+have them: :func:`poll_updates` stores each ``getUpdates`` batch, as
+Telegram's JSON, before the next call's offset acknowledges it; the webhook
+(bot.web) stores the update before answering 200.  :class:`TelegramAdapter`
+reads a stored update back: an Update becomes an
+:class:`~core.conversation.Incoming` (its file downloaded into staging), the
+core decides and queues the answers, and the outbox sender delivers them
+through :class:`TelegramTransport`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
-import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy.exc import SQLAlchemyError
 from telegram import (
@@ -43,6 +46,7 @@ from telegram.error import (
     TelegramError,
 )
 from telegram.ext import Application, ApplicationBuilder
+from telegram.request import HTTPXRequest
 
 from bot.inbox import InboundRetry, Inbox
 from core.config import Settings
@@ -68,7 +72,7 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
     """The PTB application for the configured bot; the only place a Telegram client is made.
 
     Only its Bot is used: updates come through the durable inbox (fetched by
-    :func:`poll_updates` or posted to the webhook), not through PTB's update queue.
+    an :class:`UpdateFeed` or posted to the webhook), not through PTB's update queue.
     """
     telegram = settings.telegram
     if telegram.token is None:
@@ -82,7 +86,6 @@ def build_application(settings: Settings) -> Application:  # type: ignore[type-a
         .connect_timeout(timeout)
         .read_timeout(timeout)
         .write_timeout(timeout)
-        .get_updates_read_timeout(POLL_SECONDS + timeout)
         .updater(None)
     )
     return builder.build()
@@ -108,41 +111,67 @@ def _id_of(party: object) -> str | None:
     return str(party["id"]) if isinstance(party, dict) and isinstance(party.get("id"), int) else None
 
 
-async def _fetch_updates(bot: Bot, offset: int | None) -> list[dict[str, Any]]:
-    """One long poll: the updates as JSON."""
-    try:
-        return [
-            update.to_dict()
-            for update in await bot.get_updates(offset, timeout=POLL_SECONDS, allowed_updates=ALLOWED_UPDATES)
-        ]
-    except TelegramError:
-        raise
-    except Exception:
-        # PTB could not parse an update of the batch.  Fetch the same batch (the offset has not moved)
-        # as plain JSON, so that it is stored all the same: handling it fails, and its sender is told.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "use Bot.get_updates": that is what just failed
-            raw = await bot.do_api_request(
-                "getUpdates", api_kwargs={"offset": offset, "timeout": 0, "allowed_updates": ALLOWED_UPDATES}
-            )
-        return [update for update in raw if isinstance(update, dict)] if isinstance(raw, list) else []
+class UpdateFeed:
+    """``getUpdates`` long-polled, its updates kept as the JSON Telegram sent (https://core.telegram.org/bots/api#getupdates).
+
+    They are stored as they came, as the webhook stores its posts, and PTB
+    parses each one once, when the inbox reads it back for handling: parsed
+    here as well, and turned back into JSON to be stored, every update of a
+    burst cost about a quarter of a millisecond more.  An update PTB cannot
+    parse is stored all the same; handling it fails, and its sender is told.
+
+    The request goes through a PTB request object of the feed's own (one
+    connection, the long poll's read timeout), which maps Telegram's answers
+    to PTB's errors (:class:`Conflict`, :class:`RetryAfter`, :class:`NetworkError`);
+    the parameters travel in the query string, one of the four ways the Bot
+    API takes them (https://core.telegram.org/bots/api#making-requests).
+    """
+
+    def __init__(self, bot: Bot, settings: Settings) -> None:
+        timeout = settings.telegram.request_timeout.total_seconds()
+        self.url = f"{bot.base_url}/getUpdates"
+        self.read_timeout = POLL_SECONDS + timeout
+        self.request = HTTPXRequest(
+            connection_pool_size=1, connect_timeout=timeout, read_timeout=self.read_timeout, write_timeout=timeout
+        )
+
+    async def fetch(self, offset: int | None) -> list[dict[str, Any]]:
+        """One long poll: the updates from ``offset`` on (None: all Telegram holds), as JSON."""
+        parameters: dict[str, Any] = {"timeout": POLL_SECONDS, "allowed_updates": json.dumps(ALLOWED_UPDATES)}
+        if offset is not None:
+            parameters["offset"] = offset
+        result = await self.request.post(f"{self.url}?{urlencode(parameters)}", read_timeout=self.read_timeout)
+        return [update for update in result if isinstance(update, dict)] if isinstance(result, list) else []
+
+    async def __aenter__(self) -> UpdateFeed:
+        await self.request.initialize()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.request.shutdown()
 
 
-async def poll_updates(bot: Bot, inbox: Inbox, stop: asyncio.Event, *, retry_base: float = 1.0) -> None:
+async def poll_updates(feed: UpdateFeed, inbox: Inbox, stop: asyncio.Event, *, retry_base: float = 1.0) -> None:
     """Long-poll ``getUpdates`` into the inbox until ``stop``.
 
     Telegram forgets a batch when a later call's offset passes it, so the
     offset moves on only once the batch is stored: a crash before that gets the
     same batch again, and the inbox keeps each update once.  While the batch
     cannot be stored (the database locked) it is kept and stored again later.
+    The feed is opened here and closed when polling stops.
     """
+    async with feed:
+        await _poll(feed, inbox, stop, retry_base)
+
+
+async def _poll(feed: UpdateFeed, inbox: Inbox, stop: asyncio.Event, retry_base: float) -> None:
     offset: int | None = None
     batch: list[Received] = []
     failures = 0
     while not stop.is_set():
         try:
             if not batch:
-                fetch = asyncio.ensure_future(_fetch_updates(bot, offset))
+                fetch = asyncio.ensure_future(feed.fetch(offset))
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
