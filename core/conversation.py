@@ -44,6 +44,7 @@ from core.reporting import (
     Placement,
     StagedFile,
     StatusCode,
+    find_task_for_unit,
     open_obligations,
     parse_status,
     pending_document,
@@ -157,20 +158,6 @@ _ASSIGNED_TO_UNIT = (
         Assignment.active.is_(True),
     )
     .limit(1)
-)
-# A task and whether one unit is assigned it: find_task and _ASSIGNED_TO_UNIT in one statement (every /report line).
-_TASK_AND_UNIT = select(
-    Task,
-    select(Assignment.unit_id)
-    .where(Assignment.task_id == Task.id, Assignment.unit_id == bindparam("unit_id"), Assignment.active.is_(True))
-    .limit(1)
-    .correlate(Task)
-    .scalar_subquery(),
-).where(
-    Task.plan_id == bindparam("plan_id"),
-    Task.annex == bindparam("annex"),
-    Task.number == bindparam("number"),
-    Task.active.is_(True),
 )
 _ASSIGNED_UNIT = (
     select(Assignment.unit_id)
@@ -497,7 +484,10 @@ class Conversation:
 
     def _dispatch(self, turn: _Turn) -> None:
         incoming = turn.incoming
-        turn.identity, turn.bindings, plan = sender(turn.session, incoming.platform, incoming.user_id)
+        who = sender(turn.session, incoming.platform, incoming.user_id, incoming.chat_id)
+        turn.identity, turn.bindings, plan = who.identity, who.bindings, who.plan
+        if who.identity is not None:  # asked with the identity: whether a draft report is under way
+            turn.known_state, turn.state_looked_up = who.state, True
         if (
             turn.identity is not None
             and turn.identity.chat_id != incoming.chat_id
@@ -836,11 +826,9 @@ class Conversation:
         task: Task | None = None
         if ref and turn.plan and len(own) == 1:  # the usual case: whether the unit has it, asked with the task
             unit = next(iter(own.values()))
-            keys = {"plan_id": turn.plan.id, "annex": ref[0].value, "number": ref[1], "unit_id": unit.id}
-            found = turn.session.execute(_TASK_AND_UNIT, keys).first()
-            if found is not None:
-                task = found[0]
-                turn.task_units[task.id] = unit if found[1] is not None else None
+            task, assigned = find_task_for_unit(turn.session, turn.plan.id, ref[0].value, ref[1], unit.id)
+            if task is not None:
+                turn.task_units[task.id] = unit if assigned else None
         elif ref and turn.plan:
             task = find_task(turn.session, turn.plan.id, ref[0].value, ref[1])
         if task is None:

@@ -25,12 +25,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, and_, bindparam, insert, join, select, update
 from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.tasks import task_label
-from storage.models import Attachment, AuditLog, Checkpoint, Obligation, Review, StatusReport, Task, Unit
+from storage.models import Assignment, Attachment, AuditLog, Checkpoint, Obligation, Review, StatusReport, Task, Unit
 
 
 class StatusCode(StrEnum):
@@ -224,6 +224,59 @@ _ANSWER_OBLIGATION = update(_OBLIGATIONS).where(_OBLIGATIONS.c.id == bindparam("
 
 def _load_open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
     return list(session.scalars(_OPEN_OBLIGATIONS, {"task_id": task_id, "unit_id": unit_id}))
+
+
+# A task by its number, whether the unit is assigned it, and the unit's live obligations for it (the
+# rows of _OPEN_OBLIGATIONS, outer-joined: a task the unit owes nothing for is still one row).
+_LIVE_OBLIGATION = join(
+    Obligation, Checkpoint, and_(Checkpoint.id == Obligation.checkpoint_id, Checkpoint.cancelled_at.is_(None))
+)
+_TASK_FOR_UNIT = (
+    select(
+        Task,
+        select(Assignment.unit_id)
+        .where(Assignment.task_id == Task.id, Assignment.unit_id == bindparam("unit_id"), Assignment.active.is_(True))
+        .limit(1)
+        .correlate(Task)
+        .scalar_subquery(),
+        Obligation,
+    )
+    .outerjoin(
+        _LIVE_OBLIGATION,
+        and_(
+            Obligation.task_id == Task.id,
+            Obligation.unit_id == bindparam("unit_id"),
+            Obligation.active.is_(True),
+        ),
+    )
+    .options(contains_eager(Obligation.checkpoint))
+    .where(
+        Task.plan_id == bindparam("plan_id"),
+        Task.annex == bindparam("annex"),
+        Task.number == bindparam("number"),
+        Task.active.is_(True),
+    )
+    .order_by(Checkpoint.due_at, Checkpoint.id)
+)
+
+
+def find_task_for_unit(
+    session: Session, plan_id: int, annex: str, number: int, unit_id: int
+) -> tuple[Task | None, bool]:
+    """A plan's live task by its number, and whether the unit is assigned it; one query.
+
+    The unit's live obligations for the task come with it and are remembered
+    for :func:`open_obligations` (a report on the task asks for them next).
+    """
+    rows = session.execute(
+        _TASK_FOR_UNIT, {"plan_id": plan_id, "annex": annex, "number": number, "unit_id": unit_id}
+    ).all()
+    if not rows:
+        return None, False
+    task, assigned, _ = rows[0]
+    memo: dict[tuple[int, int], list[Obligation]] = session.info.setdefault("open_obligations", {})
+    memo[(task.id, unit_id)] = [obligation for _, _, obligation in rows if obligation is not None]
+    return task, assigned is not None
 
 
 def target_obligation(

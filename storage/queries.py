@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.orm import Session, contains_eager, joinedload
 
-from storage.models import Binding, Checkpoint, Identity, Obligation, Person, Plan, Task, Unit, UnitAlias
+from storage.models import (
+    Binding,
+    Checkpoint,
+    ConversationState,
+    Identity,
+    Obligation,
+    Person,
+    Plan,
+    Task,
+    Unit,
+    UnitAlias,
+)
 
 OPEN_STATES = ("owed", "returned")
 
@@ -97,16 +109,35 @@ _NEWEST_PLAN_ID = (
     .correlate(Unit)
     .scalar_subquery()
 )
-# Who is writing, their active bindings (with units) and each binding's county's newest plan: one query.
+# Who is writing, their active bindings (with units), each binding's county's newest plan and the
+# person's conversation state in this chat: one query (each chat turn asks all of it).
 _SENDER = (
-    select(Identity, Binding, Plan)
+    select(Identity, Binding, Plan, ConversationState)
     .outerjoin(Binding, and_(Binding.person_id == Identity.person_id, Binding.revoked_at.is_(None)))
     .outerjoin(Unit, Unit.id == Binding.unit_id)
     .outerjoin(Plan, Plan.id == _NEWEST_PLAN_ID)
-    .options(joinedload(Identity.person), contains_eager(Binding.unit))
+    .outerjoin(
+        ConversationState,
+        and_(
+            ConversationState.platform == Identity.platform,
+            ConversationState.user_id == Identity.external_id,
+            ConversationState.chat_id == bindparam("chat_id"),
+        ),
+    )
+    .options(contains_eager(Binding.unit))
     .where(Identity.platform == bindparam("platform"), Identity.external_id == bindparam("external_id"))
     .order_by(Binding.id)
 )
+
+
+@dataclass
+class Sender:
+    """Who wrote a message (see :func:`sender`); ``identity`` None: someone the service does not know."""
+
+    identity: Identity | None
+    bindings: list[Binding]  # active, in the order they were made
+    plan: Plan | None  # the first binding's county's newest plan (None without a binding)
+    state: ConversationState | None  # the person's conversation state in the chat written in
 
 
 def find_task(session: Session, plan_id: int, annex: str, number: int) -> Task | None:
@@ -121,17 +152,19 @@ def active_bindings(session: Session, person_id: int) -> list[Binding]:
     return list(session.scalars(_ACTIVE_BINDINGS, {"person_id": person_id}))
 
 
-def sender(session: Session, platform: str, external_id: str) -> tuple[Identity | None, list[Binding], Plan | None]:
-    """Who wrote: the identity, its person's active bindings in order, and the first binding's county's newest plan.
+def sender(session: Session, platform: str, external_id: str, chat_id: str) -> Sender:
+    """Who wrote in a chat: the identity, its person's active bindings, their county's plan and the chat's state.
 
-    What :func:`find_identity`, :func:`active_bindings` and :func:`newest_plan`
-    of the first binding's jurisdiction answer, in one query.
+    What :func:`find_identity`, :func:`active_bindings`, :func:`newest_plan`
+    of the first binding's jurisdiction and the conversation state of
+    (platform, chat, user) answer, in one query.
     """
-    rows = session.execute(_SENDER, {"platform": platform, "external_id": external_id}).all()
+    rows = session.execute(_SENDER, {"platform": platform, "external_id": external_id, "chat_id": chat_id}).all()
     if not rows:
-        return None, [], None
-    bindings = [binding for _, binding, _ in rows if binding is not None]
-    return rows[0][0], bindings, rows[0][2] if bindings else None
+        return Sender(None, [], None, None)
+    bindings = [binding for _, binding, _, _ in rows if binding is not None]
+    identity, _, plan, state = rows[0]
+    return Sender(identity, bindings, plan if bindings else None, state)
 
 
 def identities_of_unit(
