@@ -24,11 +24,6 @@ class TargetRefused(ValueError):
     """An office correction that cannot be applied; the message is Chinese."""
 
 
-def as_target(row: TargetRow) -> ParsedTarget:
-    """The plain value of a stored target, for value parsing and pace."""
-    return ParsedTarget(metric=row.metric, value=row.value, unit=row.unit, kind=TargetKind(row.kind), phrase=row.phrase)
-
-
 # Built once: every recorded report runs it.
 _TARGETS_OF_TASKS = (
     select(TargetRow)
@@ -36,9 +31,10 @@ _TARGETS_OF_TASKS = (
     .order_by(TargetRow.task_id, TargetRow.position, TargetRow.id)
 )
 
-# One task's (every recorded report asks): no IN list, so the SQL is the same string every time.
-_TARGETS_OF_TASK = (
-    select(TargetRow)
+# One task's values (every recorded report asks): the columns only, read into plain values, and no
+# IN list, so the SQL is the same string every time.
+_TARGET_VALUES_OF_TASK = (
+    select(TargetRow.id, TargetRow.metric, TargetRow.value, TargetRow.unit, TargetRow.kind, TargetRow.phrase)
     .where(TargetRow.task_id == bindparam("task_id"), TargetRow.active.is_(True))
     .order_by(TargetRow.position, TargetRow.id)
 )
@@ -57,7 +53,12 @@ def targets_by_task(session: Session, task_ids: list[int]) -> dict[int, list[Tar
 
 def task_target_values(session: Session, task_id: int) -> dict[int, ParsedTarget]:
     """A task's active targets as plain values, by id, in the order written."""
-    return {row.id: as_target(row) for row in session.scalars(_TARGETS_OF_TASK, {"task_id": task_id})}
+    return {
+        target_id: ParsedTarget(metric=metric, value=value, unit=unit, kind=TargetKind(kind), phrase=phrase)
+        for target_id, metric, value, unit, kind, phrase in session.execute(
+            _TARGET_VALUES_OF_TASK, {"task_id": task_id}
+        )
+    }
 
 
 @dataclass

@@ -31,6 +31,8 @@ class Messages:
             trim_blocks=True,
             lstrip_blocks=True,
             undefined=StrictUndefined,
+            # The templates ship with the code: each render need not look at the file's time again.
+            auto_reload=False,
         )
         self.env.filters["local"] = self.local
         self.env.filters["md"] = self.month_day
