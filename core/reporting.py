@@ -25,7 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, insert, join, select, update
+from sqlalchemy import Table, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session, contains_eager, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -203,6 +203,9 @@ def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Oblig
 
 
 # Built once: every report runs it (building a statement costs more than running it on SQLite).
+# The live checkpoints as a list: SQLite then looks the obligations up by their (checkpoint, task,
+# unit) key; with the condition on the joined checkpoint it read every obligation of the unit.
+_LIVE_CHECKPOINTS = select(Checkpoint.id).where(Checkpoint.cancelled_at.is_(None))
 _OPEN_OBLIGATIONS = (
     select(Obligation)
     .join(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
@@ -211,7 +214,7 @@ _OPEN_OBLIGATIONS = (
         Obligation.task_id == bindparam("task_id"),
         Obligation.unit_id == bindparam("unit_id"),
         Obligation.active.is_(True),
-        Checkpoint.cancelled_at.is_(None),
+        Obligation.checkpoint_id.in_(_LIVE_CHECKPOINTS),
     )
     .order_by(Checkpoint.due_at, Checkpoint.id)
 )
@@ -228,9 +231,6 @@ def _load_open_obligations(session: Session, task_id: int, unit_id: int) -> list
 
 # A task by its number, whether the unit is assigned it, and the unit's live obligations for it (the
 # rows of _OPEN_OBLIGATIONS, outer-joined: a task the unit owes nothing for is still one row).
-_LIVE_OBLIGATION = join(
-    Obligation, Checkpoint, and_(Checkpoint.id == Obligation.checkpoint_id, Checkpoint.cancelled_at.is_(None))
-)
 _TASK_FOR_UNIT = (
     select(
         Task,
@@ -242,13 +242,15 @@ _TASK_FOR_UNIT = (
         Obligation,
     )
     .outerjoin(
-        _LIVE_OBLIGATION,
+        Obligation,
         and_(
             Obligation.task_id == Task.id,
             Obligation.unit_id == bindparam("unit_id"),
             Obligation.active.is_(True),
+            Obligation.checkpoint_id.in_(_LIVE_CHECKPOINTS),
         ),
     )
+    .outerjoin(Checkpoint, Checkpoint.id == Obligation.checkpoint_id)
     .options(contains_eager(Obligation.checkpoint))
     .where(
         Task.plan_id == bindparam("plan_id"),
