@@ -481,6 +481,9 @@ class OutboxSender:
                 .order_by(OutboxMessage.id)
                 .limit(count * 4)
             )
+            # SQLite's planner, without statistics, takes the (state, next_attempt_at) range and sorts
+            # every due row by id; walking (state, id) stops at the first few.
+            candidate = candidate.with_hint(OutboxMessage, "INDEXED BY ix_outbox_state_id", "sqlite")
             if excluded_chats:
                 candidate = candidate.where(OutboxMessage.chat_id.not_in(excluded_chats))
             if self.shared:

@@ -460,7 +460,12 @@ class OutboxMessage(Base):
     """An outgoing message: written first, delivered later, never sent twice by design."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_state_next", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_state_next", "state", "next_attempt_at"),
+        # The sender claims the oldest queued rows: walked in id order, a claim reads a few rows, not
+        # every queued one sorted (3 ms a claim with 3,000 queued, on SQLite).
+        Index("ix_outbox_state_id", "state", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     platform: Mapped[str] = mapped_column(String(20))
