@@ -57,6 +57,8 @@ _STOCK_PHRASES = re.compile(
     )
 )
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
+# A figure or a month ("三月") makes a note concrete.
+_CONCRETE = re.compile(r"\d|[一二三四五六七八九十]+月")
 
 
 def _normalised(note: str) -> str:
@@ -66,7 +68,7 @@ def _normalised(note: str) -> str:
 def is_vague(note: str) -> bool:
     """True when the note states no figure, date or concrete fact (空泛)."""
     text = _normalised(note)
-    if re.search(r"\d", text) or re.search(r"[一二三四五六七八九十]+月", text):
+    if _CONCRETE.search(text):
         return False
     return len(_STOCK_PHRASES.sub("", text)) < MIN_FACT_CHARS
 
