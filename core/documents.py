@@ -11,6 +11,7 @@ wording lives with the templates.  Every function takes either a
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
@@ -19,6 +20,7 @@ import unicodedata
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import cached_property, lru_cache
@@ -656,6 +658,27 @@ def file_format(text: str) -> FileFormat:
     raise ValueError(f"unknown format {text!r}: use html, xlsx or md")
 
 
+@contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while one view is built or written.
+
+    A county's view and its files are tens of thousands of small objects
+    (rows, cells), none of them cyclic garbage, and the collector's passes
+    over them took ~15% of building every county's 通报 (100 counties: 9.6–10.2
+    → 8.5 s of the building process's CPU).  Reference counting still frees
+    them; the collector runs again when the view is done.  It is resumed only
+    if it was on (another thread pausing it meanwhile leaves it to that one).
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def build_view(
     session: Session,
     settings: Settings,
@@ -665,9 +688,10 @@ def build_view(
     year: int | None = None,
 ) -> View:
     """The notification of ``checkpoint_key`` at ``now``, or with ``checkpoint_key=None`` the view of ``year``."""
-    if checkpoint_key is None:
-        return build_year(session, settings, plan, now, year)
-    return build_notification(session, settings, plan, checkpoint_key, now)
+    with _collection_paused():
+        if checkpoint_key is None:
+            return build_year(session, settings, plan, now, year)
+        return build_notification(session, settings, plan, checkpoint_key, now)
 
 
 def write_view(view: View, fmt: FileFormat, messages: Messages, target: Path) -> Path:
@@ -678,11 +702,12 @@ def write_view(view: View, fmt: FileFormat, messages: Messages, target: Path) ->
     os.close(handle)
     staged = Path(temporary)
     try:
-        if fmt == "xlsx":
-            write_xlsx(view, staged, messages)
-        else:
-            text = render_html(view, messages) if fmt == "html" else render_markdown(view, messages)
-            staged.write_text(text, encoding="utf-8")
+        with _collection_paused():
+            if fmt == "xlsx":
+                write_xlsx(view, staged, messages)
+            else:
+                text = render_html(view, messages) if fmt == "html" else render_markdown(view, messages)
+                staged.write_text(text, encoding="utf-8")
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
