@@ -24,7 +24,7 @@ from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.pace import PaceClass, PaceThresholds, expected_share, pace_of
@@ -95,6 +95,39 @@ def record_values(
     return rows
 
 
+# Built once (the 通报 of every county of a province runs each of them per county); the lists are
+# expanding parameters, so a statement is not built, and its cache key not computed, at every call.
+_LIVE_TASKS = select(Task.id, Task.annex, Task.number).where(
+    Task.id.in_(bindparam("task_ids", expanding=True)), Task.active.is_(True)
+)
+_TASK_TARGETS = (
+    select(Target.id, Target.task_id, Target.metric, Target.value, Target.unit, Target.kind)
+    .where(Target.task_id.in_(bindparam("task_ids", expanding=True)), Target.active.is_(True))
+    .order_by(Target.task_id, Target.position, Target.id)
+)
+_LEAD_UNITS = (
+    select(Assignment.task_id, Unit.id, Unit.name)
+    .join(Unit, Unit.id == Assignment.unit_id)
+    .where(
+        Assignment.task_id.in_(bindparam("task_ids", expanding=True)),
+        Assignment.active.is_(True),
+        Assignment.role == "lead",
+    )
+    .order_by(Assignment.id)
+)
+_MILESTONE_DATES = select(Milestone.task_id, Milestone.due_on).where(
+    Milestone.task_id.in_(bindparam("task_ids", expanding=True)), Milestone.active.is_(True)
+)
+_LATEST_VALUES = (
+    select(TargetValue.target_id, TargetValue.unit_id, TargetValue.value, TargetValue.reported_at)
+    .where(
+        TargetValue.target_id.in_(bindparam("target_ids", expanding=True)),
+        TargetValue.reported_at <= bindparam("until"),
+    )
+    .order_by(TargetValue.reported_at, TargetValue.id)
+)
+
+
 def _latest_values(
     session: Session, target_ids: list[int], until: datetime
 ) -> dict[tuple[int, int], tuple[float, datetime]]:
@@ -102,11 +135,7 @@ def _latest_values(
     latest: dict[tuple[int, int], tuple[float, datetime]] = {}
     if not target_ids:
         return latest
-    rows = session.execute(
-        select(TargetValue.target_id, TargetValue.unit_id, TargetValue.value, TargetValue.reported_at)
-        .where(TargetValue.target_id.in_(target_ids), TargetValue.reported_at <= until)
-        .order_by(TargetValue.reported_at, TargetValue.id)
-    )
+    rows = session.execute(_LATEST_VALUES, {"target_ids": target_ids, "until": until})
     for target_id, unit_id, value, at in rows:
         latest[(target_id, unit_id)] = (value, at)
     return latest
@@ -140,35 +169,15 @@ def round_progress(
     until = cutoff or checkpoint.due_at
     today: date = until.astimezone(tz).date()
     # Plain rows, not ORM objects: the 通报 of every county reads this once per county.
-    tasks = {
-        row.id: row
-        for row in session.execute(
-            select(Task.id, Task.annex, Task.number).where(Task.id.in_(list(task_ids)), Task.active.is_(True))
-        )
-    }
-    targets = list(
-        session.execute(
-            select(Target.id, Target.task_id, Target.metric, Target.value, Target.unit, Target.kind)
-            .where(Target.task_id.in_(list(tasks)), Target.active.is_(True))
-            .order_by(Target.task_id, Target.position, Target.id)
-        )
-    )
+    tasks = {row.id: row for row in session.execute(_LIVE_TASKS, {"task_ids": list(task_ids)})}
+    targets = list(session.execute(_TASK_TARGETS, {"task_ids": list(tasks)}))
     if not targets:
         return []
     leads: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for task_id, unit_id, name in session.execute(
-        select(Assignment.task_id, Unit.id, Unit.name)
-        .join(Unit, Unit.id == Assignment.unit_id)
-        .where(Assignment.task_id.in_(list(tasks)), Assignment.active.is_(True), Assignment.role == "lead")
-        .order_by(Assignment.id)
-    ):
+    for task_id, unit_id, name in session.execute(_LEAD_UNITS, {"task_ids": list(tasks)}):
         leads[task_id].append((unit_id, name))
     milestones: dict[int, list[date]] = defaultdict(list)
-    for task_id, due_on in session.execute(
-        select(Milestone.task_id, Milestone.due_on).where(
-            Milestone.task_id.in_(list(tasks)), Milestone.active.is_(True)
-        )
-    ):
+    for task_id, due_on in session.execute(_MILESTONE_DATES, {"task_ids": list(tasks)}):
         milestones[task_id].append(due_on)
     target_ids = [t.id for t in targets]
     latest = _latest_values(session, target_ids, until)
