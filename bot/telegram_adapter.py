@@ -189,9 +189,13 @@ async def _poll(feed: UpdateFeed, inbox: Inbox, stop: asyncio.Event, retry_base:
                 inbox.wake()
                 batch = []
             failures = 0
-        except (NetworkError, Conflict, SQLAlchemyError) as exc:  # the batch is kept, and Telegram keeps it too
+        except (NetworkError, Conflict, RetryAfter, SQLAlchemyError) as exc:  # the batch is kept; Telegram keeps it
             failures += 1
             wait = min(retry_base * 2 ** min(failures - 1, 6), 60.0)
+            if isinstance(
+                exc, RetryAfter
+            ):  # a 429 says how long to wait (core.telegram.org/bots/api#responseparameters)
+                wait = max(wait, _seconds(exc.retry_after))
             log.warning("getUpdates or storing its batch failed (%s); again in %.1f s", exc, wait)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)

@@ -136,6 +136,16 @@ async def test_report_sent_while_another_process_locks_the_database_is_recorded_
     assert list((tmp_path / "inbox-spool").glob("*.json")) == []
 
 
+async def test_a_429_on_get_updates_is_waited_out_and_polling_goes_on(polling_bot: Running) -> None:
+    # Telegram may answer any method 429 with a retry_after (https://core.telegram.org/bots/api#responseparameters).
+    polling_bot.fake.fail_next("getUpdates", 429, retry_after=1)
+    polling_bot.fake.user_message(LIAISON, "/report 12 按计划推进 第一份")  # ends the long poll under way
+    await polling_bot.fake.wait_for_async(lambda m: answer_to(m, "第一份"), timeout=15)
+    polling_bot.fake.user_message(LIAISON, "/report 12 按计划推进 第二份")  # fetched after the 429 and the wait
+    await polling_bot.fake.wait_for_async(lambda m: answer_to(m, "第二份"), timeout=15)
+    assert sorted(reports(polling_bot)) == ["第一份", "第二份"]
+
+
 async def test_update_that_cannot_be_handled_is_answered_with_a_reference_and_listed(polling_bot: Running) -> None:
     # A message Telegram would never send (no date, no message id): handling it fails for good.
     polling_bot.fake.push_update(
