@@ -190,13 +190,19 @@ class Recorded:
     placements: list[Placement] = field(default_factory=list)
 
 
+def _remembered_obligations(session: Session) -> dict[tuple[int, int], list[Obligation]]:
+    """(task, unit) → live obligations, remembered in the session (see :func:`open_obligations`)."""
+    memo: dict[tuple[int, int], list[Obligation]] = session.info.setdefault("open_obligations", {})
+    return memo
+
+
 def open_obligations(session: Session, task_id: int, unit_id: int) -> list[Obligation]:
     """The unit's live obligations for a task, earliest due first.
 
     Remembered for the rest of the session's unit of work: one report asks
     several questions of the same list, and its objects change in place.
     """
-    memo: dict[tuple[int, int], list[Obligation]] = session.info.setdefault("open_obligations", {})
+    memo = _remembered_obligations(session)
     if (task_id, unit_id) not in memo:
         memo[(task_id, unit_id)] = _load_open_obligations(session, task_id, unit_id)
     return memo[(task_id, unit_id)]
@@ -276,8 +282,7 @@ def find_task_for_unit(
     if not rows:
         return None, False
     task, assigned, _ = rows[0]
-    memo: dict[tuple[int, int], list[Obligation]] = session.info.setdefault("open_obligations", {})
-    memo[(task.id, unit_id)] = [obligation for _, _, obligation in rows if obligation is not None]
+    _remembered_obligations(session)[(task.id, unit_id)] = [o for _, _, o in rows if o is not None]
     return task, assigned is not None
 
 
