@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.config import PersonRole, Settings
@@ -171,7 +171,13 @@ def _apply_answer(session: Session, settings: Settings, answer: Answer) -> dict[
 
 
 def _settle_before(session: Session, escalation: Escalation, start: datetime) -> None:
-    """Treat every rung before the start as dealt with, so the timeline begins at ``start``."""
+    """Begin the timeline at ``start``: every rung before it dealt with, none from it on.
+
+    The service records each rung it passes, at its own clock: once it has
+    run, a window in the past (the README's 2024 example) would otherwise show
+    nothing, its rungs recorded as skipped at start-up.  The copy forgets them.
+    """
+    session.execute(delete(RungRun).where(RungRun.fires_at >= start))
     done = {tuple(row) for row in session.execute(select(RungRun.checkpoint_id, RungRun.rung_key, RungRun.role))}
     for checkpoint in session.scalars(select(Checkpoint).where(Checkpoint.cancelled_at.is_(None))):
         for rung in escalation.schedule(checkpoint):

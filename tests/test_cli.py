@@ -10,7 +10,12 @@ import pytest
 from click.testing import CliRunner, Result
 
 from bot.cli import main
-from core.config import BUNDLED_PLAN, notice_units_path
+from core.config import BUNDLED_PLAN, load_settings, notice_units_path
+from core.escalation import Escalation, make_calendar
+from core.runtime import open_runtime
+from jobs.ticks import tick
+from messages import Messages
+from tests.conftest import local
 from tests.databases import SqliteTemplate
 
 
@@ -180,6 +185,24 @@ def test_simulate_prints_the_timeline_and_changes_nothing(env: dict[str, str], t
     assert run(env, "checkpoint", "list", "--json").output == before
     again = json.loads(run(env, "simulate", "--from", "2024-02-20", "--to", "2024-03-08", "--json").output)
     assert again["totals"]["notices"] == data["totals"]["notices"], "the first run must not have recorded anything"
+
+
+@pytest.mark.usefixtures("initialised")
+def test_simulate_shows_a_past_window_after_the_service_has_passed_it(env: dict[str, str]) -> None:
+    command = ("simulate", "--from", "2024-02-20", "--to", "2024-04-01", "--json")
+    fresh = json.loads(run(env, *command).output)
+    # The service ticks at its own clock, long after the window: it records those rungs as passed.
+    settings = load_settings(environ=env)
+    runtime = open_runtime(settings)
+    try:
+        escalation = Escalation(settings, Messages(settings.service.language, settings.tz), make_calendar(settings))
+        report, _ = tick(runtime, escalation, local(2025, 6, 2, 9))
+        assert report.skipped and not report.notices
+    finally:
+        runtime.close()
+    after = json.loads(run(env, *command).output)
+    assert fresh["totals"]["notices"] > 0
+    assert after["notices"] == fresh["notices"]
 
 
 @pytest.mark.usefixtures("initialised")
